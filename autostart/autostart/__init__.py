@@ -1,0 +1,1 @@
+"""autostart: the asyncio reverse proxy that wakes stopped services on demand."""

@@ -1,0 +1,338 @@
+"""The wake/idle state machine of one service: stopped → starting → ready → stopping → stopped.
+
+It decides; the provider acts. It does no I/O of its own: starting, stopping and probing go through the
+provider, time through an injected clock (tests drive a fake one and never sleep), and what happened is
+reported to an observer (metrics and logs live in status.py).
+
+Guarantees:
+- one start at a time per service, however many requests arrive while it runs (single flight);
+- at most `max_waiting` requests wait on a start; each waits at most `start_timeout`;
+- a service is stopped for idleness only when nothing is in flight, decided without yielding, so a
+  request cannot slip in between the decision and the stop;
+- a service stopped (or crashed) from outside is noticed by `check()` and started again by the next
+  request; one started from outside (or already running at start-up) is adopted as ready.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+from .errors import AutostartError, StartFailed, StartTimeout, StopFailed, TooManyWaiting
+from .providers.base import Provider
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class State(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+
+
+class Observer(Protocol):
+    """What the state machine reports; status.py turns it into metrics and log lines."""
+
+    def state_changed(self, service: str, old: State, new: State, reason: str) -> None: ...
+
+    def wake_finished(self, service: str, seconds: float, error: AutostartError | None) -> None: ...
+
+    def stopped(self, service: str, reason: str) -> None: ...
+
+    def problem(self, service: str, message: str) -> None: ...
+
+
+class NullObserver:
+    def state_changed(self, service: str, old: State, new: State, reason: str) -> None:
+        pass
+
+    def wake_finished(self, service: str, seconds: float, error: AutostartError | None) -> None:
+        pass
+
+    def stopped(self, service: str, reason: str) -> None:
+        pass
+
+    def problem(self, service: str, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Timing:
+    start_timeout: float
+    idle_timeout: float  # 0 = never stop
+    max_waiting: int
+    poll_interval: float
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    # Failures reach waiters and the observer; this only keeps asyncio from warning about them.
+    if not task.cancelled():
+        task.exception()
+
+
+class ServiceLifecycle:
+    def __init__(
+        self,
+        name: str,
+        provider: Provider,
+        timing: Timing,
+        *,
+        clock: Clock | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.timing = timing
+        self.clock: Clock = clock or MonotonicClock()
+        self.observer: Observer = observer or NullObserver()
+        self.state = State.STOPPED
+        self.in_flight = 0
+        self.waiting = 0
+        self.last_activity: float | None = None
+        self.last_wake_seconds: float | None = None
+        self.last_error: str | None = None
+        self.wakes = 0
+        self.stops = 0
+        self._wake_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def try_acquire(self, *, touch: bool = True) -> bool:
+        """Count a request in flight if the service is ready right now; never waits, never wakes."""
+        if self.state is not State.READY:
+            return False
+        self.in_flight += 1
+        if touch:
+            self.last_activity = self.clock.now()
+        return True
+
+    async def acquire(self, *, touch: bool = True) -> None:
+        """Wait until the service is ready (starting it if needed), then count the request in flight.
+
+        Raises StartTimeout past start_timeout, StartFailed when the start fails, TooManyWaiting when
+        max_waiting requests already wait.
+        """
+        if self.try_acquire(touch=touch):
+            return
+        if self.waiting >= self.timing.max_waiting:
+            raise TooManyWaiting(self.name, self.timing.max_waiting)
+        arrived = self.clock.now()
+        deadline = arrived + self.timing.start_timeout
+        self.waiting += 1
+        try:
+            while not self.try_acquire(touch=touch):
+                outcome = self._stop_task if self.state is State.STOPPING and self._stop_task else self.wake()
+                remaining = deadline - self.clock.now()
+                try:
+                    finished = remaining > 0 and await self._wait(outcome, remaining)
+                except StartTimeout:
+                    finished = False
+                if not finished:
+                    raise StartTimeout(self.name, self.clock.now() - arrived, self.timing.start_timeout)
+        finally:
+            self.waiting -= 1
+
+    def release(self, *, touch: bool = True) -> None:
+        self.in_flight -= 1
+        if touch:
+            self.last_activity = self.clock.now()
+
+    def wake(self) -> asyncio.Future[None]:
+        """Start the service unless it is ready or starting; return what completes when it is ready.
+
+        Single flight: while a start runs, every caller gets that same start.
+        """
+        if self._wake_task is not None:
+            return self._wake_task
+        if self.state is State.READY:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        if self.state is State.STOPPING and self._stop_task is not None:
+            after_stop = asyncio.ensure_future(self._wake_after(self._stop_task))
+            after_stop.add_done_callback(_retrieve)
+            return after_stop
+        self._wake_task = asyncio.create_task(self._start(), name=f"wake {self.name}")
+        self._wake_task.add_done_callback(_retrieve)
+        return self._wake_task
+
+    async def _wake_after(self, stop: asyncio.Future[None]) -> None:
+        await asyncio.shield(stop)
+        await asyncio.shield(self.wake())
+
+    async def _wait(self, outcome: asyncio.Future[None], timeout: float) -> bool:
+        """True when `outcome` finished within `timeout` (re-raising its error); False on timeout."""
+        timer = asyncio.ensure_future(self.clock.sleep(timeout))
+        try:
+            await asyncio.wait({outcome, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if not outcome.done():
+            return False
+        outcome.result()
+        return True
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        started = self.clock.now()
+        deadline = started + self.timing.start_timeout
+        self.wakes += 1
+        self._set_state(State.STARTING, "request")
+        try:
+            await self._before(deadline, self.provider.start())
+            while not await self._before(deadline, self.provider.is_ready()):
+                remaining = deadline - self.clock.now()
+                if remaining <= 0:
+                    raise StartTimeout(self.name, self.clock.now() - started, self.timing.start_timeout)
+                await self.clock.sleep(min(self.timing.poll_interval, remaining))
+        except BaseException as exc:
+            error = self._as_domain_error(exc)
+            self.last_error = error.message
+            self.last_wake_seconds = self.clock.now() - started
+            self._set_state(State.STOPPED, f"start failed: {error.message}")
+            self.observer.wake_finished(self.name, self.last_wake_seconds, error)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise error from exc
+        else:
+            self.last_error = None
+            self.last_wake_seconds = self.clock.now() - started
+            self.last_activity = self.clock.now()
+            self._set_state(State.READY, "healthy")
+            self.observer.wake_finished(self.name, self.last_wake_seconds, None)
+        finally:
+            self._wake_task = None
+
+    async def _before(self, deadline: float, call: Awaitable[T]) -> T:
+        """Await a provider call, giving up (StartTimeout) at `deadline`."""
+        task = asyncio.ensure_future(call)
+        try:
+            if not await self._wait(task, max(deadline - self.clock.now(), 0.0)):
+                raise StartTimeout(self.name, self.timing.start_timeout, self.timing.start_timeout)
+        finally:
+            if not task.done():
+                task.cancel()
+        return task.result()
+
+    def _as_domain_error(self, exc: BaseException) -> AutostartError:
+        if isinstance(exc, AutostartError):
+            return exc
+        if isinstance(exc, asyncio.CancelledError):
+            return StartFailed(self.name, "start cancelled (the proxy is shutting down)")
+        return StartFailed(self.name, f"{type(exc).__name__}: {exc}")
+
+    def _begin_stop(self, reason: str) -> asyncio.Task[None]:
+        self._set_state(State.STOPPING, reason)
+        self._stop_task = asyncio.create_task(self._stop(reason), name=f"stop {self.name}")
+        self._stop_task.add_done_callback(_retrieve)
+        return self._stop_task
+
+    async def _stop(self, reason: str) -> None:
+        try:
+            await self.provider.stop()
+        except Exception as exc:
+            message = exc.message if isinstance(exc, StopFailed) else f"{type(exc).__name__}: {exc}"
+            self.last_error = f"stop failed: {message}"
+            self.observer.problem(self.name, self.last_error)
+            running = await self._probe(self.provider.is_running())
+            # Still running: keep serving it, and try again after another idle period.
+            self.last_activity = self.clock.now()
+            self._set_state(State.STOPPED if running is False else State.READY, "stop failed")
+        else:
+            self.stops += 1
+            self._set_state(State.STOPPED, reason)
+            self.observer.stopped(self.name, reason)
+        finally:
+            self._stop_task = None
+
+    # -- supervision --------------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Run periodically: stop an idle service, notice one stopped or started from outside."""
+        now = self.clock.now()
+        if self.state is State.READY:
+            idle_for = now - (self.last_activity if self.last_activity is not None else now)
+            if self.in_flight == 0 and self.timing.idle_timeout > 0 and idle_for >= self.timing.idle_timeout:
+                self._begin_stop("idle")  # runs on its own; requests arriving meanwhile wait for it
+                return
+            await self.verify_running()
+        elif self.state is State.STOPPED:
+            await self.adopt()
+
+    async def verify_running(self) -> bool:
+        """Ask the provider whether a ready service still runs; mark it stopped if not. False = it stopped."""
+        running = await self._probe(self.provider.is_running())
+        if running is False and self.state is State.READY:
+            self.stops += 1
+            self._set_state(State.STOPPED, "stopped from outside")
+            self.observer.stopped(self.name, "outside")
+            return False
+        return self.state is State.READY
+
+    async def adopt(self) -> bool:
+        """A stopped service that is in fact running and healthy (already up at start-up, started by hand,
+        or late after a timed-out start) becomes ready; its idle clock starts now."""
+        if self.state is not State.STOPPED or not await self._probe(self.provider.is_running()):
+            return False
+        if self.state is State.STOPPED and await self._probe(self.provider.is_ready()):
+            if self.state is State.STOPPED:
+                self.last_activity = self.clock.now()
+                self._set_state(State.READY, "adopted: already running")
+                return True
+        return False
+
+    async def _probe(self, call: Awaitable[bool]) -> bool | None:
+        """A provider query whose failure means 'unknown' (None), never an exception."""
+        try:
+            return await call
+        except Exception as exc:
+            self.observer.problem(self.name, f"{type(exc).__name__}: {exc}")
+            return None
+
+    async def close(self) -> None:
+        for task in (self._wake_task, self._stop_task):
+            if task is not None:
+                task.cancel()
+
+    # -- reporting ----------------------------------------------------------------------------------
+
+    def _set_state(self, new: State, reason: str) -> None:
+        old, self.state = self.state, new
+        if old is not new:
+            self.observer.state_changed(self.name, old, new, reason)
+
+    def snapshot(self) -> dict[str, object]:
+        now = self.clock.now()
+        idle_for = None if self.last_activity is None else round(now - self.last_activity, 3)
+        return {
+            "state": self.state.value,
+            "inFlight": self.in_flight,
+            "waiting": self.waiting,
+            "lastWakeSeconds": None if self.last_wake_seconds is None else round(self.last_wake_seconds, 3),
+            "lastRequestSecondsAgo": idle_for,
+            "lastRequestAt": None if idle_for is None else round(time.time() - idle_for, 3),
+            "idleTimeout": self.timing.idle_timeout,
+            "wakes": self.wakes,
+            "stops": self.stops,
+            "lastError": self.last_error,
+        }

@@ -1,0 +1,357 @@
+"""The auto-start proxy's cost: throughput and latency against direct and Nginx, wake overhead, upload memory.
+
+`python -m bench.bench_autostart` — in one run, against the same backends:
+- requests/s and p50/p99 at 32 connections (wrk), direct / through Nginx (keep-alive upstream) / through the
+  proxy, for two backends: Nginx returning a static body (the proxy's ceiling) and a uvicorn app (the kind of
+  server the proxy fronts);
+- wake latency through the proxy minus the backend's own start-to-healthy time (command provider, uvicorn);
+- the proxy's RSS while a 500 MiB body streams through it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.report import table, write_section
+from tests.support import ROOT, free_port, stop_process, wait_for_http
+
+CONNECTIONS = 32
+DURATION = int(os.environ.get("BENCH_DURATION", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+UPLOAD_MIB = 500
+HOST = "backend.bench"
+
+
+def _nginx_conf(directory: Path, server_block: str, workers: int = 1) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    temps = " ".join(f"{kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = directory / "nginx.conf"
+    conf.write_text(f"""worker_processes {workers};
+pid {directory / 'nginx.pid'};
+error_log {directory / 'error.log'} warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  {temps}
+  {server_block}
+}}
+""")
+    return conf
+
+
+@contextmanager
+def process(args: list[str], health_url: str, log: Path, **kwargs) -> Iterator[subprocess.Popen]:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    try:
+        wait_for_http(health_url, 30, proc)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+@contextmanager
+def nginx(directory: Path, server_block: str, health_url: str) -> Iterator[subprocess.Popen]:
+    conf = _nginx_conf(directory, server_block)
+    with process(["nginx", "-c", str(conf), "-p", str(directory)], health_url, directory / "out.log") as proc:
+        yield proc
+
+
+def _duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
+
+
+def wrk(url: str, host: str | None = None) -> dict[str, float]:
+    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", url]
+    if host:
+        args[1:1] = ["-H", f"Host: {host}"]
+    output = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output) or re.search(r"Socket errors: .*", output)
+    if errors or "50%" not in output:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{output}")
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        "p50": _duration_ms(re.search(r"^\s*50%\s+(\S+)", output, re.M).group(1)),  # type: ignore[union-attr]
+        "p99": _duration_ms(re.search(r"^\s*99%\s+(\S+)", output, re.M).group(1)),  # type: ignore[union-attr]
+    }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes and their children that have been waited for (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def best_of(url: str, host: str | None = None, measured: list[int] | None = None) -> dict[str, float]:
+    """The machine is shared: of ROUNDS runs keep the one with the most requests/s. With `measured` (pids), also
+    the CPU those processes spent per request, which depends far less on the neighbours' load."""
+    results = []
+    for _ in range(ROUNDS):
+        before = cpu_seconds(measured) if measured else 0.0
+        result = wrk(url, host)
+        if measured:
+            result["cpu_us"] = (cpu_seconds(measured) - before) / (result["rps"] * DURATION) * 1e6
+        results.append(result)
+    return max(results, key=lambda r: r["rps"])
+
+
+def nginx_worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children")
+    return [master, *(int(p) for p in children.read_text().split())] if children.exists() else [master]
+
+
+def proxy_config(services: dict[str, dict], path: Path) -> Path:
+    path.write_text(json.dumps({"services": services, "checkInterval": 1}))
+    return path
+
+
+@contextmanager
+def autostart(config: Path, work: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+    port = free_port()
+    args = [sys.executable, "-m", "autostart", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
+    with process(args, f"http://127.0.0.1:{port}/_autostart/health", work / f"autostart-{port}.log", cwd=ROOT) as proc:
+        yield port, proc
+
+
+def uvicorn_args(port: int, workers: int = 1) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "tests.autostart.backend_app:app", "--host", "127.0.0.1", "--port",
+            str(port), "--log-level", "warning", "--no-access-log", "--workers", str(workers)]
+
+
+def throughput(work: Path) -> tuple[str, dict[str, float]]:
+    rows: list[list[object]] = []
+    headline: dict[str, float] = {}
+    static_port, uvicorn_port = free_port(), free_port()
+    static_block = (f"server {{ listen 127.0.0.1:{static_port}; keepalive_requests 1000000; "
+                    "location / { default_type application/json; return 200 '{\"status\":\"ok\"}'; } }")
+    backends = {"Nginx static body": static_port, "uvicorn (1 worker)": uvicorn_port}
+    with nginx(work / "static", static_block, f"http://127.0.0.1:{static_port}/health"), \
+            process(uvicorn_args(uvicorn_port), f"http://127.0.0.1:{uvicorn_port}/health", work / "uvicorn.log", cwd=ROOT):
+        front_ports = {name: free_port() for name in backends}
+        front_block = "\n".join(
+            f"upstream b{i} {{ server 127.0.0.1:{port}; keepalive 64; }}\n"
+            f"server {{ listen 127.0.0.1:{front_ports[name]}; keepalive_requests 1000000; location / {{ "
+            f"proxy_pass http://b{i}; proxy_http_version 1.1; proxy_set_header Connection \"\"; "
+            f"proxy_set_header Host $host; proxy_buffering off; }} }}"
+            for i, (name, port) in enumerate(backends.items())
+        )
+        services = {
+            f"b{i}.bench": {"name": f"b{i}", "provider": "command", "proxyPort": port, "startCommand": ["true"],
+                            "idleTimeout": 0}
+            for i, port in enumerate(backends.values())
+        }
+        first_front = next(iter(front_ports.values()))
+        with nginx(work / "front", front_block, f"http://127.0.0.1:{first_front}/health") as front, \
+                autostart(proxy_config(services, work / "throughput.json"), work) as (proxy_port, proxy):
+            for i, (name, port) in enumerate(backends.items()):
+                direct = best_of(f"http://127.0.0.1:{port}/health")
+                via_nginx = best_of(f"http://127.0.0.1:{front_ports[name]}/health", measured=nginx_worker_pids(front.pid))
+                via_proxy = best_of(f"http://127.0.0.1:{proxy_port}/health", host=f"b{i}.bench", measured=[proxy.pid])
+                for label, result in (("direct", direct), ("through Nginx", via_nginx), ("through autostart", via_proxy)):
+                    rows.append([name, label, f"{result['rps']:.0f}", f"{result['rps'] / direct['rps']:.2f}×",
+                                 f"{result['p50']:.2f}", f"{result['p99']:.2f}",
+                                 "" if label == "direct" else f"{result['p50'] - direct['p50']:+.2f}",
+                                 f"{result['cpu_us']:.0f}" if "cpu_us" in result else ""])
+                headline[f"{name} proxy cpu"] = via_proxy["cpu_us"]
+                headline[f"{name} direct rps"] = direct["rps"]
+                headline[f"{name} nginx cpu"] = via_nginx["cpu_us"]
+                headline[f"{name} proxy ratio"] = via_proxy["rps"] / direct["rps"]
+                headline[f"{name} nginx ratio"] = via_nginx["rps"] / direct["rps"]
+                headline[f"{name} added p50"] = via_proxy["p50"] - direct["p50"]
+    text = table(["backend", "path", "req/s", "vs direct", "p50 ms", "p99 ms", "added p50 ms",
+                  "proxy CPU µs/request"], rows)
+    return text, headline
+
+
+def _poll_healthy(url: str, deadline: float, headers: dict[str, str] | None = None) -> float:
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.get(url, headers=headers).status_code == 200:
+                    return time.monotonic()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.005)
+    raise TimeoutError(url)
+
+
+def wake_latency(work: Path, repeats: int = 5) -> tuple[str, float]:
+    """Backend alone: spawn → first 200 (polled every 5 ms). Through the proxy: request sent → its answer."""
+    port = free_port()
+    own: list[float] = []
+    for _ in range(repeats):
+        started = time.monotonic()
+        proc = subprocess.Popen(uvicorn_args(port), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # noqa: S603
+        try:
+            own.append(_poll_healthy(f"http://127.0.0.1:{port}/health", started + 60) - started)
+        finally:
+            stop_process(proc)
+    services = {HOST: {"name": "wake", "provider": "command", "proxyPort": port, "startCommand": uvicorn_args(port),
+                       "cwd": str(ROOT), "idleTimeout": 0, "stopTimeout": 5}}
+    through: list[float] = []
+    with autostart(proxy_config(services, work / "wake.json"), work) as (proxy_port, _):
+        with httpx.Client(timeout=60) as client:
+            for _ in range(repeats):
+                started = time.monotonic()
+                response = client.get(f"http://127.0.0.1:{proxy_port}/echo", headers={"Host": HOST})
+                through.append(time.monotonic() - started)
+                assert response.status_code == 200, response.text
+                # Stopped from outside (waiting idleTimeout would only slow the benchmark down).
+                os.killpg(response.json()["pid"], 15)
+                deadline = time.monotonic() + 20
+                while client.get(f"http://127.0.0.1:{proxy_port}/_autostart/status").json()["services"][HOST]["state"] != "stopped":
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the proxy did not notice the stop")
+                    time.sleep(0.1)
+    own_ms, through_ms = statistics.median(own) * 1000, statistics.median(through) * 1000
+    overhead = through_ms - own_ms
+    rows = [["uvicorn backend alone: spawn → healthy", f"{own_ms:.0f}"],
+            ["through the proxy: cold request → answer", f"{through_ms:.0f}"],
+            ["wake overhead (difference)", f"{overhead:+.0f}"]]
+    return table([f"median of {repeats}", "ms"], rows), overhead
+
+
+def _vm(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def upload_memory(work: Path) -> tuple[str, float]:
+    port = free_port()
+    size = UPLOAD_MIB * 1024 * 1024
+    block = os.urandom(1024 * 1024)
+
+    def body() -> Iterator[bytes]:
+        for _ in range(UPLOAD_MIB):
+            yield block
+
+    services = {HOST: {"name": "upload", "provider": "command", "proxyPort": port, "startCommand": ["true"],
+                       "idleTimeout": 0}}
+    rows = []
+    with process(uvicorn_args(port), f"http://127.0.0.1:{port}/health", work / "upload-backend.log", cwd=ROOT):
+        started = time.monotonic()
+        direct = httpx.post(f"http://127.0.0.1:{port}/upload", content=body(),
+                            headers={"Content-Length": str(size)}, timeout=600)
+        direct_s = time.monotonic() - started
+        assert direct.json()["bodyBytes"] == size
+        with autostart(proxy_config(services, work / "upload.json"), work) as (proxy_port, proxy):
+            baseline = _vm(proxy.pid, "VmRSS")
+            samples: list[int] = []
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.is_set():
+                    samples.append(_vm(proxy.pid, "VmRSS"))
+                    time.sleep(0.05)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            started = time.monotonic()
+            try:
+                response = httpx.post(f"http://127.0.0.1:{proxy_port}/upload", content=body(),
+                                      headers={"Host": HOST, "Content-Length": str(size)}, timeout=600)
+            finally:
+                done.set()
+                sampler.join()
+            proxied_s = time.monotonic() - started
+            assert response.json()["bodyBytes"] == size, response.text
+            peak = _vm(proxy.pid, "VmHWM")
+    growth = (max(peak, *samples) - baseline) / 1024
+    rows = [
+        ["proxy RSS before the upload", f"{baseline / 1024:.1f} MiB"],
+        ["proxy RSS peak during it (VmHWM)", f"{peak / 1024:.1f} MiB"],
+        ["growth", f"{growth:.1f} MiB"],
+        ["upload rate direct", f"{UPLOAD_MIB / direct_s:.0f} MiB/s"],
+        ["upload rate through the proxy", f"{UPLOAD_MIB / proxied_s:.0f} MiB/s"],
+    ]
+    return table([f"{UPLOAD_MIB} MiB streamed upload", ""], rows), growth
+
+
+def main() -> int:
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            print(f"bench_autostart: {tool} is not installed (make system-deps)", file=sys.stderr)
+            return 1
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-autostart-") as tmp:
+        work = Path(tmp)
+        throughput_table, headline = throughput(work)
+        wake_table, wake_overhead = wake_latency(work)
+        upload_table, growth = upload_memory(work)
+    load_after = os.getloadavg()[0]
+    static, python = "Nginx static body", "uvicorn (1 worker)"
+    ratio_met = headline[f"{python} proxy ratio"] >= 0.75
+    p50_met = headline[f"{python} added p50"] <= 1.5
+    verdict = (f"Against uvicorn the throughput target is {'met' if ratio_met else 'not met'} and the added-p50 "
+               f"target is {'met' if p50_met else 'not met'}.")
+    body = f"""
+wrk: {CONNECTIONS} connections, 2 threads, {DURATION} s per measurement, best of {ROUNDS}; every process (wrk,
+backends, Nginx, the proxy) on the same machine. **The machine has 2 CPU cores shared with other engineers' test
+runs** (1-minute load average {load_before:.1f} before, {load_after:.1f} after), so absolute numbers are noisy;
+ratios come from the same run.
+
+### Throughput and latency
+
+{throughput_table}
+
+Targets: proxy ≥ 0.75 × direct, added p50 ≤ 1.5 ms. Measured: {headline[f'{python} proxy ratio']:.2f} × direct
+against uvicorn and {headline[f'{static} proxy ratio']:.2f} × against the static Nginx body (Nginx as the proxy:
+{headline[f'{python} nginx ratio']:.2f} × and {headline[f'{static} nginx ratio']:.2f} ×); added p50
+{headline[f'{python} added p50']:+.2f} ms and {headline[f'{static} added p50']:+.2f} ms.
+
+{verdict} The limit is CPU: the proxy spends about {headline[f'{python} proxy cpu']:.0f} µs of CPU per request
+(Nginx as a proxy: {headline[f'{python} nginx cpu']:.0f} µs), and on two cores that wrk, the backend and the neighbours
+also use, every µs of proxy work is taken from the backend. Plain requests to a ready service go through the
+proxy's protocol-level fast path (httptools, pooled keep-alive connections); the aiohttp path that handles
+wakes, uploads and WebSockets cost about 190 µs per request when it carried this load (0.2 × direct, +10 ms p50),
+which is why the fast path exists. Profiled under this load (py-spy), the fast path's own Python is about a
+quarter of its CPU; the rest is the event loop (uvloop) and the socket calls a relayed request cannot avoid: a
+read and a write on each side plus the epoll wake-ups, which grow per request when a slow backend leaves fewer
+events per wake-up (Nginx pays the same: its µs/request is higher in front of uvicorn than of the static body).
+Each upstream read is relayed to the client in one write (head, body and end together). CPU per request is the figure to compare across machines: with a core to spare
+for the proxy its ceiling is roughly 1 s / that figure. The static-body rows show the proxies' own ceilings
+rather than a realistic backend: Nginx serves a fixed body at {headline[f'{static} direct rps']:.0f} req/s here.
+
+### Wake latency
+
+{wake_table}
+
+Target: ≤ 300 ms over the backend's own start-to-healthy time. Measured: {wake_overhead:+.0f} ms (the proxy
+polls readiness every 100 ms by default, `readyPollInterval`).
+
+### Memory during a {UPLOAD_MIB} MiB upload
+
+{upload_table}
+
+The body is streamed (aiohttp flow control), never held whole: growth {growth:.1f} MiB for {UPLOAD_MIB} MiB.
+"""
+    write_section("autostart", "Auto-start proxy (autostart)", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Code both services share, one job per module:
+
+- `transcript`: Transcript / Segment / Word, the engine-independent result
+- `languages`: Whisper language codes <-> English names (`language_name`, `language_code`)
+- `schemas`: pydantic models of the OpenAI bodies for OpenAPI (`TRANSCRIPTION_RESPONSES`)
+- `openai_formats`: json, text, srt, vtt, verbose_json, diarized_json and the SSE events, from a Transcript
+- `errors`: named domain errors and `install_error_handlers` (OpenAI error JSON, once, at the edge)
+- `uploads`: `UploadLimitMiddleware` (413 while streaming) and `decode_audio` (PyAV -> 16 kHz mono float32)
+- `auth`: `ApiKeyMiddleware` (API_KEYS, Bearer, constant time)
+- `metrics`: `ServiceMetrics` (prometheus-client) and `/metrics`
+- `models`: `ModelManager` (load once, reference count, idle TTL, preload)
+- `concurrency`: `InferenceGate` (MAX_CONCURRENCY, MAX_QUEUE -> 503), `run_in_worker`, `iterate_in_worker`
+- `log`: JSON logging, request ids, access log
+- `docs_ui`: Swagger UI from local assets
+- `settings`: `ServiceSettings` / `WhisperSettings` (pydantic-settings) and `describe_settings`
+- `app`: `create_service_app`, the factory both services call
+"""

@@ -1,0 +1,170 @@
+"""The app factory both services call with their own routes.
+
+    app = create_service_app(
+        settings, title="whisper-faster", version="1.0", description="...", metrics_namespace="whisper_faster",
+        routers=[transcription_router, models_router], lifespan=my_lifespan,
+    )
+
+It wires, once and in this order (outermost first): request id + JSON access log + request metrics, API-key auth,
+the streamed upload limit, the error handlers (OpenAI error JSON), local Swagger UI at /docs, /openapi.json, /metrics,
+`GET /health` (alive) and `GET /health/ready` (503 until `mark_ready(app)`; `mark_not_ready(app, reason)` for a
+failure). `app.state` holds `settings`, `metrics` (ServiceMetrics) and `gate` (InferenceGate). The service's
+`lifespan(app)` runs inside the app's own; load models there and call `mark_ready(app)` when done, or let
+`serve_models(app, settings, loader)` do it:
+
+    async def lifespan(app):
+        async with serve_models(app, settings, load_model) as manager:
+            app.state.service = MyService(settings, manager, ...)
+            yield
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from whisper_common.auth import OPEN_PATH_PREFIXES, ApiKeyMiddleware, bearer_scheme
+from whisper_common.concurrency import InferenceGate
+from whisper_common.docs_ui import DOCS_PATH, install_docs
+from whisper_common.errors import ApiError, error_body, install_error_handlers
+from whisper_common.log import RequestContextMiddleware
+from whisper_common.metrics import ServiceMetrics, metrics_router
+from whisper_common.model_catalog import resolve_model_id
+from whisper_common.models import ModelManager
+from whisper_common.settings import ServiceSettings
+from whisper_common.uploads import UploadLimitMiddleware
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+M = TypeVar("M")
+logger = logging.getLogger("whisper_common.app")
+
+
+def mark_ready(app: FastAPI) -> None:
+    app.state.ready = True
+    app.state.not_ready_reason = None
+
+
+def mark_not_ready(app: FastAPI, reason: str) -> None:
+    app.state.ready = False
+    app.state.not_ready_reason = reason
+
+
+@asynccontextmanager
+async def serve_models(app: FastAPI, settings: ServiceSettings, loader: Callable[[str], M]) -> AsyncIterator[ModelManager[M]]:
+    """The app's ModelManager (`app.state.models`) for its lifespan: PRELOAD_MODELS loaded first (a failure leaves the
+    service up but not ready, with the reason), every model unloaded at shutdown."""
+    manager: ModelManager[M] = ModelManager(loader, ttl_seconds=settings.model_ttl_seconds, metrics=app.state.metrics)
+    app.state.models = manager
+    try:
+        try:
+            await manager.preload(resolve_model_id(model_id, settings) for model_id in settings.models_to_preload)
+            mark_ready(app)
+        except ApiError as exc:
+            logger.error("preload failed", extra={"reason": exc.message})
+            mark_not_ready(app, f"preload failed: {exc.message}")
+        yield manager
+    finally:
+        manager.unload_all()
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="Alive", response_model=dict[str, str])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/health/ready",
+        summary="Ready: the preloaded models are loaded",
+        responses={503: {"description": "Still loading, or a preload failed"}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        state = request.app.state
+        if getattr(state, "ready", False):
+            return JSONResponse({"status": "ready"})
+        reason = getattr(state, "not_ready_reason", None) or "starting"
+        return JSONResponse(
+            {"status": "not_ready", **error_body(reason, "server_error", None, "not_ready")}, status_code=503
+        )
+
+    return router
+
+
+def _drop_validation_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; ours answer 400 (OpenAI's contract) instead."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    version: str,
+    description: str,
+    metrics_namespace: str,
+    routers: Sequence[APIRouter] = (),
+    lifespan: Lifespan | None = None,
+    openapi_tags: list[dict[str, Any]] | None = None,
+) -> FastAPI:
+    metrics = ServiceMetrics(namespace=metrics_namespace)
+    gate_holder: dict[str, InferenceGate] = {}
+
+    @asynccontextmanager
+    async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gate = InferenceGate(settings.max_concurrency, settings.max_queue, settings.retry_after_seconds, metrics)
+        app.state.gate = gate
+        gate_holder["gate"] = gate
+        try:
+            if lifespan is None:
+                mark_ready(app)
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            gate.shutdown()
+
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=app_lifespan,
+        openapi_tags=openapi_tags,
+    )
+    _drop_validation_422(app)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.ready = False
+    app.state.not_ready_reason = "starting"
+    install_error_handlers(app)
+    install_docs(app)
+    app.include_router(health_router())
+    app.include_router(metrics_router(), dependencies=[Depends(bearer_scheme)])
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(bearer_scheme)])
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    open_prefixes = OPEN_PATH_PREFIXES + ((DOCS_PATH, "/openapi.json") if settings.public_docs else ())
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_prefixes=open_prefixes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,223 @@
+"""Domain errors, mapped once to an HTTP status and OpenAI's error body.
+
+Raise these anywhere below the HTTP layer (`raise EmptyAudio()`, `raise ModelNotFound("small")`); the handlers that
+`install_error_handlers(app)` registers turn them into
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "file", "code": "empty_audio"}}
+
+with the status of the class. FastAPI's RequestValidationError becomes a 400 naming the parameter, HTTPException
+keeps its status with the same body, and anything else is logged with its traceback and answered with a JSON 500 that
+carries no internals. Middleware that must answer before routing uses `error_response(exc)`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("whisper_common.errors")
+
+
+class ApiError(Exception):
+    """Base of every error a client can be told about. Subclasses fix status, type and code."""
+
+    status_code: ClassVar[int] = 400
+    error_type: ClassVar[str] = "invalid_request_error"
+    code: ClassVar[str | None] = None
+    default_message: ClassVar[str] = "invalid request"
+
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
+        self.message = message or self.default_message
+        self.param = param
+        super().__init__(self.message)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+
+class InvalidParameter(ApiError):
+    """A form field or query parameter has a value the API does not accept (400)."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message, param=param)
+
+
+class MissingParameter(InvalidParameter):
+    code = "missing_parameter"
+
+
+class AudioDecodeError(ApiError):
+    """The upload is not audio we can decode: random bytes, text, an unsupported or broken container (400)."""
+
+    code = "invalid_audio"
+    default_message = "the uploaded file could not be decoded as audio"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, param="file")
+
+
+class EmptyAudio(AudioDecodeError):
+    """The upload is empty or holds no audio samples (400)."""
+
+    code = "empty_audio"
+    default_message = "the uploaded audio is empty (0 bytes or 0 samples)"
+
+
+class TruncatedAudio(AudioDecodeError):
+    """The container declares more audio than the file holds (400)."""
+
+    code = "truncated_audio"
+    default_message = "the uploaded audio is truncated"
+
+
+class AudioTooLong(ApiError):
+    """The audio is longer than MAX_AUDIO_SECONDS (400)."""
+
+    code = "audio_too_long"
+
+    def __init__(self, seconds: float, limit: float) -> None:
+        super().__init__(f"the audio lasts {seconds:.1f} s, more than the limit of {limit:g} s", param="file")
+
+
+class UploadTooLarge(ApiError):
+    """The request body is larger than MAX_UPLOAD_MB (413)."""
+
+    status_code = 413
+    code = "upload_too_large"
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"the upload is larger than the limit of {limit_bytes / 2**20:g} MB", param="file")
+
+
+class Unauthorized(ApiError):
+    """Missing or wrong API key (401)."""
+
+    status_code = 401
+    code = "invalid_api_key"
+    default_message = "missing or invalid API key: send 'Authorization: Bearer <key>'"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class ModelNotFound(ApiError):
+    """The model id is unknown, or cannot be found locally or on the hub (404)."""
+
+    status_code = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str, reason: str | None = None) -> None:
+        message = f"model '{model}' not found" + (f": {reason}" if reason else "")
+        super().__init__(message, param="model")
+        self.model = model
+
+
+class ModelLoadError(ApiError):
+    """The model exists but could not be loaded (bad files, out of memory, unsupported device) (503)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "model_load_failed"
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model '{model}' could not be loaded: {reason}", param="model")
+        self.model = model
+
+
+class UnsupportedTask(InvalidParameter):
+    """The model cannot do what was asked, e.g. translate with an English-only model (400)."""
+
+    code = "unsupported_task"
+
+
+class ServerBusy(ApiError):
+    """Every inference slot and queue place is taken (503 with Retry-After)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "server_busy"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message or f"the server is busy; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class NotFound(ApiError):
+    """A route or resource that does not exist (404)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request waited or ran. Nothing reaches it; the access log shows 499."""
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
+
+
+_STATUS_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error"}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    param = location[0] if location else None
+    if first.get("type") == "missing" and param:
+        return f"'{param}' is required", param
+    reason = first.get("msg", "invalid value")
+    return (f"invalid '{param}': {reason}" if param else reason), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every exception into OpenAI's error JSON (call once per app)."""
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        message, param = _validation_message(exc)
+        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_parameter"), status_code=400)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        error_type = "server_error" if status >= 500 else _STATUS_TYPES.get(status, "invalid_request_error")
+        code = "not_found" if status == 404 else None
+        return JSONResponse(
+            error_body(str(exc.detail), error_type, None, code), status_code=status, headers=exc.headers
+        )
+
+    async def disconnected(request: Request, _: Exception) -> JSONResponse:
+        logger.info("client disconnected; its work was cancelled", extra={"path": request.url.path})
+        return JSONResponse(error_body("client closed request", "invalid_request_error", None, "client_disconnected"), status_code=499)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body("internal server error", "server_error", None, "internal_error"), status_code=500)
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnected, disconnected)
+    app.add_exception_handler(Exception, unexpected)

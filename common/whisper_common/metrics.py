@@ -1,0 +1,73 @@
+"""Prometheus metrics of a service, on its own registry, served at `/metrics`.
+
+    metrics = ServiceMetrics(namespace="whisper_faster")      # create_service_app makes it: app.state.metrics
+    metrics.audio_seconds.labels(model="tiny.en", task="transcribe").inc(11.0)
+    with metrics.inference_seconds.labels(model="tiny.en", task="transcribe").time(): ...
+
+Request counts by route template and status are recorded by `RequestContextMiddleware` (whisper_common.log); queue
+depth by `InferenceGate`; loaded models by `ModelManager`.
+"""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class ServiceMetrics:
+    """Every metric a service exposes. One instance per app, on its own CollectorRegistry."""
+
+    def __init__(self, namespace: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "http_requests", "HTTP requests by route template, method and status.",
+            ["route", "method", "status"], namespace=namespace, registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "http_request_duration_seconds", "HTTP request duration by route template.",
+            ["route"], namespace=namespace, registry=self.registry, buckets=_LATENCY_BUCKETS,
+        )
+        self.audio_seconds = Counter(
+            "audio_seconds_processed", "Seconds of audio transcribed or translated.",
+            ["model", "task"], namespace=namespace, registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "inference_seconds", "Time spent in inference per request.",
+            ["model", "task"], namespace=namespace, registry=self.registry, buckets=_LATENCY_BUCKETS,
+        )
+        self.queue_depth = Gauge(
+            "inference_queue_depth", "Requests waiting for an inference slot.", namespace=namespace, registry=self.registry
+        )
+        self.inference_active = Gauge(
+            "inference_active", "Inferences running now.", namespace=namespace, registry=self.registry
+        )
+        self.rejected = Counter(
+            "inference_rejected", "Requests answered 503 because every slot and queue place was taken.",
+            namespace=namespace, registry=self.registry,
+        )
+        self.models_loaded = Gauge(
+            "models_loaded", "Models loaded in memory now.", namespace=namespace, registry=self.registry
+        )
+        self.model_loaded = Gauge(
+            "model_loaded", "1 while the model is loaded, else 0.", ["model"], namespace=namespace, registry=self.registry
+        )
+        self.model_load_seconds = Histogram(
+            "model_load_seconds", "Time to load a model.", ["model"], namespace=namespace, registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_router() -> APIRouter:
+    """`GET /metrics` in the Prometheus text format (reads `request.app.state.metrics`)."""
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=True, tags=["operations"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        service_metrics: ServiceMetrics = request.app.state.metrics
+        return Response(service_metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,26 @@
+"""`run_service(settings, create_app)`: a service's `python -m` entry point, uvicorn on UVICORN_HOST:UVICORN_PORT."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+
+from whisper_common.log import configure_logging, uvicorn_log_config
+from whisper_common.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_service(settings: S, create_app: Callable[[S], FastAPI]) -> None:
+    """Serve with JSON logs; the JSON access log comes from the app's own middleware, not uvicorn's."""
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.uvicorn_host,
+        port=settings.uvicorn_port,
+        log_config=uvicorn_log_config(settings.log_level),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,131 @@
+"""Configuration shared by both services, read from the environment (pydantic-settings).
+
+Each service subclasses `ServiceSettings` (adding its own fields) and reads it once: `settings = MySettings()`.
+Nested fields use `__`: `WHISPER__MODEL=small` sets `settings.whisper.model`. Every field has a type, bounds, a default
+and a description, so the docs' configuration reference can be generated from `model_fields` (see `describe_settings`).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+InferenceDevice = Literal["auto", "cpu", "cuda"]
+
+
+def split_comma_list(value: Any) -> Any:
+    """`"a, b,,c"` -> `["a", "b", "c"]`; lists pass through."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class WhisperSettings(BaseModel):
+    """The faster-whisper model and how it runs (env prefix `WHISPER__`)."""
+
+    model: str = Field(
+        "tiny.en",
+        min_length=1,
+        description="Default model, used when a request names none or names `whisper-1`: `tiny.en` (embedded, "
+        "offline), a size name (`small`), a Hugging Face repo id (`Systran/faster-whisper-small`) or a local directory.",
+    )
+    inference_device: InferenceDevice = Field(
+        "auto", description="`auto` (CUDA when available, else CPU), `cpu` or `cuda`."
+    )
+    compute_type: str | None = Field(
+        None,
+        description="CTranslate2 compute type (`int8`, `int8_float16`, `float16`, `float32`, ...). Unset: `int8` on "
+        "CPU, `float16` on CUDA.",
+    )
+    cpu_threads: int = Field(0, ge=0, le=256, description="CPU threads per model; 0 lets CTranslate2 choose (4, or OMP_NUM_THREADS).")
+    num_workers: int = Field(
+        1, ge=1, le=64, description="Parallel decoders per model (raise with MAX_CONCURRENCY on a big CPU or a GPU)."
+    )
+    device_index: int = Field(0, ge=0, le=64, description="GPU index when the device is CUDA.")
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service reads. Subclass it and add the service's own fields."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore", env_file=None, frozen=True)
+
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings, description="See `WHISPER__*`.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys. When set, every route except `/health*` needs "
+        "`Authorization: Bearer <key>`. Empty: no authentication.",
+        repr=False,
+    )
+    public_docs: bool = Field(
+        False,
+        description="With API_KEYS set, still serve `/docs` (Swagger UI), its assets and `/openapi.json` without a key, "
+        "so a browser can open the page; they hold no data. The API routes keep needing a key.",
+    )
+    max_upload_mb: float = Field(500, gt=0, le=100_000, description="Largest request body accepted, in MiB (413 beyond).")
+    max_audio_seconds: float = Field(0, ge=0, description="Longest audio accepted, in seconds (400 beyond); 0 = no limit.")
+    model_ttl_seconds: int = Field(
+        300,
+        ge=-1,
+        description="Unload a model idle this long (seconds); never while a request uses it. -1: never unload; "
+        "0: unload as soon as it is idle. Models in PRELOAD_MODELS stay loaded.",
+    )
+    preload_models: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Comma-separated models loaded at start and kept loaded (readiness waits for them). Unset: the "
+        "default model. Empty string: none.",
+    )
+    max_concurrency: int = Field(2, ge=1, le=256, description="Inferences that run at the same time.")
+    max_queue: int = Field(
+        16, ge=0, le=10_000, description="Requests that may wait for an inference slot; beyond: 503 with Retry-After."
+    )
+    retry_after_seconds: int = Field(5, ge=1, le=3600, description="Retry-After sent with a 503 when full.")
+    uvicorn_host: str = Field("0.0.0.0", description="Address to listen on.")
+    uvicorn_port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level (JSON lines on stderr).")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return split_comma_list(value)
+
+    @field_validator("preload_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        return split_comma_list(value)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+    @property
+    def models_to_preload(self) -> list[str]:
+        return [self.whisper.model] if self.preload_models is None else list(self.preload_models)
+
+
+def describe_settings(settings_class: type[BaseModel], prefix: str = "") -> list[dict[str, Any]]:
+    """Rows for a configuration reference: `[{"env", "type", "default", "description"}]`, nested models expanded."""
+    rows: list[dict[str, Any]] = []
+    delimiter = "__"
+    for name, field in settings_class.model_fields.items():
+        env = f"{prefix}{name}".upper()
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe_settings(annotation, prefix=f"{env}{delimiter}"))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append(
+            {
+                "env": env,
+                "type": _type_name(annotation),
+                "default": default,
+                "description": field.description or "",
+            }
+        )
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")

@@ -1,0 +1,196 @@
+"""Upload limits enforced while the body streams in, and audio decoding to 16 kHz mono float32.
+
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)   # create_service_app does this
+    audio = decode_audio(upload.file, max_seconds=settings.max_audio_seconds)          # in a worker thread
+
+The middleware answers 413 up front when Content-Length is over the limit, and otherwise counts the bytes of the
+body as they arrive (chunked uploads included) and stops the request at the first byte over it. The body is never held
+in memory here: Starlette's multipart parser spools file parts to a temporary file.
+
+`decode_audio` uses PyAV directly. It does not call faster_whisper.decode_audio, whose trailing gc.collect() costs
+~0.3 s per request in a process full of objects (a model, a web framework).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import av
+import numpy as np
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from whisper_common.errors import AudioDecodeError, AudioTooLong, EmptyAudio, TruncatedAudio, UploadTooLarge, error_response
+
+SAMPLE_RATE = 16_000
+_TRUNCATION_TOLERANCE = 0.9
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class UploadLimitMiddleware:
+    """ASGI middleware: 413 (OpenAI error JSON) for a request body over `max_bytes`, checked as it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        error = UploadTooLarge(self.max_bytes)
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await error_response(error)(scope, receive, send)
+            return
+
+        received = 0
+        exceeded = False
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if exceeded and not response_started:
+                return  # whatever the app made of the aborted body is replaced by the 413 below
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not response_started:
+            await error_response(error)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedAudio:
+    """Mono float32 samples at SAMPLE_RATE, in [-1, 1]."""
+
+    samples: np.ndarray
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def decode_audio(source: BinaryIO | str, *, max_seconds: float = 0, sample_rate: int = SAMPLE_RATE) -> DecodedAudio:
+    """Decode any audio FFmpeg reads into mono float32 at `sample_rate`.
+
+    Raises EmptyAudio (0 bytes / 0 samples), AudioDecodeError (not audio, no audio stream), TruncatedAudio (the
+    header declares noticeably more audio than the file holds) and AudioTooLong (over `max_seconds`, 0 = no limit).
+    """
+    if _is_empty(source):
+        raise EmptyAudio()
+    try:
+        container = av.open(source, mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise AudioDecodeError(f"the uploaded file is not audio FFmpeg can read ({_reason(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioDecodeError("the uploaded file has no audio stream")
+        stream = container.streams.audio[0]
+        declared = _declared_seconds(container, stream)
+        if max_seconds and declared is not None and declared > max_seconds + 1:
+            raise AudioTooLong(declared, max_seconds)
+        chunks, decode_errors = _decode_stream(container, stream, sample_rate, max_seconds)
+    # s16 then /32768, as faster-whisper does, so a transcript here equals one made by faster-whisper itself.
+    samples = (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)).astype(np.float32) / 32768.0
+    audio = DecodedAudio(samples, sample_rate)
+    if audio.samples.size == 0:
+        if decode_errors:
+            raise AudioDecodeError("the uploaded file could not be decoded as audio (no decodable frame)")
+        raise EmptyAudio("the uploaded audio has no samples (0 seconds)")
+    if max_seconds and audio.duration > max_seconds:
+        raise AudioTooLong(audio.duration, max_seconds)
+    if declared is not None and declared > 0.5 and audio.duration < declared * _TRUNCATION_TOLERANCE:
+        raise TruncatedAudio(
+            f"the uploaded audio is truncated: its header declares {declared:.2f} s but only "
+            f"{audio.duration:.2f} s could be decoded"
+        )
+    return audio
+
+
+def _decode_stream(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, sample_rate: int, max_seconds: float
+) -> tuple[list[np.ndarray], int]:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    decoded_samples = 0
+    decode_errors = 0
+    limit_samples = math.ceil((max_seconds + 1) * sample_rate) if max_seconds else None
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            break
+        except av.error.InvalidDataError:
+            decode_errors += 1
+            if decode_errors > 100:
+                break
+            continue
+        except av.error.FFmpegError:
+            decode_errors += 1
+            break
+        for resampled in resampler.resample(frame):
+            chunk = resampled.to_ndarray().reshape(-1)
+            chunks.append(chunk)
+            decoded_samples += chunk.size
+        if limit_samples is not None and decoded_samples > limit_samples:
+            break
+    for resampled in resampler.resample(None):
+        chunks.append(resampled.to_ndarray().reshape(-1))
+    return chunks, decode_errors
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _is_empty(source: BinaryIO | str) -> bool:
+    if isinstance(source, str):
+        return os.path.getsize(source) == 0
+    position = source.tell()
+    source.seek(0, 2)
+    size = source.tell()
+    source.seek(position)
+    return size == 0
+
+
+def _reason(exc: Exception) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(":")[0].strip() or type(exc).__name__

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make down`: stops the Docker deployment that `make up` started: the proxy, then the service containers
+# (`docker compose down`: containers and network go, the model cache volumes stay), and disables the two Nginx
+# sites (other sites on the host keep running). Environment: WHISPER_DOMAIN, NGINX_DIR, WHISPER_STATE_DIR as for
+# `make up`; KEEP_NGINX=1 leaves the sites enabled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root_dir="$(pwd)"
+python="$root_dir/.venv/bin/python"
+nginx_dir="${NGINX_DIR:-/etc/nginx}"
+compose_dirs=(whisper-faster whisperx)
+
+die() { echo "make down: $*" >&2; exit 1; }
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+echo "== auto-start proxy"
+pidfile="${WHISPER_STATE_DIR:-$root_dir/.run/deploy}/autostart.pid"
+if [ -d /run/systemd/system ] && systemctl list-unit-files docker-autostart.service >/dev/null 2>&1 \
+    && systemctl cat docker-autostart.service >/dev/null 2>&1; then
+  $SUDO systemctl disable --now docker-autostart.service
+  echo "proxy: systemd unit stopped and disabled"
+elif [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  pid="$(cat "$pidfile")"
+  kill "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -0 "$pid" 2>/dev/null && { echo "proxy $pid ignored SIGTERM for 20 s; killing it"; kill -9 "$pid"; }
+  rm -f "$pidfile"
+  echo "proxy: stopped"
+else
+  echo "proxy: not running"
+fi
+
+echo "== service containers"
+command -v docker >/dev/null 2>&1 || die "docker is not installed: nothing to stop"
+docker compose version >/dev/null 2>&1 || die "the Docker Compose plugin is missing ('docker compose' does not run)"
+for dir in "${compose_dirs[@]}"; do
+  if [ -f "$dir/docker-compose.yml" ]; then
+    docker compose --project-directory "$dir" -f "$dir/docker-compose.yml" down
+  fi
+done
+
+if [ "${KEEP_NGINX:-0}" = 1 ] || [ -z "${WHISPER_DOMAIN:-}" ]; then
+  [ -z "${WHISPER_DOMAIN:-}" ] && echo "== Nginx: WHISPER_DOMAIN not set, sites left as they are"
+  exit 0
+fi
+echo "== Nginx sites"
+$SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy disable-nginx --domain "$WHISPER_DOMAIN" \
+  --nginx-dir "$nginx_dir"
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+if [ -d /run/systemd/system ]; then
+  $SUDO systemctl reload nginx || true
+elif [ -f /run/nginx.pid ] && $SUDO kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+  $SUDO "$nginx_bin" -s reload
+fi
+echo "down."

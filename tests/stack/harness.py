@@ -1,0 +1,100 @@
+"""A real Nginx, rendered from nginx/ for free local ports, in front of whatever listens on an upstream port."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from scripts.stack.credentials import Credentials, ensure_credentials, write_htpasswd
+from scripts.stack.nginx_config import NginxConfig, Site, installed_nginx_version, nginx_binary, write_local_tree
+from scripts.stack.nginx_process import start_nginx, stop_nginx
+from scripts.stack.tls import ensure_self_signed
+from tests.support import free_port, require
+
+HOSTNAMES = ("whisper.localhost", "whisperx.localhost")
+PORTAL_ORIGIN = "https://portal.example.com"
+
+
+class LoopbackTransport(httpx.HTTPTransport):
+    """Sends *.localhost to 127.0.0.1 (not every resolver does), keeping the Host header and the TLS name (SNI)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if host == "localhost" or host.endswith(".localhost"):
+            request.extensions = {**request.extensions, "sni_hostname": host}
+            request.url = request.url.copy_with(host="127.0.0.1")
+        return super().handle_request(request)
+
+
+@dataclass(frozen=True)
+class NginxStack:
+    run_dir: Path
+    http_port: int
+    https_port: int
+    cert: Path
+    credentials: Credentials
+
+    def url(self, path: str = "/", host: str = HOSTNAMES[0]) -> str:
+        return f"https://{host}:{self.https_port}{path}"
+
+    def http_url(self, path: str = "/", host: str = HOSTNAMES[0]) -> str:
+        return f"http://{host}:{self.http_port}{path}"
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return self.credentials.user, self.credentials.password
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+    def client(self, *, auth: bool = True, timeout: float = 30.0, http2: bool = False) -> httpx.Client:
+        return httpx.Client(
+            transport=LoopbackTransport(verify=self.ssl_context(), http2=http2),
+            auth=self.auth if auth else None,
+            timeout=timeout,
+        )
+
+
+def require_nginx() -> None:
+    require(nginx_binary() is not None, "nginx (apt-get install nginx)")
+
+
+@contextmanager
+def running_nginx(
+    run_dir: Path,
+    upstream_port: int,
+    *,
+    max_body_size: str = "500M",
+    read_timeout_s: int = 600,
+    cors_origins: Sequence[str] = (PORTAL_ORIGIN,),
+) -> Iterator[NginxStack]:
+    require_nginx()
+    cert, key = run_dir / "tls" / "cert.pem", run_dir / "tls" / "key.pem"
+    ensure_self_signed(cert, key, HOSTNAMES)
+    credentials = ensure_credentials(run_dir / "credentials", "tester", None)
+    write_htpasswd(run_dir / "htpasswd", credentials)
+    http_port, https_port = free_port(), free_port()
+    config = NginxConfig(
+        sites=[Site(name, cert, key) for name in HOSTNAMES],
+        proxy_address=f"127.0.0.1:{upstream_port}",
+        cors_origins=cors_origins,
+        htpasswd_file=run_dir / "htpasswd",
+        acme_webroot=run_dir / "acme",
+        max_body_size=max_body_size,
+        read_timeout_s=read_timeout_s,
+        http_listen=[f"127.0.0.1:{http_port}"],
+        https_listen=[f"127.0.0.1:{https_port}"],
+        https_port=https_port,
+        nginx_version=installed_nginx_version() or (1, 22, 1),
+    )
+    conf = write_local_tree(config, run_dir / "nginx", run_dir)
+    nginx = start_nginx(conf, run_dir, [http_port, https_port])
+    try:
+        yield NginxStack(run_dir, http_port, https_port, cert, credentials)
+    finally:
+        stop_nginx(nginx)

@@ -1,0 +1,117 @@
+"""Helpers every test package shares: fixture paths, free ports, real server processes."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "audio"
+ARTIFACTS = ROOT / "test-artifacts"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def fixture_path(name: str) -> Path:
+    """A file from ../shared/fixtures/audio; a missing one fails the test with its path."""
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.fail(f"audio fixture missing: {path} (see ../shared/fixtures/audio/README.md)")
+    return path
+
+
+def require(available: bool, what: str) -> None:
+    """Skip when a real dependency is missing locally; under CI a missing dependency is a failure."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"required dependency missing under CI: {what}")
+    pytest.skip(f"dependency missing: {what}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None, **kwargs) -> None:
+    """Poll `url` until it answers 2xx; fail early if `proc` dies."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            response = httpx.get(url, timeout=2.0, **kwargs)
+            if response.is_success:
+                return
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 2xx within {timeout:.0f}s ({last})")
+
+
+@contextmanager
+def server_process(
+    args: Sequence[str],
+    *,
+    health_url: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    log_name: str = "server",
+    cwd: Path = ROOT,
+) -> Iterator[subprocess.Popen]:
+    """Run a real server process, wait for its health URL, stop it (SIGTERM, then SIGKILL) after.
+
+    Its output goes to test-artifacts/<log_name>.log so a failure can be read after the run.
+    """
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"{log_name}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(args), env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            try:
+                wait_for_http(health_url, timeout, proc)
+            except Exception as exc:
+                raise RuntimeError(f"{exc}; log: {log_path}\n{_tail(log_path)}") from exc
+            yield proc
+        finally:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

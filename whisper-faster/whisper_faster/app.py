@@ -1,0 +1,42 @@
+"""`create_app(settings)`: the whisper-faster FastAPI app (shared wiring from whisper_common, routes from here)."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
+
+from whisper_common.app import create_service_app, serve_models
+from whisper_common.models_routes import models_router
+from whisper_faster import __version__
+from whisper_faster.models import load_model
+from whisper_faster.routes import transcriptions
+from whisper_faster.service import TranscriptionService
+from whisper_faster.settings import Settings
+
+DESCRIPTION = """OpenAI-compatible speech to text on faster-whisper, offline by default.
+
+Use it like OpenAI's Audio API (`base_url=".../v1"` in the `openai` client). Extensions to OpenAI's form fields:
+`beam_size`, `vad_filter`, `hotwords`. Errors use OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with serve_models(app, settings, partial(load_model, settings=settings)) as manager:
+            app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics)
+            yield
+
+    return create_service_app(
+        settings,
+        title="whisper-faster",
+        version=__version__,
+        description=DESCRIPTION,
+        metrics_namespace="whisper_faster",
+        routers=[transcriptions.router, models_router()],
+        lifespan=lifespan,
+    )

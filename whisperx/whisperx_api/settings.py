@@ -1,0 +1,85 @@
+"""WhisperX service settings: the shared ServiceSettings plus alignment and diarization (pydantic-settings).
+
+Nested fields use `__`: `ALIGNMENT__MODE=whisper`, `DIARIZATION__BACKEND=embedded`, `EMBEDDED_DIARIZER__WINDOW_SECONDS=1.5`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from whisper_common.settings import ServiceSettings
+from whisperx_api.diarize.embedded import EmbeddedDiarizerOptions
+
+DEFAULT_PYANNOTE_PIPELINE = "pyannote/speaker-diarization-community-1"
+
+
+class AlignmentSettings(BaseModel):
+    """How word timings are made (env prefix `ALIGNMENT__`)."""
+
+    mode: Literal["auto", "wav2vec2", "whisper"] = Field(
+        "auto",
+        description="`auto`: WhisperX's wav2vec2 alignment when the language's alignment model can be loaded (cache or "
+        "download), else Whisper's cross-attention word timings snapped to speech edges. `wav2vec2`: fail when it "
+        "cannot be loaded. `whisper`: always the cross-attention timings.",
+    )
+    model: str | None = Field(
+        None, description="A wav2vec2 alignment model (torchaudio bundle name or Hugging Face id) to use for every language."
+    )
+    model_dir: str | None = Field(None, description="Where alignment models are cached/downloaded (unset: library default).")
+    load_timeout_seconds: float = Field(
+        20, gt=0, le=3600, description="How long a request waits for an alignment model download before using the fallback."
+    )
+    retry_seconds: float = Field(
+        600, ge=0, le=86400, description="After an alignment model failed to load, use the fallback this long before retrying."
+    )
+
+
+class DiarizationSettings(BaseModel):
+    """Who speaks when (env prefix `DIARIZATION__`)."""
+
+    backend: Literal["auto", "pyannote", "embedded"] = Field(
+        "auto",
+        description="`auto`: the pyannote pipeline when HF_TOKEN is set, PYANNOTE_PIPELINE is a local directory, or the "
+        "pipeline is in the Hugging Face cache; otherwise the embedded diarizer. `pyannote` / `embedded`: always that one.",
+    )
+    retry_seconds: float = Field(
+        300, ge=0, le=86400, description="After the pyannote pipeline failed to load, answer with that error this long before retrying."
+    )
+
+
+# The defaults live with the diarizer, so a direct EmbeddedDiarizer() and the service agree.
+_DIARIZER_DEFAULTS = EmbeddedDiarizerOptions()
+
+
+class EmbeddedDiarizerSettings(BaseModel):
+    """The embedded diarizer (Silero VAD + resemblyzer + spectral clustering) (env prefix `EMBEDDED_DIARIZER__`)."""
+
+    window_seconds: float = Field(_DIARIZER_DEFAULTS.window_seconds, ge=0.5, le=5, description="Speech window per speaker embedding.")
+    step_seconds: float = Field(_DIARIZER_DEFAULTS.step_seconds, ge=0.05, le=2, description="Hop between embedding windows.")
+    vad_threshold: float = Field(_DIARIZER_DEFAULTS.vad_threshold, gt=0, lt=1, description="Silero speech probability above which a frame is speech.")
+    min_speaker_seconds: float = Field(
+        _DIARIZER_DEFAULTS.min_speaker_seconds, gt=0, le=120, description="Speech needed per speaker when the count is estimated (caps the estimate on short audio)."
+    )
+    max_speakers: int = Field(_DIARIZER_DEFAULTS.max_speakers_default, ge=1, le=64, description="Most speakers estimated when max_speakers is not given.")
+
+
+class WhisperXSettings(ServiceSettings):
+    uvicorn_port: int = Field(8002, ge=1, le=65535, description="Port to listen on.")
+    batch_size: int = Field(8, ge=1, le=256, description="Default WhisperX batch size (a request's batch_size overrides).")
+    hf_token: SecretStr | None = Field(
+        None, description="Hugging Face token for the gated pyannote pipeline (never logged or returned).", repr=False
+    )
+    pyannote_pipeline: str = Field(
+        DEFAULT_PYANNOTE_PIPELINE, min_length=1, description="pyannote pipeline: a Hugging Face id or a local directory."
+    )
+    alignment: AlignmentSettings = Field(default_factory=AlignmentSettings, description="See `ALIGNMENT__*`.")
+    diarization: DiarizationSettings = Field(default_factory=DiarizationSettings, description="See `DIARIZATION__*`.")
+    embedded_diarizer: EmbeddedDiarizerSettings = Field(
+        default_factory=EmbeddedDiarizerSettings, description="See `EMBEDDED_DIARIZER__*`."
+    )
+
+    @field_validator("hf_token", mode="before")
+    @classmethod
+    def _blank_token_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
