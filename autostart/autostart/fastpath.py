@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
 
-from .proxy import HOP_BY_HOP, STATUS_PREFIX, parse_host
+from .proxy import HOP_BY_HOP, STATUS_PREFIX, new_request_id, parse_host
 
 if TYPE_CHECKING:
     from aiohttp.web_protocol import RequestHandler
@@ -321,7 +320,7 @@ class FastProtocol(asyncio.Protocol):
             lines += [b"X-Forwarded-Host: ", special.get(b"host", b""), b"\r\n"]
         request_id = special.get(b"x-request-id")
         if not request_id or len(request_id) > 128:
-            request_id = os.urandom(8).hex().encode()
+            request_id = new_request_id().encode()
         self.request_id = request_id
         lines += [b"X-Request-ID: ", request_id, b"\r\n\r\n"]
         return b"".join(lines)
