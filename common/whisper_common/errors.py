@@ -95,7 +95,7 @@ class UploadTooLarge(ApiError):
     code = "upload_too_large"
 
     def __init__(self, limit_bytes: int) -> None:
-        super().__init__(f"the upload is larger than the limit of {limit_bytes / 2**20:g} MB", param="file")
+        super().__init__(f"the upload is larger than the limit of {limit_bytes / 2**20:g} MiB (MAX_UPLOAD_MB)", param="file")
 
 
 class Unauthorized(ApiError):

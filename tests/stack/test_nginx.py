@@ -166,7 +166,7 @@ def test_upload_over_the_limit_gets_413_json(stack: NginxStack, client: httpx.Cl
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert body["error"]["code"] == "request_too_large"
-    assert "1MB" in body["error"]["message"]
+    assert "1 MiB at most" in body["error"]["message"]
 
 
 def test_streamed_upload_over_the_limit_gets_413(stack: NginxStack, client: httpx.Client) -> None:

@@ -71,7 +71,7 @@ def test_upload_over_limit_by_content_length(guarded: Server) -> None:
         with fixture_path("jfk.flac").open("rb") as audio:  # 1.1 MiB > 1 MiB
             response = client.post(TRANSCRIPTIONS, files={"file": audio}, headers=_auth(KEYS[0]))
         error = assert_openai_error(response, 413, "file")
-        assert "1 MB" in error["message"]
+        assert "1 MiB (MAX_UPLOAD_MB)" in error["message"]
         assert _good(client).status_code == 200
 
 
