@@ -93,17 +93,37 @@ def server_process(
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    """SIGTERM to the process's group (it was started with start_new_session), SIGKILL past `grace`; returns
+    once no member of the group still runs, so no helper it forked is left writing files or holding ports."""
+    group = proc.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return  # nothing left in the group
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()  # reaps the leader; the others are reaped by init
+            if not _running_members(group):
+                break
+            time.sleep(0.05)
+        if not _running_members(group):
+            break
+    proc.wait()
+
+
+def _running_members(group: int) -> list[int]:
+    """Processes of the group that still run (zombies, which hold nothing, are left out)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state, process_group = fields[0], int(fields[2])
+        if process_group == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def python_module(module: str, *args: str) -> list[str]:

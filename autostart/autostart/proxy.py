@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import itertools
 import logging
 import os
-import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field

@@ -84,13 +84,13 @@ class NginxConfig:
         _safe_path(self.access_log_dir)
 
 
-
 def readable_size(size: str) -> str:
     """An nginx size ("500M", "1g", "1024k", "1048576") as people read it; nginx's units are powers of 1024."""
     unit = size[-1].lower()
     if unit in "kmg":
         return f"{size[:-1]} {unit.upper()}iB"
     return f"{size} bytes"
+
 
 def error_bodies(config: NginxConfig) -> dict[int, dict]:
     """The JSON bodies nginx answers with itself, in the OpenAI error shape the services use."""

@@ -6,9 +6,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -19,6 +17,8 @@ from typing import Any
 
 import httpx
 from websockets.sync.client import ClientConnection, connect
+
+from tests.support import stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -109,43 +109,10 @@ def headless_page(authorization: str | None = None) -> Iterator[Page]:
                     page.call("Network.setExtraHTTPHeaders", headers={"Authorization": authorization})
                 yield page
         finally:
-            _stop_process_group(process)
+            # The whole group (renderer, GPU, crashpad helpers), so none still writes into the profile
+            # when it is removed.
+            stop_process(process)
 
-
-def _stop_process_group(process: subprocess.Popen, timeout_s: float = 10) -> None:
-    """Stops Chromium and every helper it forked (renderer, GPU, crashpad: one process group, thanks to
-    start_new_session), and waits until none is left running, so none is still writing into the profile
-    directory when it is removed."""
-    group = process.pid
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            process.poll()
-            if not _live_members(group):
-                break
-            time.sleep(0.05)
-        else:
-            continue
-        break
-    process.wait()
-
-
-def _live_members(group: int) -> list[int]:
-    """Processes of the group that still run (zombies, which write nothing, are left out)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        state, process_group = fields[0], int(fields[2])
-        if process_group == group and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
 
 def _devtools_port(profile: Path, process: subprocess.Popen, timeout_s: float = 30) -> int:
     """With --remote-debugging-port=0 Chromium picks a free port and writes it to DevToolsActivePort."""
