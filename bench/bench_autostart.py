@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from bench.report import table, write_section
+from tests.service_servers import start_service
 from tests.support import ROOT, free_port, stop_process, wait_for_http
 
 CONNECTIONS = 32
@@ -150,16 +151,13 @@ DIRECT, NGINX, PROXY, AIOHTTP = "direct", "through Nginx", "through autostart", 
 
 @contextmanager
 def backends(work: Path) -> Iterator[dict[str, int]]:
-    static_port, bare_port, service_port = free_port(), free_port(), free_port()
+    static_port, bare_port = free_port(), free_port()
     static_block = (f"server {{ listen 127.0.0.1:{static_port}; keepalive_requests 1000000; "
                     "location / { default_type application/json; return 200 '{\"status\":\"ok\"}'; } }")
-    service_env = {**os.environ, "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(service_port),
-                   "WHISPER__CPU_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     with nginx(work / "static", static_block, f"http://127.0.0.1:{static_port}/health"), \
             process(uvicorn_args(bare_port), f"http://127.0.0.1:{bare_port}/health", work / "uvicorn.log", cwd=ROOT), \
-            process([sys.executable, "-m", "whisper_faster"], f"http://127.0.0.1:{service_port}/health/ready",
-                    work / "whisper-faster.log", cwd=ROOT, env=service_env):
-        yield {STATIC: static_port, BARE: bare_port, SERVICE: service_port}
+            start_service("whisper_faster", "bench-whisper-faster", {}) as service:
+        yield {STATIC: static_port, BARE: bare_port, SERVICE: int(service.base_url.rsplit(":", 1)[1])}
 
 
 def throughput(work: Path) -> tuple[str, dict[str, float]]:
@@ -331,6 +329,7 @@ def main() -> int:
         wake_table, wake_overhead = wake_latency(work)
         upload_table, growth = upload_memory(work)
     load_after = os.getloadavg()[0]
+
     def ratio(backend: str, front: str) -> str:
         return f"{headline[f'{backend} {front} ratio']:.2f} ×"
 

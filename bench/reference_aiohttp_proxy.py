@@ -11,8 +11,10 @@ import argparse
 import aiohttp
 from aiohttp import web
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-              "content-length", "host"}
+from autostart.proxy import HOP_BY_HOP
+
+# Not relayed: hop-by-hop headers, and the framing and Host that aiohttp sets for each side itself.
+NOT_RELAYED = HOP_BY_HOP | {"content-length", "host"}
 
 
 def make_app(upstream: str) -> web.Application:
@@ -24,13 +26,13 @@ def make_app(upstream: str) -> web.Application:
         await app["session"].close()
 
     async def relay(request: web.Request) -> web.StreamResponse:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_RELAYED}
         async with request.app["session"].request(
             request.method, upstream + request.path_qs, headers=headers,
             data=request.content if request.body_exists else None, allow_redirects=False,
         ) as upstream_response:
             response = web.StreamResponse(status=upstream_response.status, headers={
-                k: v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP})
+                k: v for k, v in upstream_response.headers.items() if k.lower() not in NOT_RELAYED})
             await response.prepare(request)
             async for chunk in upstream_response.content.iter_any():
                 await response.write(chunk)

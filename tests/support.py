@@ -95,35 +95,37 @@ def server_process(
 def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM to the process's group (it was started with start_new_session), SIGKILL past `grace`; returns
     once no member of the group still runs, so no helper it forked is left writing files or holding ports."""
-    group = proc.pid
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(group, sig)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return  # nothing left in the group
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            proc.poll()  # reaps the leader; the others are reaped by init
-            if not _running_members(group):
-                break
-            time.sleep(0.05)
-        if not _running_members(group):
+        if _group_ended(proc, grace):
             break
     proc.wait()
 
 
-def _running_members(group: int) -> list[int]:
-    """Processes of the group that still run (zombies, which hold nothing, are left out)."""
-    members = []
+def _group_ended(proc: subprocess.Popen, timeout: float) -> bool:
+    """Waits up to `timeout` until no process of `proc`'s group runs (zombies, which hold nothing, don't count)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc.poll()  # reaps the leader; the others are reaped by init
+        if not _group_running(proc.pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _group_running(group: int) -> bool:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        state, process_group = fields[0], int(fields[2])
-        if process_group == group and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import itertools
+import json
 import logging
 import os
 import re
