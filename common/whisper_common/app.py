@@ -8,7 +8,8 @@
 It wires, once and in this order (outermost first): request id + JSON access log + request metrics, API-key auth,
 the streamed upload limit, the error handlers (OpenAI error JSON), local Swagger UI at /docs, /openapi.json, /metrics,
 `GET /health` (alive) and `GET /health/ready` (503 until `mark_ready(app)`; `mark_not_ready(app, reason)` for a
-failure). `app.state` holds `settings`, `metrics` (ServiceMetrics) and `gate` (InferenceGate). The service's
+failure), `GET /health/activity` (work under way, see whisper_common.activity). `app.state` holds `settings`,
+`metrics` (ServiceMetrics), `gate` (InferenceGate) and `activity` (ActivityRegistry). The service's
 `lifespan(app)` runs inside the app's own; load models there and call `mark_ready(app)` when done, or let
 `serve_models(app, settings, loader)` do it:
 
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from whisper_common.activity import ActivityRegistry, activity_router
 from whisper_common.auth import OPEN_PATH_PREFIXES, ApiKeyMiddleware, bearer_scheme
 from whisper_common.concurrency import InferenceGate
 from whisper_common.docs_ui import DOCS_PATH, install_docs
@@ -156,9 +158,11 @@ def create_service_app(
     app.state.metrics = metrics
     app.state.ready = False
     app.state.not_ready_reason = "starting"
+    app.state.activity = ActivityRegistry()
     install_error_handlers(app)
     install_docs(app)
     app.include_router(health_router())
+    app.include_router(activity_router())
     app.include_router(metrics_router(), dependencies=[Depends(bearer_scheme)])
     for router in routers:
         app.include_router(router, dependencies=[Depends(bearer_scheme)])
