@@ -6,6 +6,7 @@ and a description, so the docs' configuration reference can be generated from `m
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -83,6 +84,12 @@ class ServiceSettings(BaseSettings):
     uvicorn_host: str = Field("0.0.0.0", description="Address to listen on.")
     uvicorn_port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level (JSON lines on stderr).")
+    data_dir: Path = Field(
+        Path("data"),
+        description="Where the service keeps what must survive a restart: the jobs database (SQLite), stored job audio "
+        "and results, realtime session transcripts. Relative paths are relative to the working directory; a volume in "
+        "the containers (`/data`).",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
