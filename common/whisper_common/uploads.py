@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -111,6 +112,7 @@ def decode_audio(source: BinaryIO | str, *, max_seconds: float = 0, sample_rate:
     """
     if _is_empty(source):
         raise EmptyAudio()
+    _check_riff_data_size(source)
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
@@ -171,6 +173,52 @@ def _decode_stream(
     for resampled in resampler.resample(None):
         chunks.append(resampled.to_ndarray().reshape(-1))
     return chunks, decode_errors
+
+
+_RIFF_HEADER = 12
+_CHUNK_HEADER = 8
+_UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)  # what streaming writers (FFmpeg to a pipe, arecord) put before they know
+
+
+def _check_riff_data_size(source: BinaryIO | str) -> None:
+    """TruncatedAudio when a WAV's `data` chunk declares more bytes than the file holds.
+
+    FFmpeg's WAV reader caps the declared duration at the file size, so the decoded-vs-declared comparison in
+    `decode_audio` cannot see a cut WAV: the header itself must be read."""
+    if isinstance(source, str):
+        with open(source, "rb") as file:
+            _check_riff_file(file)
+        return
+    position = source.tell()
+    try:
+        source.seek(0)
+        _check_riff_file(source)
+    finally:
+        source.seek(position)
+
+
+def _check_riff_file(file: BinaryIO) -> None:
+    header = file.read(_RIFF_HEADER)
+    if len(header) < _RIFF_HEADER or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return
+    file.seek(0, 2)
+    size = file.tell()
+    offset = _RIFF_HEADER
+    while offset + _CHUNK_HEADER <= size:
+        file.seek(offset)
+        chunk_id, chunk_size = struct.unpack("<4sI", file.read(_CHUNK_HEADER))
+        body = offset + _CHUNK_HEADER
+        if chunk_id == b"data":
+            present = size - body
+            if chunk_size not in _UNKNOWN_DATA_SIZES and present < chunk_size * _TRUNCATION_TOLERANCE:
+                raise TruncatedAudio(
+                    f"the uploaded WAV is truncated: its header declares {chunk_size} bytes of audio data but the "
+                    f"file holds {present}"
+                )
+            return
+        offset = body + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+    if offset > size:
+        raise TruncatedAudio("the uploaded WAV is truncated: it ends inside a header chunk, before any audio data")
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
