@@ -22,6 +22,21 @@ def split_comma_list(value: Any) -> Any:
     return value
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Any:
+    """`"7d"`, `"12h"`, `"30m"`, `"90s"` or `"3600"` -> seconds; numbers pass through."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text and text[-1] in _DURATION_UNITS:
+            try:
+                return float(text[:-1]) * _DURATION_UNITS[text[-1]]
+            except ValueError:
+                return value
+    return value
+
+
 class WhisperSettings(BaseModel):
     """The faster-whisper model and how it runs (env prefix `WHISPER__`)."""
 
@@ -90,11 +105,58 @@ class ServiceSettings(BaseSettings):
         "and results, realtime session transcripts. Relative paths are relative to the working directory; a volume in "
         "the containers (`/data`).",
     )
+    jobs_database_url: str | None = Field(
+        None,
+        description="Where jobs are queued. Unset: an SQLite file in DATA_DIR (one process). `postgresql://user:pass@host/db`: "
+        "a queue shared by several service processes or hosts (they must share DATA_DIR too, for uploaded audio).",
+        repr=False,
+    )
+    jobs_workers: int = Field(
+        1, ge=0, le=64, description="Job worker loops in this process; 0 accepts and serves jobs but runs none."
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, le=100, description="Runs a job gets when it fails for a transient reason (crash, model load, memory)."
+    )
+    job_lease_seconds: float = Field(
+        60, ge=0.5, le=3600, description="A running job's lease; renewed while it runs, another worker takes the job "
+        "over when it expires (the process died)."
+    )
+    job_retry_seconds: float = Field(
+        10, ge=0, le=3600, description="Backoff before the second attempt of a job or a webhook; doubles each attempt."
+    )
+    job_retention: Annotated[float, NoDecode] = Field(
+        7 * 86400, gt=0, description="How long a finished job, its audio and result are kept (`7d`, `12h`, `30m` or "
+        "seconds); then they are removed."
+    )
+    webhook_secret: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated `whsec_` secrets signing job webhooks (Standard Webhooks); each signs, for "
+        "rotation. Empty: webhooks are sent unsigned.",
+        repr=False,
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=100, description="Attempts to deliver one webhook before giving up.")
+    webhook_timeout_seconds: float = Field(10, gt=0, le=300, description="Timeout of one webhook delivery attempt.")
+    allow_audio_urls: bool = Field(False, description="Accept `audio_url` (a URL the service downloads) on `POST /v1/jobs`.")
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts or CIDRs that `audio_url` and `webhook_url` may reach although they resolve "
+        "to loopback, private or link-local addresses (refused otherwise).",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         return split_comma_list(value)
+
+    @field_validator("webhook_secret", "outbound_allowlist", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any) -> Any:
+        return split_comma_list(value)
+
+    @field_validator("job_retention", mode="before")
+    @classmethod
+    def _parse_duration(cls, value: Any) -> Any:
+        return parse_duration(value)
 
     @field_validator("preload_models", mode="before")
     @classmethod
