@@ -36,6 +36,7 @@ from whisper_common.errors import ApiError, error_body, install_error_handlers
 from whisper_common.log import RequestContextMiddleware
 from whisper_common.metrics import ServiceMetrics, metrics_router
 from whisper_common.model_catalog import resolve_model_id
+from whisper_common.openapi import install_openapi
 from whisper_common.models import ModelManager
 from whisper_common.settings import ServiceSettings
 from whisper_common.uploads import UploadLimitMiddleware
@@ -97,24 +98,6 @@ def health_router() -> APIRouter:
     return router
 
 
-def _drop_validation_422(app: FastAPI) -> None:
-    """FastAPI documents a 422 for every route with parameters; ours answer 400 (OpenAI's contract) instead."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -153,7 +136,6 @@ def create_service_app(
         lifespan=app_lifespan,
         openapi_tags=openapi_tags,
     )
-    _drop_validation_422(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.ready = False
@@ -169,6 +151,7 @@ def create_service_app(
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     open_prefixes = OPEN_PATH_PREFIXES + ((DOCS_PATH, "/openapi.json") if settings.public_docs else ())
+    install_openapi(app, settings, open_prefixes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_prefixes=open_prefixes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -10,6 +10,7 @@ depth by `InferenceGate`; loaded models by `ModelManager`.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -65,7 +66,13 @@ def metrics_router() -> APIRouter:
     """`GET /metrics` in the Prometheus text format (reads `request.app.state.metrics`)."""
     router = APIRouter()
 
-    @router.get("/metrics", include_in_schema=True, tags=["operations"], summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"description": "The Prometheus text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics(request: Request) -> Response:
         service_metrics: ServiceMetrics = request.app.state.metrics
         return Response(service_metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -19,8 +19,12 @@ from whisper_common.settings import ServiceSettings
 EMBEDDED_MODEL = "tiny.en"
 EMBEDDED_ALIASES = frozenset({EMBEDDED_MODEL, "Systran/faster-whisper-tiny.en"})
 OPENAI_ALIAS = "whisper-1"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_SIZE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A name: letters, digits, `.`, `_`, `-`, starting with a letter or digit, never two dots in a row (so never `..`).
+# Written without lookarounds so the same pattern serves the OpenAPI schema (ECMA regex) and the server (Python re).
+_NAME = r"[A-Za-z0-9](?:\.?[A-Za-z0-9_-])*\.?"
+MODEL_ID_PATTERN = rf"^{_NAME}(?:/{_NAME})?$"
+MODEL_ID_MAX_LENGTH = 193
+_MODEL_ID = re.compile(MODEL_ID_PATTERN)
 
 
 def embedded_model_dir() -> Path:
@@ -47,14 +51,14 @@ def resolve_model_id(requested: str | None, settings: ServiceSettings) -> str:
 
     Ids must be a known size name, a hub id `owner/name`, or a configured model (which may be a local directory);
     anything else (paths, `..`) is a 400 and an unknown size name a 404, before any download or file access happens."""
-    model_id = (requested or "").strip() or OPENAI_ALIAS
+    model_id = requested or OPENAI_ALIAS
     if model_id == OPENAI_ALIAS:
         model_id = settings.whisper.model
     if model_id in EMBEDDED_ALIASES:
         return EMBEDDED_MODEL
     if is_configured(model_id, settings):
         return model_id
-    if ".." in model_id or not (_REPO_ID.match(model_id) or _SIZE_NAME.match(model_id)):
+    if len(model_id) > MODEL_ID_MAX_LENGTH or not _MODEL_ID.fullmatch(model_id):
         raise InvalidParameter(
             "model",
             f"invalid model id '{model_id[:200]}': use a model name such as 'tiny.en' or 'small', or a Hugging Face "
@@ -63,6 +67,24 @@ def resolve_model_id(requested: str | None, settings: ServiceSettings) -> str:
     if "/" not in model_id and model_id not in size_names():
         raise ModelNotFound(model_id, "not a faster-whisper model name; known names: " + ", ".join(size_names()))
     return model_id
+
+
+def model_id_schema(settings: ServiceSettings, *, empty_means_default: bool) -> dict[str, object]:
+    """The JSON schema of a `model` id that `resolve_model_id` accepts: a name or `owner/name`, or an id the operator
+    configured (which may be a local directory); with `empty_means_default`, also `""` (the default model)."""
+    configured = [settings.whisper.model, *settings.models_to_preload]
+    alternatives = [MODEL_ID_PATTERN.removeprefix("^").removesuffix("$"), *(_ecma_escape(item) for item in configured)]
+    if empty_means_default:
+        alternatives.append("")
+    return {
+        "type": "string",
+        "pattern": "^(?:" + "|".join(dict.fromkeys(alternatives)) + ")$",
+        "maxLength": max([MODEL_ID_MAX_LENGTH, *(len(item) for item in configured)]),
+    }
+
+
+def _ecma_escape(text: str) -> str:
+    return re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", text)
 
 
 def model_location(model_id: str, settings: ServiceSettings) -> str:
@@ -83,11 +105,14 @@ def describe_load_failure(model_id: str, exc: Exception) -> Exception:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    if isinstance(exc, HFValidationError):
+        return ModelNotFound(model_id, f"not a valid Hugging Face repo id ({_first_line(exc)})")
     if isinstance(exc, (RepositoryNotFoundError, GatedRepoError)):
         return ModelNotFound(model_id, "no such repository on the Hugging Face Hub, or it is private/gated")
     if isinstance(exc, RevisionNotFoundError):
