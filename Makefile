@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 24.3.1
 
-.PHONY: help install system-deps system-deps-runtime run test test-fast docs docs-serve bench up down lint clean
+.PHONY: help install system-deps system-deps-runtime run test test-fast docs docs-serve bench images up down lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,7 +49,10 @@ docs-serve: install  ## serve the guide on http://127.0.0.1:8008
 bench: system-deps install  ## run every benchmark; results go to docs/benchmarks.md
 	$(BIN)/python -m bench
 
-up: install  ## Docker deployment: create the service containers stopped, start the proxy
+images:  ## build the Docker images (whisper-platform/*: latest + git commit); see docs/deployment.md
+	scripts/build-images.sh
+
+up: install  ## Docker deployment: build missing images, create the service containers stopped, start the proxy
 	scripts/compose-up.sh
 
 down:  ## stop the Docker deployment

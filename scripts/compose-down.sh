@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make down`: stops the Docker deployment that `make up` started: the proxy, then the service containers
-# (`docker compose down`: containers and network go, the model cache volumes stay), and disables the two Nginx
+# (`compose down`: containers and network go; the volumes stay: model caches and /data, which holds jobs;
+# `docker volume rm` them to start afresh), and disables the two Nginx
 # sites (other sites on the host keep running). Environment: WHISPER_DOMAIN, NGINX_DIR, WHISPER_STATE_DIR as for
 # `make up`; KEEP_NGINX=1 leaves the sites enabled.
 set -euo pipefail
@@ -34,10 +35,16 @@ fi
 
 echo "== service containers"
 command -v docker >/dev/null 2>&1 || die "docker is not installed: nothing to stop"
-docker compose version >/dev/null 2>&1 || die "the Docker Compose plugin is missing ('docker compose' does not run)"
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1; then
+  compose=(docker-compose)
+else
+  die "Docker Compose is missing (neither 'docker compose' nor 'docker-compose' runs)"
+fi
 for dir in "${compose_dirs[@]}"; do
   if [ -f "$dir/docker-compose.yml" ]; then
-    docker compose --project-directory "$dir" -f "$dir/docker-compose.yml" down
+    "${compose[@]}" --project-directory "$dir" -f "$dir/docker-compose.yml" down
   fi
 done
 
@@ -49,9 +56,10 @@ echo "== Nginx sites"
 $SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy disable-nginx --domain "$WHISPER_DOMAIN" \
   --nginx-dir "$nginx_dir"
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-if [ -d /run/systemd/system ]; then
+nginx_conf="$nginx_dir/nginx.conf"
+if [ -d /run/systemd/system ] && [ "$nginx_conf" = /etc/nginx/nginx.conf ]; then
   $SUDO systemctl reload nginx || true
-elif [ -f /run/nginx.pid ] && $SUDO kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
-  $SUDO "$nginx_bin" -s reload
+elif [ -f "$nginx_conf" ]; then
+  $SUDO "$nginx_bin" -c "$nginx_conf" -s reload 2>/dev/null || echo "nginx: not running, nothing to reload"
 fi
 echo "down."

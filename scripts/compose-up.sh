@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # `make up`: the Docker deployment on this host.
-#   1. the two services' containers are created STOPPED (`docker compose create`): the proxy wakes them;
-#   2. the auto-start proxy runs on 127.0.0.1:8890 (systemd unit autostart/docker-autostart.service when
+#   0. checks, before anything is changed: WHISPER_DOMAIN, docker, compose, the engine, the ports;
+#   1. the images are built when missing (scripts/build-images.sh --missing; `make images` rebuilds them);
+#   2. the two services' containers are created STOPPED (`compose up --no-start`): the proxy wakes them;
+#   3. the auto-start proxy runs on 127.0.0.1:8890 (systemd unit autostart/docker-autostart.service when
 #      systemd runs, otherwise a background process with a pid file);
-#   3. the Nginx sites for whisper.$WHISPER_DOMAIN and whisperx.$WHISPER_DOMAIN are rendered into /etc/nginx,
+#   4. the Nginx sites for whisper.$WHISPER_DOMAIN and whisperx.$WHISPER_DOMAIN are rendered into /etc/nginx,
 #      enabled, checked (nginx -t) and loaded.
+# When a step fails, what this run created is removed again (containers, proxy, sites) and the exit status is 1.
 # Environment: WHISPER_DOMAIN (required, e.g. example.com), WHISPER_CORS_ORIGINS (comma-separated Swagger
 # portal origins), WHISPER_USER / WHISPER_PASSWORD (first basic-auth user), WHISPER_ETC (/etc/whisper-platform),
-# NGINX_DIR (/etc/nginx), AUTOSTART_LISTEN (127.0.0.1:8890), SKIP_NGINX=1 (leave Nginx alone),
-# WHISPER_STATE_DIR (.run/deploy: pid file and log of the proxy when there is no systemd).
+# NGINX_DIR (/etc/nginx; its nginx.conf is the one checked and loaded), NGINX_HTTPS_LISTEN (443) / NGINX_HTTP_LISTEN
+# (80) / NGINX_LOG_DIR (/var/log/nginx) / ACME_WEBROOT (/var/www/letsencrypt), AUTOSTART_LISTEN (127.0.0.1:8890),
+# WHISPER_FASTER_PORT (8001) / WHISPERX_PORT (8002): the services' loopback ports, SKIP_NGINX=1 (leave Nginx
+# alone), WHISPER_STATE_DIR (.run/deploy: pid file and log of the proxy when there is no systemd); the image build
+# reads WHISPER_BASE, PYTHON_IMAGE, PIP_CA_BUNDLE, TORCH_INDEX_URL (see scripts/build-images.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir="$(pwd)"
@@ -16,32 +22,109 @@ python="$root_dir/.venv/bin/python"
 etc_dir="${WHISPER_ETC:-/etc/whisper-platform}"
 nginx_dir="${NGINX_DIR:-/etc/nginx}"
 listen="${AUTOSTART_LISTEN:-127.0.0.1:8890}"
+state_dir="${WHISPER_STATE_DIR:-$root_dir/.run/deploy}"
+pidfile="$state_dir/autostart.pid"
+export WHISPER_FASTER_PORT="${WHISPER_FASTER_PORT:-8001}" WHISPERX_PORT="${WHISPERX_PORT:-8002}"
 compose_dirs=(whisper-faster whisperx)
+declare -A containers=([whisper-faster]=faster-whisper [whisperx]=whisperx)
+declare -A ports=([whisper-faster]="$WHISPER_FASTER_PORT" [whisperx]="$WHISPERX_PORT")
 
 die() { echo "make up: $*" >&2; exit 1; }
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
+# --- 0. checks: nothing is changed until they pass -----------------------------------------------------------
 [ -n "${WHISPER_DOMAIN:-}" ] || die "set WHISPER_DOMAIN (sites are whisper.\$WHISPER_DOMAIN and whisperx.\$WHISPER_DOMAIN)"
-command -v docker >/dev/null 2>&1 || die "docker is not installed (Debian: apt-get install docker.io docker-compose-plugin, or Docker's own packages)"
-docker compose version >/dev/null 2>&1 || die "the Docker Compose plugin is missing ('docker compose' does not run): install docker-compose-plugin (or docker-compose-v2)"
+command -v docker >/dev/null 2>&1 || die "docker is not installed (Debian: apt-get install docker.io docker-compose, or Docker's own packages)"
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1 && docker-compose version >/dev/null 2>&1; then
+  compose=(docker-compose)
+else
+  die "Docker Compose is missing (neither 'docker compose' nor 'docker-compose' runs): install docker-compose-plugin (Docker's packages) or docker-compose (Debian)"
+fi
 docker info >/dev/null 2>&1 || die "the Docker Engine does not answer (is dockerd running, and may $(id -un) use /var/run/docker.sock?)"
 [ -x "$python" ] || die "no virtual environment: run 'make install' first"
-
 for dir in "${compose_dirs[@]}"; do
   [ -f "$dir/docker-compose.yml" ] || die "$dir/docker-compose.yml is missing"
-  echo "== $dir: building the image if needed and creating the container (stopped)"
-  docker compose --project-directory "$dir" -f "$dir/docker-compose.yml" create
 done
 
+port_free() {  # $1 = host, $2 = port: 0 when nothing listens there
+  "$python" - "$1" "$2" <<'EOF'
+import socket, sys
+with socket.socket() as s:
+    try:
+        s.bind((sys.argv[1], int(sys.argv[2])))
+    except OSError:
+        sys.exit(1)
+EOF
+}
+container_running() { [ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
+our_proxy_pid() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && cat "$pidfile"; }
+systemd_proxy() { [ -d /run/systemd/system ] && systemctl is-active --quiet docker-autostart.service 2>/dev/null; }
+
+for dir in "${compose_dirs[@]}"; do
+  port="${ports[$dir]}"
+  # A running container of ours holds its own port (a second `make up`): that is fine.
+  if ! container_running "${containers[$dir]}" && ! port_free 127.0.0.1 "$port"; then
+    die "port 127.0.0.1:$port (for $dir) is taken by another program: stop it, or choose another port with $( [ "$dir" = whisperx ] && echo WHISPERX_PORT || echo WHISPER_FASTER_PORT)=..."
+  fi
+done
+if ! our_proxy_pid >/dev/null && ! systemd_proxy && ! port_free "${listen%:*}" "${listen##*:}"; then
+  die "the proxy's address $listen is taken by another program: stop it, or set AUTOSTART_LISTEN=127.0.0.1:<port>"
+fi
+
+# --- what this run creates is undone when a later step fails ------------------------------------------------
+created_projects=()
+started_proxy=0
+enabled_sites=0
+rollback() {
+  status=$?
+  [ $status -eq 0 ] && return
+  echo "make up: failed; removing what this run created" >&2
+  if [ $enabled_sites = 1 ]; then
+    $SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy disable-nginx --domain "$WHISPER_DOMAIN" \
+      --nginx-dir "$nginx_dir" >&2 || true
+  fi
+  if [ $started_proxy = 1 ]; then
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now docker-autostart.service >&2 || true
+    elif pid="$(our_proxy_pid)"; then
+      kill "$pid" 2>/dev/null || true
+      rm -f "$pidfile"
+    fi
+  fi
+  for dir in "${created_projects[@]}"; do
+    "${compose[@]}" --project-directory "$dir" -f "$dir/docker-compose.yml" down >&2 || true
+  done
+  exit "$status"
+}
+trap rollback EXIT
+
+# --- 1. images -------------------------------------------------------------------------------------------------
+echo "== images (built when missing; 'make images' rebuilds them)"
+scripts/build-images.sh --missing whisper-faster whisperx || die "the image build failed (see above): nothing was installed"
+
+# --- 2. service containers, created stopped ------------------------------------------------------------------
+for dir in "${compose_dirs[@]}"; do
+  echo "== $dir: creating the container $(printf %s "${containers[$dir]}") (stopped) on 127.0.0.1:${ports[$dir]}"
+  docker inspect "${containers[$dir]}" >/dev/null 2>&1 || created_projects+=("$dir")
+  # A running container (a second `make up`) is left running: up --no-start only recreates a changed one.
+  "${compose[@]}" --project-directory "$dir" -f "$dir/docker-compose.yml" up --no-start --no-build \
+    || die "creating the $dir container failed (see above)"
+done
+
+# --- 3. the auto-start proxy -------------------------------------------------------------------------------------
 echo "== auto-start proxy"
 $SUDO mkdir -p "$etc_dir"
 proxy_config="$etc_dir/autostart.json"
-$SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy proxy-config --domain "$WHISPER_DOMAIN" --dest "$proxy_config"
+$SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy proxy-config --domain "$WHISPER_DOMAIN" \
+  --dest "$proxy_config" --port "whisper-faster=$WHISPER_FASTER_PORT" --port "whisperx=$WHISPERX_PORT"
 "$python" -m autostart --config "$proxy_config" --check-config
 
 unit_source="autostart/docker-autostart.service"
+started_proxy=1
 if [ -d /run/systemd/system ] && [ -f "$unit_source" ]; then
   # The unit (the proxy team's) runs /opt/whisper-platform as user `autostart`; a drop-in points it at this
   # checkout and at the config rendered for the domain.
@@ -60,13 +143,11 @@ if [ -d /run/systemd/system ] && [ -f "$unit_source" ]; then
   $SUDO systemctl restart docker-autostart.service
   echo "proxy: systemd unit docker-autostart.service (journalctl -u docker-autostart)"
 else
-  state_dir="${WHISPER_STATE_DIR:-$root_dir/.run/deploy}"
   mkdir -p "$state_dir"
-  pidfile="$state_dir/autostart.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "proxy: restarting pid $(cat "$pidfile")"
-    kill "$(cat "$pidfile")"
-    for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.2; done
+  if pid="$(our_proxy_pid)"; then
+    echo "proxy: restarting pid $pid"
+    kill "$pid"
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   fi
   nohup setsid "$python" -m autostart --config "$proxy_config" --listen "$listen" \
     >>"$state_dir/autostart.log" 2>&1 </dev/null &
@@ -79,6 +160,7 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://$listen/_autostart/health" >/dev/null 2>&1 || die "the proxy does not answer on $listen"
 
+# --- 4. Nginx ------------------------------------------------------------------------------------------------------
 if [ "${SKIP_NGINX:-0}" = 1 ]; then
   echo "== Nginx: skipped (SKIP_NGINX=1)"
   exit 0
@@ -86,20 +168,31 @@ fi
 echo "== Nginx sites"
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 [ -x "$nginx_bin" ] || die "nginx is not installed (apt-get install nginx)"
-cors_args=()
+nginx_conf="$nginx_dir/nginx.conf"
+[ -f "$nginx_conf" ] || die "$nginx_conf is missing (is NGINX_DIR=$nginx_dir Nginx's configuration folder?)"
+site_args=()
 IFS=',' read -r -a origins <<<"${WHISPER_CORS_ORIGINS:-}"
 for origin in "${origins[@]}"; do
-  [ -n "$origin" ] && cors_args+=(--cors-origin "$origin")
+  [ -n "$origin" ] && site_args+=(--cors-origin "$origin")
 done
+https_port=443
+if [ -n "${NGINX_HTTPS_LISTEN:-}" ]; then
+  site_args+=(--https-listen "$NGINX_HTTPS_LISTEN")
+  https_port="${NGINX_HTTPS_LISTEN##*:}"
+fi
+[ -n "${NGINX_HTTP_LISTEN:-}" ] && site_args+=(--http-listen "$NGINX_HTTP_LISTEN")
+enabled_sites=1
 $SUDO env PYTHONPATH="$root_dir/scripts" WHISPER_USER="${WHISPER_USER:-}" WHISPER_PASSWORD="${WHISPER_PASSWORD:-}" \
   "$python" -m stack.deploy nginx --domain "$WHISPER_DOMAIN" --nginx-dir "$nginx_dir" \
-  --proxy-address "$listen" --credentials-store "$etc_dir/credentials" "${cors_args[@]}"
-$SUDO "$nginx_bin" -t
-if [ -d /run/systemd/system ]; then
+  --proxy-address "$listen" --credentials-store "$etc_dir/credentials" --htpasswd "$nginx_dir/whisper.htpasswd" \
+  --access-log-dir "${NGINX_LOG_DIR:-/var/log/nginx}" --acme-webroot "${ACME_WEBROOT:-/var/www/letsencrypt}" \
+  --https-port "$https_port" "${site_args[@]}"
+$SUDO "$nginx_bin" -t -q -c "$nginx_conf" || die "nginx -t rejects the configuration (see above)"
+if [ -d /run/systemd/system ] && [ "$nginx_conf" = /etc/nginx/nginx.conf ]; then
   $SUDO systemctl reload-or-restart nginx
-elif [ -f /run/nginx.pid ] && $SUDO kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
-  $SUDO "$nginx_bin" -s reload
-else
-  $SUDO "$nginx_bin"
+elif ! $SUDO "$nginx_bin" -c "$nginx_conf" -s reload 2>/dev/null; then
+  # Not running yet (reload found no pid): start it.
+  $SUDO "$nginx_bin" -c "$nginx_conf" || die "nginx did not start (see above)"
 fi
+trap - EXIT
 echo "up: https://whisper.$WHISPER_DOMAIN and https://whisperx.$WHISPER_DOMAIN (services start on their first request)"

@@ -53,6 +53,9 @@ def install_nginx(args: argparse.Namespace) -> int:
         acme_webroot=args.acme_webroot,
         max_body_size=args.max_body_size,
         access_log_dir=args.access_log_dir,
+        http_listen=tuple(args.http_listen or NginxConfig.http_listen),
+        https_listen=tuple(args.https_listen or NginxConfig.https_listen),
+        https_port=args.https_port,
         nginx_version=installed_nginx_version(nginx_binary() or "nginx") or (1, 22, 1),
     )
     args.acme_webroot.mkdir(parents=True, exist_ok=True)
@@ -93,6 +96,7 @@ def disable_nginx(args: argparse.Namespace) -> int:
 def write_proxy_config(args: argparse.Namespace) -> int:
     """The repository's autostart/config.json with the example hosts renamed for the domain, paths made absolute."""
     source = json.loads(args.source.read_text())
+    ports = dict(_service_port(value) for value in args.port)
     services = {}
     for service in source["services"].values():
         prefix = SERVICE_PREFIXES.get(service["name"])
@@ -100,12 +104,21 @@ def write_proxy_config(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.source}: unknown service name {service['name']!r}")
         if "composeDir" in service:
             service["composeDir"] = str((args.source.parent / service["composeDir"]).resolve())
+        if service["name"] in ports:
+            service["proxyPort"] = ports[service["name"]]
         services[f"{prefix}.{args.domain}"] = service
     source["services"] = services
     args.dest.parent.mkdir(parents=True, exist_ok=True)
     args.dest.write_text(json.dumps(source, indent=2) + "\n")
     print(f"wrote {args.dest}")
     return 0
+
+
+def _service_port(value: str) -> tuple[str, int]:
+    name, _, port = value.partition("=")
+    if name not in SERVICE_PREFIXES or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"--port wants SERVICE=PORT with SERVICE one of {', '.join(SERVICE_PREFIXES)}, got {value!r}")
+    return name, int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     nginx.add_argument("--acme-webroot", type=Path, default=Path("/var/www/letsencrypt"))
     nginx.add_argument("--max-body-size", default="500M")
     nginx.add_argument("--access-log-dir", type=Path, default=Path("/var/log/nginx"))
+    nginx.add_argument("--http-listen", action="append", default=[], help="HTTP listen address (repeatable; 80)")
+    nginx.add_argument("--https-listen", action="append", default=[], help="HTTPS listen address (repeatable; 443)")
+    nginx.add_argument("--https-port", type=int, default=443, help="the HTTPS port clients use (redirects)")
     nginx.set_defaults(run=install_nginx)
 
     disable = commands.add_parser("disable-nginx", help="remove the sites-enabled links")
@@ -133,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--domain", required=True)
     proxy.add_argument("--source", type=Path, default=ROOT / "autostart" / "config.json")
     proxy.add_argument("--dest", type=Path, required=True)
+    proxy.add_argument("--port", action="append", default=[], help="SERVICE=PORT: a service's published port")
     proxy.set_defaults(run=write_proxy_config)
     return parser
 
