@@ -108,6 +108,7 @@ def create_service_app(
     routers: Sequence[APIRouter] = (),
     lifespan: Lifespan | None = None,
     openapi_tags: list[dict[str, Any]] | None = None,
+    open_paths: tuple[str, ...] = (),
 ) -> FastAPI:
     metrics = ServiceMetrics(namespace=metrics_namespace)
     gate_holder: dict[str, InferenceGate] = {}
@@ -150,7 +151,8 @@ def create_service_app(
         app.include_router(router, dependencies=[Depends(bearer_scheme)])
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    open_prefixes = OPEN_PATH_PREFIXES + ((DOCS_PATH, "/openapi.json") if settings.public_docs else ())
+    # open_paths: pages that hold no data and must load in a browser without a key (the key is asked for there).
+    open_prefixes = OPEN_PATH_PREFIXES + open_paths + ((DOCS_PATH, "/openapi.json") if settings.public_docs else ())
     install_openapi(app, settings, open_prefixes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, open_prefixes=open_prefixes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -11,6 +11,9 @@ from whisper_common.log import configure_logging, uvicorn_log_config
 from whisper_common.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
+WS_MAX_BYTES = 24 * 2**20
+"""Largest WebSocket message: a realtime append of 15 MiB of audio is 20 MiB as base64 JSON; it must arrive whole so
+the service can answer it with an `error` event instead of a dropped connection."""
 
 
 def run_service(settings: S, create_app: Callable[[S], FastAPI]) -> None:
@@ -23,4 +26,5 @@ def run_service(settings: S, create_app: Callable[[S], FastAPI]) -> None:
         log_config=uvicorn_log_config(settings.log_level),
         access_log=False,
         timeout_graceful_shutdown=10,
+        ws_max_size=WS_MAX_BYTES,
     )

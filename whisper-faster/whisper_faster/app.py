@@ -11,6 +11,7 @@ from whisper_common.app import create_service_app, serve_models
 from whisper_common.models_routes import models_router
 from whisper_faster import __version__
 from whisper_faster.models import load_model
+from whisper_faster.realtime import route as realtime
 from whisper_faster.routes import transcriptions
 from whisper_faster.service import TranscriptionService
 from whisper_faster.settings import Settings
@@ -29,14 +30,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with serve_models(app, settings, partial(load_model, settings=settings)) as manager:
             app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics)
+            realtime.create_realtime(app, settings, manager)
             yield
 
-    return create_service_app(
+    app = create_service_app(
         settings,
         title="whisper-faster",
         version=__version__,
         description=DESCRIPTION,
         metrics_namespace="whisper_faster",
-        routers=[transcriptions.router, models_router()],
+        routers=[transcriptions.router, models_router(), realtime.router],
         lifespan=lifespan,
+        open_paths=(realtime.PAGE_PATH,),
     )
+    realtime.install(app)
+    return app

@@ -1,8 +1,49 @@
 """whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn)."""
 from __future__ import annotations
 
+from pydantic import Field
+
 from whisper_common.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
     """Environment variables of whisper-faster. Every field is documented for the configuration reference."""
+
+    max_realtime_sessions: int = Field(
+        4,
+        ge=0,
+        le=1000,
+        description="Realtime WebSocket sessions (`/v1/realtime`) open at once; one more gets an `error` event and "
+        "close code 1013. 0 turns realtime off. The benchmark (`make bench`) measures how many stay real-time here.",
+    )
+    realtime_idle_seconds: float = Field(
+        60, gt=0, le=86_400, description="Close a realtime session that sent no audio for this long (seconds)."
+    )
+    realtime_partial_interval_ms: int = Field(
+        500,
+        ge=100,
+        le=10_000,
+        description="Re-decode a growing utterance for partial text (`delta` events) at most this often, in ms of "
+        "audio; never more than one decode per session at a time, so partials cannot pile up.",
+    )
+    realtime_max_utterance_seconds: float = Field(
+        25,
+        ge=2,
+        le=30,
+        description="An utterance still going on after this many seconds is committed and transcribed, and a new one "
+        "starts (bounds the work of each decode; Whisper sees 30 s at most).",
+    )
+    realtime_max_lag_seconds: float = Field(
+        6,
+        gt=0,
+        le=600,
+        description="A session whose oldest untranscribed utterance ended longer ago than this (seconds) cannot keep "
+        "up: it gets an `error` event and close code 1013 instead of a growing delay.",
+    )
+    realtime_max_load: float = Field(
+        0.7,
+        gt=0,
+        le=10,
+        description="Refuse new realtime sessions (close 1013) while the recent realtime factor (inference seconds "
+        "per second of utterance audio, queueing included) is above this.",
+    )

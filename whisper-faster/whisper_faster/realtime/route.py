@@ -1,0 +1,303 @@
+"""The edge of realtime: `GET /v1/realtime` (WebSocket), `GET /v1/realtime/sessions/{id}` and the `/realtime` page.
+
+The WebSocket handler is the only place with I/O: it admits the session (or answers an `error` event and close 1013),
+feeds frames to the sans-io RealtimeSession, runs the decodes it asks for in the inference gate's threads, sends what
+it answers, and stores finished utterances. Protocol mistakes become `error` events; the session goes on."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from whisper_common.concurrency import InferenceGate, run_in_worker
+from whisper_common.errors import ApiError, NotFound
+from whisper_common.languages import language_code
+from whisper_common.model_catalog import resolve_model_id
+from whisper_common.models import ModelManager
+from whisper_common.openai_formats import ResponseFormat, parse_response_format, render
+from whisper_common.transcript import Segment, Transcript
+from whisper_faster.models import LoadedModel
+from whisper_faster.realtime import events as ev
+from whisper_faster.realtime.admission import Admission, RealtimeMetrics
+from whisper_faster.realtime.decode import transcribe_utterance
+from whisper_faster.realtime.session import (
+    Close, Decode, DecodeRequest, Limits, Output, RealtimeSession, Send, SessionConfig, Utterance,
+)
+from whisper_faster.realtime.store import SessionStore, SqliteSessionStore, StoredSession, StoredUtterance
+from whisper_faster.realtime.vad import SileroStream
+from whisper_faster.settings import Settings
+
+logger = logging.getLogger("whisper_faster.realtime")
+
+API_KEY_PROTOCOL = "openai-insecure-api-key."
+"""Browsers cannot set headers on a WebSocket: OpenAI's browser form sends the key as this subprotocol."""
+PAGE_PATH = "/realtime"
+SESSION_FORMATS = (ResponseFormat.JSON, ResponseFormat.TEXT, ResponseFormat.SRT, ResponseFormat.VTT)
+TRY_AGAIN_LATER = 1013
+
+
+@dataclass
+class Realtime:
+    """What the realtime routes use: `app.state.realtime`."""
+
+    settings: Settings
+    manager: ModelManager[LoadedModel]
+    gate: InferenceGate
+    admission: Admission
+    store: SessionStore
+
+    @property
+    def limits(self) -> Limits:
+        s = self.settings
+        return Limits(partial_interval_ms=s.realtime_partial_interval_ms,
+                      max_utterance_seconds=s.realtime_max_utterance_seconds,
+                      max_lag_seconds=s.realtime_max_lag_seconds, idle_seconds=s.realtime_idle_seconds)
+
+    def model_id(self, requested: str | None) -> str:
+        """OpenAI's transcription model names (whisper-1, gpt-4o-transcribe, ...) mean the configured default."""
+        if requested is None or requested == "whisper-1" or requested.startswith("gpt-"):
+            requested = None
+        return resolve_model_id(requested, self.settings)
+
+
+def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> Realtime:
+    """Build `app.state.realtime` in the lifespan; its open sessions count as activity (no idle stop)."""
+    metrics = RealtimeMetrics(app.state.metrics.registry)
+    admission = Admission(settings.max_realtime_sessions, settings.realtime_max_load, metrics)
+    store = SqliteSessionStore(settings.data_dir / "realtime.sqlite3")
+    realtime = Realtime(settings, manager, app.state.gate, admission, store)
+    app.state.realtime = realtime
+    app.state.activity.register("realtime_sessions", lambda: admission.open)
+    return realtime
+
+
+# -- WebSocket --------------------------------------------------------------------------------------------------
+
+socket_router = APIRouter()
+
+
+def _subprotocol(websocket: WebSocket) -> str | None:
+    """The protocol to answer with: a browser fails the handshake if none of its offers comes back; never the key."""
+    offered = [p for p in websocket.scope.get("subprotocols", []) if not p.startswith(API_KEY_PROTOCOL)]
+    return "realtime" if "realtime" in offered else (offered[0] if offered else None)
+
+
+@socket_router.websocket("/v1/realtime")
+async def realtime_socket(websocket: WebSocket) -> None:
+    realtime: Realtime = websocket.app.state.realtime
+    await websocket.accept(subprotocol=_subprotocol(websocket))
+    intent = websocket.query_params.get("intent")
+    if intent not in (None, "", "transcription"):
+        await _refuse(websocket, f"intent '{intent[:50]}' is not supported; this server only transcribes "
+                      "(intent=transcription)", "unsupported_intent", 1008)
+        return
+    refusal = realtime.admission.refusal()
+    if refusal is not None:
+        reason, message = refusal
+        realtime.admission.rejected(reason)
+        logger.warning("realtime session refused", extra={"reason": reason})
+        code = "session_limit_reached" if reason == "limit" else "server_overloaded"
+        await _refuse(websocket, message, code, TRY_AGAIN_LATER, error_type="server_error")
+        return
+    beta = "realtime=v1" in websocket.headers.get("openai-beta", "")
+    session = RealtimeSession(ev.new_id("sess"), realtime.limits, SileroStream(), beta=beta, now=time.monotonic())
+    realtime.admission.opened()
+    await asyncio.to_thread(realtime.store.create, session.session_id, realtime.model_id(None))
+    logger.info("realtime session opened", extra={"session": session.session_id, "beta": beta})
+    try:
+        await _Connection(websocket, session, realtime).run()
+    finally:
+        realtime.admission.closed()
+        await asyncio.to_thread(realtime.store.close, session.session_id)
+        logger.info("realtime session closed", extra={"session": session.session_id,
+                                                      "audio_seconds": round(session.audio_seconds, 1)})
+
+
+async def _refuse(websocket: WebSocket, message: str, code: str, close_code: int,
+                  error_type: str = "invalid_request_error") -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.send_text(ev.to_wire(ev.error_event(message, code, error_type=error_type)))
+        await websocket.close(close_code, message[:120])
+
+
+class _Connection:
+    def __init__(self, websocket: WebSocket, session: RealtimeSession, realtime: Realtime) -> None:
+        self.websocket = websocket
+        self.session = session
+        self.realtime = realtime
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._gone = False
+
+    async def run(self) -> None:
+        await self._apply(self.session.start())
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while not self.session.closed and not self._gone:
+                try:
+                    message = await self.websocket.receive()
+                except (WebSocketDisconnect, RuntimeError):
+                    break
+                if message["type"] == "websocket.disconnect":
+                    break
+                await self._apply(self._on_message(message))
+        finally:
+            ticker.cancel()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(ticker, *self._tasks, return_exceptions=True)
+
+    def _on_message(self, message: dict) -> list[Output]:
+        text = message.get("text")
+        if text is None:
+            return self.session.protocol_error(ev.ProtocolError(
+                "binary frames are not part of the protocol; send JSON text events (audio base64-encoded in "
+                "input_audio_buffer.append)", code="binary_not_supported"))
+        try:
+            event = ev.parse_client_event(text)
+            if isinstance(event, (ev.SessionUpdate, ev.BetaSessionUpdate)):
+                self._validate(self.session.config.updated(event), event.event_id)
+            return self.session.handle(event, time.monotonic())
+        except ev.ProtocolError as exc:
+            return self.session.protocol_error(exc)
+
+    def _validate(self, config: SessionConfig, event_id: str | None) -> None:
+        """A model or language the server cannot use is refused at the update, not at the first utterance."""
+        try:
+            self.realtime.model_id(config.model)
+        except ApiError as exc:
+            raise ev.ProtocolError(exc.message, code=exc.code or "invalid_value", param="transcription.model",
+                                   event_id=event_id) from None
+        if config.language is not None and language_code(config.language) is None:
+            raise ev.ProtocolError(f"unknown language '{config.language[:50]}'; use an ISO-639-1 code such as 'en'",
+                                   code="invalid_value", param="transcription.language", event_id=event_id)
+
+    async def _tick(self) -> None:
+        period = min(1.0, self.realtime.settings.realtime_idle_seconds / 4)
+        while not self.session.closed:
+            await asyncio.sleep(period)
+            await self._apply(self.session.tick(time.monotonic()))
+
+    async def _apply(self, outputs: list[Output]) -> None:
+        async with self._send_lock:
+            for output in outputs:
+                match output:
+                    case Send(event):
+                        await self._send(ev.to_wire(event))
+                    case Decode(request):
+                        task = asyncio.create_task(self._decode(request))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                    case Close(code, reason):
+                        if code == TRY_AGAIN_LATER:
+                            self.realtime.admission.rejected("lagging")
+                        logger.warning("realtime session closed by the server",
+                                       extra={"session": self.session.session_id, "reason": reason})
+                        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                            await self.websocket.close(code, reason)
+                        self._gone = True
+                    case Utterance() as utterance:
+                        if utterance.latency_seconds is not None:
+                            self.realtime.admission.observe_latency(utterance.latency_seconds)
+                        await asyncio.to_thread(
+                            self.realtime.store.add_utterance, self.session.session_id,
+                            StoredUtterance(utterance.item_id, round(utterance.start, 3), round(utterance.end, 3),
+                                            utterance.text),
+                        )
+
+    async def _send(self, text: str) -> None:
+        if self._gone or self.websocket.application_state != WebSocketState.CONNECTED:
+            return
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._gone = True
+
+    async def _decode(self, request: DecodeRequest) -> None:
+        realtime = self.realtime
+        started = time.monotonic()
+        try:
+            model_id = realtime.model_id(request.config.model)
+            async with realtime.gate.slot(), realtime.manager.use(model_id) as model:
+                text = await run_in_worker(realtime.gate, lambda _: transcribe_utterance(model, request))
+        except ApiError as exc:
+            error = ev.ErrorDetail(type=exc.error_type, code=exc.code, message=exc.message, param=exc.param)
+            outputs = self.session.decode_failed(request, error, time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - the client gets a `failed` event, the log the traceback
+            logger.error("realtime decode failed", exc_info=exc, extra={"session": self.session.session_id})
+            error = ev.ErrorDetail(type="server_error", code="internal_error", message="transcription failed")
+            outputs = self.session.decode_failed(request, error, time.monotonic())
+        else:
+            if request.final:
+                realtime.admission.record(time.monotonic() - started, request.audio_seconds)
+            outputs = self.session.decoded(request, text, time.monotonic())
+        await self._apply(outputs)
+
+
+# -- stored sessions and the page -------------------------------------------------------------------------------
+
+router = APIRouter(tags=["realtime"])
+
+
+@router.get(
+    "/v1/realtime/sessions/{session_id}",
+    summary="A realtime session's final utterances (json, text, srt or vtt)",
+    responses={404: {"description": "No such session"}},
+)
+async def get_session(
+    request: Request,
+    session_id: str,
+    response_format: Annotated[str | None, Query(description="`json` (default), `text`, `srt` or `vtt`.")] = None,
+) -> Response:
+    response_format_ = parse_response_format(response_format, allowed=SESSION_FORMATS)
+    realtime: Realtime = request.app.state.realtime
+    stored = await asyncio.to_thread(realtime.store.get, session_id) if len(session_id) <= 100 else None
+    if stored is None:
+        raise NotFound(f"no realtime session '{session_id[:100]}'", param="session_id")
+    if response_format_ is ResponseFormat.JSON:
+        return JSONResponse(session_json(stored))
+    return render(session_transcript(stored), response_format_)
+
+
+def session_json(stored: StoredSession) -> dict:
+    return {
+        "id": stored.id, "object": "realtime.transcription_session", "model": stored.model,
+        "created_at": stored.created_at, "closed_at": stored.closed_at,
+        "text": " ".join(utterance.text for utterance in stored.utterances if utterance.text),
+        "duration": stored.duration,
+        "utterances": [{"item_id": u.item_id, "start": u.start, "end": u.end, "text": u.text}
+                       for u in stored.utterances],
+    }
+
+
+def session_transcript(stored: StoredSession) -> Transcript:
+    segments = [Segment(id=index, start=u.start, end=u.end, text=" " + u.text)
+                for index, u in enumerate(stored.utterances) if u.text]
+    return Transcript(language="en", duration=stored.duration, segments=segments)
+
+
+page_router = APIRouter()
+
+
+@page_router.get(PAGE_PATH, include_in_schema=False)
+async def realtime_page() -> HTMLResponse:
+    return HTMLResponse(_page())
+
+
+def _page() -> str:
+    return resources.files("whisper_faster.realtime").joinpath("static/realtime.html").read_text(encoding="utf-8")
+
+
+def install(app: FastAPI) -> None:
+    """The WebSocket and the page: outside the bearer-scheme routers (the API-key middleware guards the socket)."""
+    app.include_router(socket_router)
+    app.include_router(page_router)
+
