@@ -12,7 +12,8 @@
 # portal origins), WHISPER_USER / WHISPER_PASSWORD (first basic-auth user), WHISPER_ETC (/etc/whisper-platform),
 # NGINX_DIR (/etc/nginx; its nginx.conf is the one checked and loaded), NGINX_HTTPS_LISTEN (443) / NGINX_HTTP_LISTEN
 # (80) / NGINX_LOG_DIR (/var/log/nginx) / ACME_WEBROOT (/var/www/letsencrypt), AUTOSTART_LISTEN (127.0.0.1:8890),
-# WHISPER_FASTER_PORT (8001) / WHISPERX_PORT (8002): the services' loopback ports, SKIP_NGINX=1 (leave Nginx
+# WHISPER_FASTER_PORT (8001) / WHISPERX_PORT (8002): the services' loopback ports, WHISPER_IDLE_TIMEOUT (seconds
+# without requests before the proxy stops a service; autostart/config.json's idleTimeout, 900), SKIP_NGINX=1 (leave Nginx
 # alone), WHISPER_STATE_DIR (.run/deploy: pid file and log of the proxy when there is no systemd); the image build
 # reads WHISPER_BASE, PYTHON_IMAGE, PIP_CA_BUNDLE, TORCH_INDEX_URL (see scripts/build-images.sh).
 set -euo pipefail
@@ -120,7 +121,8 @@ echo "== auto-start proxy"
 $SUDO mkdir -p "$etc_dir"
 proxy_config="$etc_dir/autostart.json"
 $SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy proxy-config --domain "$WHISPER_DOMAIN" \
-  --dest "$proxy_config" --port "whisper-faster=$WHISPER_FASTER_PORT" --port "whisperx=$WHISPERX_PORT"
+  --dest "$proxy_config" --port "whisper-faster=$WHISPER_FASTER_PORT" --port "whisperx=$WHISPERX_PORT" \
+  ${WHISPER_IDLE_TIMEOUT:+--idle-timeout "$WHISPER_IDLE_TIMEOUT"}
 "$python" -m autostart --config "$proxy_config" --check-config
 
 unit_source="autostart/docker-autostart.service"

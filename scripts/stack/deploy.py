@@ -106,6 +106,8 @@ def write_proxy_config(args: argparse.Namespace) -> int:
             service["composeDir"] = str((args.source.parent / service["composeDir"]).resolve())
         if service["name"] in ports:
             service["proxyPort"] = ports[service["name"]]
+        if args.idle_timeout is not None:
+            service["idleTimeout"] = args.idle_timeout
         services[f"{prefix}.{args.domain}"] = service
     source["services"] = services
     args.dest.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--source", type=Path, default=ROOT / "autostart" / "config.json")
     proxy.add_argument("--dest", type=Path, required=True)
     proxy.add_argument("--port", action="append", default=[], help="SERVICE=PORT: a service's published port")
+    proxy.add_argument("--idle-timeout", type=int, help="seconds without requests before a service is stopped")
     proxy.set_defaults(run=write_proxy_config)
     return parser
 
