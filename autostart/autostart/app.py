@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from .activity import HttpActivity
 from .config import AutostartConfig, ServiceConfig
 from .lifecycle import Clock, ServiceLifecycle, Timing
 from .providers import create_provider
@@ -30,7 +31,14 @@ def timing(service: ServiceConfig) -> Timing:
         idle_timeout=service.idle_timeout,
         max_waiting=service.max_waiting,
         poll_interval=service.ready_poll_interval,
+        progress_timeout=service.progress_timeout,
     )
+
+
+def activity_probe(service: ServiceConfig) -> HttpActivity | None:
+    if service.activity_path is None:
+        return None
+    return HttpActivity(service.upstream_host, service.proxy_port, service.activity_path)
 
 
 class Autostart:
@@ -47,7 +55,8 @@ class Autostart:
         reporter = Reporter(self.metrics)
         for host, service in config.services.items():
             self.lifecycles[host] = ServiceLifecycle(
-                service.name, provider_factory(service), timing(service), clock=clock, observer=reporter
+                service.name, provider_factory(service), timing(service), clock=clock, observer=reporter,
+                activity=activity_probe(service),
             )
         self.proxy = Proxy(config, self.lifecycles, self.metrics)
         self._listener: asyncio.Server | None = None

@@ -77,6 +77,20 @@ class ServiceConfig(_Model):
     start_timeout: float = Field(
         60, gt=0, description="Seconds a start may take until healthy; past it a waiting request gets 504."
     )
+    progress_timeout: Seconds = Field(
+        3600,
+        description="Seconds a start may take in all while the service reports progress: a not-ready answer of "
+        "healthPath whose JSON body has a `progress` member that changes (e.g. bytes of a model download). Past "
+        "startTimeout the start goes on only while that value changes at least every startTimeout seconds; "
+        "waiting requests still get 504 after startTimeout. 0 = never past startTimeout.",
+    )
+    activity_path: str | None = Field(
+        "/health/activity",
+        pattern=r"^/",
+        description="Path asked before an idle stop: an answer `{\"busy\": true, ...}` (jobs queued or running, "
+        "open realtime sessions) postpones the stop by another idleTimeout; any other answer (404, an error, "
+        "none within 2 s) lets it go ahead. null = never ask.",
+    )
     idle_timeout: Seconds = Field(
         900, description="Seconds without requests (and none in flight) after which the service is stopped; 0 = never."
     )

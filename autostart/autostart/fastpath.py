@@ -188,7 +188,6 @@ class FastProtocol(asyncio.Protocol):
         self.special: dict[bytes, bytes] = {}
         self.unsupported = False
         self.request_id = b""
-        self.reused_upstream = False
         self.started_at = 0.0
         self.last_active = 0.0
 
@@ -334,12 +333,10 @@ class FastProtocol(asyncio.Protocol):
         self.head_sent = False
         self.started_at = now = time.monotonic()
         pool = self.proxy.upstream_pool(route)
-        self.reused_upstream = False
         while pool:
             upstream = pool.pop()
             if not upstream.closed and now - upstream.idle_since < UPSTREAM_IDLE_SECONDS:
                 self.upstream = upstream
-                self.reused_upstream = True
                 upstream.send(self.upstream_head, self)
                 return
             upstream.close()
@@ -416,18 +413,20 @@ class FastProtocol(asyncio.Protocol):
             self.last_active = time.monotonic()
 
     def upstream_failed(self, before_head: bool) -> None:
+        # Never sent again, not even on a reused keep-alive connection: the service may have read the request
+        # and died handling it (a GET that crashes it would run twice). Only a refused connect is replayed.
         self.upstream = None
-        if before_head and self.reused_upstream and self.route is not None and self.transport is not None:
-            # The service closed an idle pooled connection just as it was reused: nothing of this (bodiless)
-            # request was processed, so it goes once more on a fresh connection.
-            self.reused_upstream = False
-            asyncio.ensure_future(self._connect(self.route, self.proxy.upstream_pool(self.route)))
-            return
-        name = self.route.service.name.encode() if self.route else b"?"
+        name = self.route.service.name if self.route else "?"
+        log.warning("upstream failed", extra={
+            "service": name, "requestId": self.request_id.decode("latin-1"),
+            "reason": "connection reset by the service", "detail": "before the response" if before_head
+            else "during the response", "fastPath": True,
+        })
         self._finish_request()
         if before_head:
+            encoded = name.encode()
             self._error(502, b'{"error": "%s is unreachable: connection reset by the service", "service": "%s"}'
-                        % (name, name))
+                        % (encoded, encoded))
         elif self.transport is not None:
             self.flush()
             self.transport.close()  # the response had begun: cutting the connection is the only signal left

@@ -10,7 +10,13 @@ Guarantees:
 - a service is stopped for idleness only when nothing is in flight, decided without yielding, so a
   request cannot slip in between the decision and the stop;
 - a service stopped (or crashed) from outside is noticed by `check()` and started again by the next
-  request; one started from outside (or already running at start-up) is adopted as ready.
+  request; one started from outside (or already running at start-up) is adopted as ready;
+- a start that fails or times out is stopped again (stopping → stopped), so nothing half-started keeps
+  running while the status says `stopped`; a start whose service reports advancing `progress` (a model
+  download) goes on past start_timeout, up to `progress_timeout`, instead of being stopped and restarted;
+- before an idle stop the service is asked whether it is busy with work that is not a request (queued or
+  running jobs, open realtime sessions: the injected ActivityProbe); busy postpones the stop by one more
+  idle period.
 """
 from __future__ import annotations
 
@@ -59,6 +65,14 @@ class Observer(Protocol):
 
     def problem(self, service: str, message: str) -> None: ...
 
+    def stop_postponed(self, service: str, reason: str) -> None: ...
+
+
+class ActivityProbe(Protocol):
+    async def busy(self) -> str | None:
+        """Why the service must not be stopped now (e.g. "jobs_running=1"), or None when it may be; an
+        unanswerable question is None too (a service that cannot say is stopped as before)."""
+
 
 class NullObserver:
     def state_changed(self, service: str, old: State, new: State, reason: str) -> None:
@@ -73,6 +87,9 @@ class NullObserver:
     def problem(self, service: str, message: str) -> None:
         pass
 
+    def stop_postponed(self, service: str, reason: str) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -80,6 +97,9 @@ class Timing:
     idle_timeout: float  # 0 = never stop
     max_waiting: int
     poll_interval: float
+    # A start may go on past start_timeout while the service reports progress, up to this many seconds in all
+    # (0 or below start_timeout: never past start_timeout). Progress must change at least every start_timeout.
+    progress_timeout: float = 0
 
 
 def _retrieve(task: asyncio.Future) -> None:
@@ -97,9 +117,11 @@ class ServiceLifecycle:
         *,
         clock: Clock | None = None,
         observer: Observer | None = None,
+        activity: ActivityProbe | None = None,
     ) -> None:
         self.name = name
         self.provider = provider
+        self.activity = activity
         self.timing = timing
         self.clock: Clock = clock or MonotonicClock()
         self.observer: Observer = observer or NullObserver()
@@ -111,6 +133,10 @@ class ServiceLifecycle:
         self.last_error: str | None = None
         self.wakes = 0
         self.stops = 0
+        self.start_progress: object = None  # the service's last reported progress during the current start
+        self.busy_seen: float | None = None  # when the activity probe last said busy (re-arms the idle timer)
+        self.stop_postponed: str | None = None  # why the last idle stop was postponed
+        self.stops_postponed = 0
         self._wake_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
 
@@ -196,23 +222,35 @@ class ServiceLifecycle:
     async def _start(self) -> None:
         started = self.clock.now()
         deadline = started + self.timing.start_timeout
+        limit = started + max(self.timing.progress_timeout, self.timing.start_timeout)
         self.wakes += 1
+        self.start_progress = None
+        self.busy_seen = None
         self._set_state(State.STARTING, "request")
         try:
             await self._before(deadline, self.provider.start())
             while not await self._before(deadline, self.provider.is_ready()):
-                remaining = deadline - self.clock.now()
+                progress = await self._probe_progress()
+                now = self.clock.now()
+                if progress is not None and progress != self.start_progress:
+                    # Still getting somewhere (a model download): allow another start_timeout, up to the limit.
+                    self.start_progress = progress
+                    deadline = max(deadline, min(now + self.timing.start_timeout, limit))
+                remaining = deadline - now
                 if remaining <= 0:
-                    raise StartTimeout(self.name, self.clock.now() - started, self.timing.start_timeout)
+                    raise StartTimeout(self.name, now - started, self.timing.start_timeout)
                 await self.clock.sleep(min(self.timing.poll_interval, remaining))
         except BaseException as exc:
             error = self._as_domain_error(exc)
             self.last_error = error.message
             self.last_wake_seconds = self.clock.now() - started
-            self._set_state(State.STOPPED, f"start failed: {error.message}")
             self.observer.wake_finished(self.name, self.last_wake_seconds, error)
             if isinstance(exc, asyncio.CancelledError):
+                self._set_state(State.STOPPED, f"start failed: {error.message}")
                 raise
+            # Whatever the start left running (a process that never became healthy) is stopped; requests
+            # arriving meanwhile wait for that stop, then start afresh.
+            self._begin_stop(f"start failed: {error.message}", after_failed_start=True)
             raise error from exc
         else:
             self.last_error = None
@@ -221,7 +259,14 @@ class ServiceLifecycle:
             self._set_state(State.READY, "healthy")
             self.observer.wake_finished(self.name, self.last_wake_seconds, None)
         finally:
+            self.start_progress = None
             self._wake_task = None
+
+    async def _probe_progress(self) -> object:
+        try:
+            return await self.provider.start_progress()
+        except Exception:
+            return None
 
     async def _before(self, deadline: float, call: Awaitable[T]) -> T:
         """Await a provider call, giving up (StartTimeout) at `deadline`."""
@@ -241,27 +286,31 @@ class ServiceLifecycle:
             return StartFailed(self.name, "start cancelled (the proxy is shutting down)")
         return StartFailed(self.name, f"{type(exc).__name__}: {exc}")
 
-    def _begin_stop(self, reason: str) -> asyncio.Task[None]:
+    def _begin_stop(self, reason: str, *, after_failed_start: bool = False) -> asyncio.Task[None]:
         self._set_state(State.STOPPING, reason)
-        self._stop_task = asyncio.create_task(self._stop(reason), name=f"stop {self.name}")
+        self._stop_task = asyncio.create_task(self._stop(reason, after_failed_start), name=f"stop {self.name}")
         self._stop_task.add_done_callback(_retrieve)
         return self._stop_task
 
-    async def _stop(self, reason: str) -> None:
+    async def _stop(self, reason: str, after_failed_start: bool = False) -> None:
+        label = "failed start" if after_failed_start else reason
         try:
             await self.provider.stop()
         except Exception as exc:
             message = exc.message if isinstance(exc, StopFailed) else f"{type(exc).__name__}: {exc}"
-            self.last_error = f"stop failed: {message}"
-            self.observer.problem(self.name, self.last_error)
+            problem = f"stop failed: {message}"
+            self.last_error = f"{self.last_error}; {problem}" if after_failed_start and self.last_error else problem
+            self.observer.problem(self.name, problem)
             running = await self._probe(self.provider.is_running())
-            # Still running: keep serving it, and try again after another idle period.
+            # Still running: keep serving it, and try again after another idle period. A start that failed
+            # is not served: it is adopted by check() if it ever becomes healthy.
             self.last_activity = self.clock.now()
-            self._set_state(State.STOPPED if running is False else State.READY, "stop failed")
+            ready = running is not False and not after_failed_start
+            self._set_state(State.READY if ready else State.STOPPED, "stop failed")
         else:
             self.stops += 1
             self._set_state(State.STOPPED, reason)
-            self.observer.stopped(self.name, reason)
+            self.observer.stopped(self.name, label)
         finally:
             self._stop_task = None
 
@@ -269,15 +318,37 @@ class ServiceLifecycle:
 
     async def check(self) -> None:
         """Run periodically: stop an idle service, notice one stopped or started from outside."""
-        now = self.clock.now()
         if self.state is State.READY:
-            idle_for = now - (self.last_activity if self.last_activity is not None else now)
-            if self.in_flight == 0 and self.timing.idle_timeout > 0 and idle_for >= self.timing.idle_timeout:
-                self._begin_stop("idle")  # runs on its own; requests arriving meanwhile wait for it
-                return
+            if self._idle_due():
+                reason = await self._busy()
+                if reason is not None:
+                    self.busy_seen = self.clock.now()
+                    self.stop_postponed = reason
+                    self.stops_postponed += 1
+                    self.observer.stop_postponed(self.name, reason)
+                    return
+                # Decided again without yielding after the probe: a request may have come in meanwhile.
+                if self.state is State.READY and self._idle_due():
+                    self._begin_stop("idle")  # runs on its own; requests arriving meanwhile wait for it
+                    return
             await self.verify_running()
         elif self.state is State.STOPPED:
             await self.adopt()
+
+    def _idle_due(self) -> bool:
+        if self.in_flight or self.timing.idle_timeout <= 0:
+            return False
+        marks = [t for t in (self.last_activity, self.busy_seen) if t is not None]
+        return bool(marks) and self.clock.now() - max(marks) >= self.timing.idle_timeout
+
+    async def _busy(self) -> str | None:
+        if self.activity is None:
+            return None
+        try:
+            return await self.activity.busy()
+        except Exception as exc:
+            self.observer.problem(self.name, f"activity probe failed: {type(exc).__name__}: {exc}")
+            return None
 
     async def verify_running(self) -> bool:
         """Ask the provider whether a ready service still runs; mark it stopped if not. False = it stopped."""
@@ -335,4 +406,7 @@ class ServiceLifecycle:
             "wakes": self.wakes,
             "stops": self.stops,
             "lastError": self.last_error,
+            "startProgress": self.start_progress,
+            "stopsPostponed": self.stops_postponed,
+            "stopPostponed": self.stop_postponed,
         }

@@ -153,6 +153,13 @@ class Proxy:
             timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=SKIP_AUTO_HEADERS,
             read_bufsize=STREAM_CHUNK,
         )
+        # aiohttp sends an idempotent request (GET, PUT, DELETE…) once more when the connection drops before the
+        # response: a GET that crashed the service would run twice, and a killed service would be restarted to
+        # answer it. A proxy must not: once sent, a request is answered 502 (only a refused connect is retried,
+        # in handle()). There is no public switch; tests/autostart/test_faults.py fails if this stops working.
+        if not hasattr(self.session, "_retry_connection"):
+            raise RuntimeError("aiohttp no longer has ClientSession._retry_connection: check its retry behaviour")
+        self.session._retry_connection = False
 
     async def close(self) -> None:
         if self.session is not None:
@@ -205,7 +212,7 @@ class Proxy:
             return json_response(
                 504,
                 {"error": f"{name} did not become ready within {exc.timeout:g}s", "service": name,
-                 "waited": round(exc.waited, 3)},
+                 "waited": round(exc.waited, 3), "state": route.lifecycle.state.value},
                 retry_after=route.retry_after,
             )
         except TooManyWaiting as exc:

@@ -56,6 +56,10 @@ class Metrics:
             registry=self.registry,
         )
         self.stops = Counter("autostart_stops", "Stops, by reason", ["service", "reason"], registry=self.registry)
+        self.stops_postponed = Counter(
+            "autostart_stops_postponed", "Idle stops postponed because the service was busy (jobs, sessions)",
+            ["service"], registry=self.registry,
+        )
         # Counted in a plain dict on the hot path (one event loop thread, no lock needed); exposed when scraped.
         self.request_counts: dict[tuple[str, int], int] = {}
         self.registry.register(_LifecycleGauges(lifecycles, self.request_counts))
@@ -96,6 +100,10 @@ class Reporter:
 
     def problem(self, service: str, message: str) -> None:
         log.warning("provider problem", extra={"service": service, "reason": message})
+
+    def stop_postponed(self, service: str, reason: str) -> None:
+        self.metrics.stops_postponed.labels(service).inc()
+        log.info("idle stop postponed", extra={"service": service, "reason": reason})
 
 
 def status_document(lifecycles: Mapping[str, ServiceLifecycle]) -> dict[str, object]:

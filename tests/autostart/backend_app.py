@@ -2,7 +2,11 @@
 
 Routes: /health, /echo (method, path, query, headers, body size), /slow?seconds=, /sse?count=&interval=,
 /upload (counts streamed body bytes without keeping them), /ws (WebSocket echo), /big?bytes=.
-Env BACKEND_NAME names it in answers; BACKEND_START_DELAY delays start-up (a slow model load).
+/record?tag=&seconds= appends `tag` to the file BACKEND_RECORD (each time the handler runs), then sleeps;
+/busy?jobs=N sets what /health/activity reports (the activity contract of whisper_common.activity).
+Env BACKEND_NAME names it in answers; BACKEND_START_DELAY delays start-up (a slow model load);
+BACKEND_HEALTH=never makes /health answer 503 for ever; BACKEND_LOADING_SECONDS makes it answer 503 with an
+advancing `progress` for that long (a model download); BACKEND_PID_FILE gets a line with each process's pid.
 """
 from __future__ import annotations
 
@@ -14,6 +18,13 @@ from urllib.parse import parse_qs
 
 NAME = os.environ.get("BACKEND_NAME", "backend")
 STARTED = time.time()
+NEVER_HEALTHY = os.environ.get("BACKEND_HEALTH") == "never"
+LOADING_SECONDS = float(os.environ.get("BACKEND_LOADING_SECONDS", "0"))
+RECORD = os.environ.get("BACKEND_RECORD")
+JOBS = {"running": 0}
+if os.environ.get("BACKEND_PID_FILE"):
+    with open(os.environ["BACKEND_PID_FILE"], "a") as pid_file:
+        pid_file.write(f"{os.getpid()}\n")
 Scope = dict
 Receive = object
 Send = object
@@ -54,7 +65,25 @@ async def app(scope, receive, send) -> None:
     path = scope["path"]
     query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
     if path == "/health":
-        await _send_json(send, 200, {"status": "ok", "name": NAME})
+        loading = time.time() - STARTED
+        if NEVER_HEALTHY:
+            await _send_json(send, 503, {"status": "not_ready", "name": NAME})
+        elif loading < LOADING_SECONDS:
+            await _send_json(send, 503, {"status": "not_ready", "progress": {"cacheBytes": int(loading * 1000)}})
+        else:
+            await _send_json(send, 200, {"status": "ok", "name": NAME})
+    elif path == "/health/activity":
+        await _send_json(send, 200, {"busy": JOBS["running"] > 0, "counts": {"jobs_running": JOBS["running"]}})
+    elif path == "/busy":
+        JOBS["running"] = int(query.get("jobs", "0"))
+        await _send_json(send, 200, {"jobs_running": JOBS["running"]})
+    elif path == "/record":
+        await _drain(receive)
+        if RECORD:
+            with open(RECORD, "a") as record:
+                record.write(query.get("tag", "") + "\n")
+        await asyncio.sleep(float(query.get("seconds", "30")))
+        await _send_json(send, 200, {"name": NAME, "tag": query.get("tag", "")})
     elif path == "/echo":
         size = await _drain(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

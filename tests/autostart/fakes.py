@@ -54,6 +54,7 @@ class FakeProvider:
         self.start_error: str | None = None
         self.dies_while_starting = False
         self.stop_gate: asyncio.Event | None = None
+        self.progress: object = None  # what the service reports while it starts (None: nothing)
 
     async def start(self) -> None:
         self.start_calls += 1
@@ -78,9 +79,30 @@ class FakeProvider:
             raise StartFailed("fake", "process exited with code 3 before it became healthy")
         return self.running and self.started_at is not None and self.clock.now() >= self.started_at + self.boot_seconds
 
+    async def start_progress(self) -> object:
+        return self.progress
+
     async def close(self) -> None:
         pass
 
     def adopt_running(self) -> None:
         self.running = True
         self.started_at = self.clock.now() - self.boot_seconds
+
+
+class FakeActivity:
+    """The service's answer to "are you busy?": `answer` (a reason, or None), after `gate` when one is set."""
+
+    def __init__(self) -> None:
+        self.answer: str | None = None
+        self.error: Exception | None = None
+        self.gate: asyncio.Event | None = None
+        self.calls = 0
+
+    async def busy(self) -> str | None:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.answer

@@ -8,17 +8,17 @@ import pytest
 from autostart.errors import StartFailed, StartTimeout, TooManyWaiting
 from autostart.lifecycle import ServiceLifecycle, State, Timing
 
-from .fakes import FakeClock, FakeProvider, settle
+from .fakes import FakeActivity, FakeClock, FakeProvider, settle
 
 pytestmark = pytest.mark.timeout(20)
 
 
 def make(clock: FakeClock, provider: FakeProvider, *, start_timeout: float = 60, idle_timeout: float = 900,
-         max_waiting: int = 1000) -> ServiceLifecycle:
+         max_waiting: int = 1000, progress_timeout: float = 0, activity: FakeActivity | None = None) -> ServiceLifecycle:
     return ServiceLifecycle(
         "svc", provider, Timing(start_timeout=start_timeout, idle_timeout=idle_timeout, max_waiting=max_waiting,
-                                poll_interval=0.1),
-        clock=clock,
+                                poll_interval=0.1, progress_timeout=progress_timeout),
+        clock=clock, activity=activity,
     )
 
 
@@ -221,3 +221,164 @@ async def test_background_wake_is_single_flight_too(clock, provider):
     assert len(wakes) == 1
     await clock.advance(2.5)
     assert lifecycle.state is State.READY and provider.start_calls == 1
+
+
+# -- a start that fails is cleaned up; one that makes progress is not ------------------------------------
+
+
+async def test_a_start_that_times_out_is_stopped_again(clock, provider):
+    provider.boot_seconds = 10**6  # never healthy
+    lifecycle = make(clock, provider, start_timeout=5)
+    waiter = asyncio.create_task(lifecycle.acquire())
+    await clock.advance(5.5)
+    with pytest.raises(StartTimeout):
+        waiter.result()
+    await settle()
+    assert provider.stop_calls == 1 and not provider.running
+    assert lifecycle.state is State.STOPPED and lifecycle.stops == 1
+
+
+async def test_a_start_that_fails_is_stopped_and_a_request_during_that_stop_starts_afresh(clock, provider):
+    provider.dies_while_starting = True
+    provider.stop_gate = asyncio.Event()
+    lifecycle = make(clock, provider)
+    first = asyncio.create_task(lifecycle.acquire())
+    await clock.advance(0.5)
+    with pytest.raises(StartFailed):
+        first.result()
+    assert lifecycle.state is State.STOPPING and provider.stop_calls == 1
+    provider.dies_while_starting = False
+    second = asyncio.create_task(lifecycle.acquire())
+    await clock.advance(1)
+    assert not second.done() and provider.start_calls == 1  # waits for the stop first
+    provider.stop_gate.set()
+    await clock.advance(2.5)
+    assert second.exception() is None and provider.start_calls == 2 and lifecycle.state is State.READY
+
+
+async def test_a_start_reporting_progress_goes_on_past_start_timeout(clock, provider):
+    provider.boot_seconds = 100  # a model download of 100 s
+    lifecycle = make(clock, provider, start_timeout=10, progress_timeout=600)
+    early = asyncio.create_task(lifecycle.acquire())
+    for second in range(60):
+        provider.progress = {"cacheBytes": second * 1000}
+        await clock.advance(1)
+    with pytest.raises(StartTimeout):  # the request waited its start_timeout…
+        early.result()
+    # …but the start goes on: nothing stopped, still one wake.
+    assert lifecycle.state is State.STARTING and provider.stop_calls == 0 and provider.start_calls == 1
+    assert lifecycle.snapshot()["startProgress"] == {"cacheBytes": 59000}
+    for second in range(60, 95):
+        provider.progress = {"cacheBytes": second * 1000}
+        await clock.advance(1)
+    late = asyncio.create_task(lifecycle.acquire())
+    for second in range(95, 101):
+        provider.progress = {"cacheBytes": second * 1000}
+        await clock.advance(1)
+    assert late.exception() is None and lifecycle.state is State.READY
+    assert provider.start_calls == 1 and lifecycle.wakes == 1 and lifecycle.snapshot()["startProgress"] is None
+
+
+async def test_a_start_whose_progress_stalls_times_out_one_start_timeout_later(clock, provider):
+    provider.boot_seconds = 10**6
+    lifecycle = make(clock, provider, start_timeout=10, progress_timeout=600)
+    lifecycle.wake()
+    for second in range(30):
+        provider.progress = second
+        await clock.advance(1)
+    await clock.advance(8.5)  # the last change was seen at about t=29: the start may go on to t=39
+    assert lifecycle.state is State.STARTING
+    await clock.advance(1)
+    assert lifecycle.state is State.STOPPED and provider.stop_calls == 1
+
+
+async def test_progress_never_extends_a_start_past_progress_timeout(clock, provider):
+    provider.boot_seconds = 10**6
+    lifecycle = make(clock, provider, start_timeout=10, progress_timeout=50)
+    lifecycle.wake()
+    for second in range(49):
+        provider.progress = second
+        await clock.advance(1)
+    assert lifecycle.state is State.STARTING
+    for second in range(49, 53):
+        provider.progress = second
+        await clock.advance(1)
+    assert lifecycle.state is State.STOPPED and provider.stop_calls == 1
+
+
+async def test_without_progress_timeout_progress_changes_nothing(clock, provider):
+    provider.boot_seconds = 10**6
+    lifecycle = make(clock, provider, start_timeout=10, progress_timeout=0)
+    lifecycle.wake()
+    for second in range(11):
+        provider.progress = second
+        await clock.advance(1)
+    assert lifecycle.state is State.STOPPED
+
+
+# -- the activity probe: work under way postpones an idle stop ---------------------------------------------
+
+
+async def ready_service(clock, provider, **kwargs) -> ServiceLifecycle:
+    provider.adopt_running()
+    lifecycle = make(clock, provider, **kwargs)
+    assert await lifecycle.adopt()
+    return lifecycle
+
+
+async def test_a_busy_service_is_not_stopped_and_says_why(clock, provider):
+    activity = FakeActivity()
+    activity.answer = "busy: jobs_running=1"
+    lifecycle = await ready_service(clock, provider, idle_timeout=300, activity=activity)
+    await clock.advance(299)
+    await lifecycle.check()
+    assert activity.calls == 0  # not asked before the service is idle
+    await clock.advance(2)
+    await lifecycle.check()
+    await settle()
+    assert lifecycle.state is State.READY and provider.stop_calls == 0 and activity.calls == 1
+    snapshot = lifecycle.snapshot()
+    assert snapshot["stopPostponed"] == "busy: jobs_running=1" and snapshot["stopsPostponed"] == 1
+    # The job ends: the idle timer was re-armed when it was seen busy, so the stop comes one idle period later.
+    activity.answer = None
+    await clock.advance(299)
+    await lifecycle.check()
+    assert lifecycle.state is State.READY and activity.calls == 1
+    await clock.advance(2)
+    await lifecycle.check()
+    await settle()
+    assert lifecycle.state is State.STOPPED and provider.stop_calls == 1 and activity.calls == 2
+
+
+async def test_an_activity_probe_that_fails_lets_the_stop_go_ahead(clock, provider):
+    activity = FakeActivity()
+    activity.error = OSError("connection refused")
+    lifecycle = await ready_service(clock, provider, idle_timeout=100, activity=activity)
+    await clock.advance(101)
+    await lifecycle.check()
+    await settle()
+    assert lifecycle.state is State.STOPPED and activity.calls == 1
+
+
+async def test_a_request_arriving_while_activity_is_asked_cancels_the_stop(clock, provider):
+    activity = FakeActivity()
+    activity.gate = asyncio.Event()
+    lifecycle = await ready_service(clock, provider, idle_timeout=100, activity=activity)
+    await clock.advance(101)
+    checking = asyncio.create_task(lifecycle.check())
+    await settle()
+    assert lifecycle.try_acquire()  # a request slips in while the probe is out
+    activity.gate.set()
+    await checking
+    await settle()
+    assert lifecycle.state is State.READY and provider.stop_calls == 0
+    lifecycle.release()
+
+
+async def test_in_flight_requests_stop_nothing_and_ask_nothing(clock, provider):
+    activity = FakeActivity()
+    lifecycle = await ready_service(clock, provider, idle_timeout=100, activity=activity)
+    assert lifecycle.try_acquire()
+    await clock.advance(500)
+    await lifecycle.check()
+    assert activity.calls == 0 and lifecycle.state is State.READY

@@ -23,5 +23,10 @@ class Provider(Protocol):
         """Whether it serves requests now. Raises StartFailed when it cannot become ready any more
         (the process exited, the container died), so a start fails fast instead of timing out."""
 
+    async def start_progress(self) -> object:
+        """What the service said about its start at the last readiness probe (the `progress` of its not-ready
+        answer, e.g. bytes of a model download so far), or None when it said nothing. The state machine keeps
+        waiting past startTimeout while this changes."""
+
     async def close(self) -> None:
         """Release what the provider holds (clients, child processes it owns) when the proxy exits."""

@@ -8,7 +8,7 @@ import signal
 
 from ..config import ServiceConfig
 from ..errors import StartFailed, StopFailed
-from .readiness import http_healthy, port_open
+from .readiness import http_health, port_open
 
 
 class CommandProvider:
@@ -17,6 +17,7 @@ class CommandProvider:
         self.service = service
         self._process: asyncio.subprocess.Process | None = None
         self._starting = False  # between start() and stop(): an exit is then a failed start
+        self._progress: object = None
 
     @property
     def pid(self) -> int | None:
@@ -49,7 +50,9 @@ class CommandProvider:
         return await port_open(self.service.upstream_host, self.service.proxy_port)
 
     async def is_ready(self) -> bool:
-        if await http_healthy(self.service.upstream_host, self.service.proxy_port, self.service.health_path):
+        health = await http_health(self.service.upstream_host, self.service.proxy_port, self.service.health_path)
+        self._progress = health.progress
+        if health.ready:
             return True
         if self._starting and self._process is not None and self._process.returncode is not None:
             raise StartFailed(
@@ -58,15 +61,26 @@ class CommandProvider:
             )
         return False
 
+    async def start_progress(self) -> object:
+        return self._progress
+
     async def stop(self) -> None:
         self._starting = False
+        self._progress = None
         if self.service.stop_command:
             await self._run_stop_command(self.service.stop_command)
             if self._process is not None and await self._exited_within(self._process, self.service.stop_timeout):
+                self._signal_group(self._process, signal.SIGKILL)  # what it left behind in its group
+                self._process = None
                 return
         if self._own_child_alive():
             await self._terminate(self._process)  # type: ignore[arg-type]
+            self._process = None  # its group is gone too: never signal that id again (it may be reused)
             return
+        if self._process is not None:
+            # The leader exited (a failed start): whatever it left in its process group goes too.
+            self._signal_group(self._process, signal.SIGKILL)
+            self._process = None
         if not self.service.stop_command and await self.is_running():
             raise StopFailed(self.service.name, "it was not started by the proxy and has no stopCommand")
 

@@ -20,7 +20,7 @@ from requests.exceptions import RequestException
 
 from ..config import ServiceConfig
 from ..errors import ProviderUnavailable, StartFailed, StopFailed
-from .readiness import http_healthy
+from .readiness import http_health
 
 T = TypeVar("T")
 COMPOSE_TIMEOUT = 300.0
@@ -33,6 +33,7 @@ class DockerProvider:
         self._client: docker.DockerClient | None = None
         # Between start() and stop(): an exited container is then a failed start, not just a stopped service.
         self._starting = False
+        self._progress: object = None
 
     # Every Engine call goes through here: in a thread, with the engine's errors turned into ours.
     async def _call(self, action: str, fn: Callable[[docker.DockerClient], T]) -> T:
@@ -151,11 +152,17 @@ class DockerProvider:
             elif health.get("Status") != "healthy":
                 return False
         if probe_http:
-            return await http_healthy(self.service.upstream_host, self.service.proxy_port, self.service.health_path)
+            health = await http_health(self.service.upstream_host, self.service.proxy_port, self.service.health_path)
+            self._progress = health.progress
+            return health.ready
         return True
+
+    async def start_progress(self) -> object:
+        return self._progress
 
     async def stop(self) -> None:
         self._starting = False
+        self._progress = None
         timeout = max(int(round(self.service.stop_timeout)), 0)
 
         def stop_all(client: docker.DockerClient) -> None:

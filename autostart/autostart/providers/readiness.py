@@ -1,9 +1,30 @@
-"""The default readiness probe: TCP connect to the service's port, then `GET healthPath` answering 2xx."""
+"""The default readiness probe: TCP connect to the service's port, then `GET healthPath` answering 2xx.
+
+A service that is not ready yet may say how far its start has got: a JSON body with a `progress` member
+(any JSON value, e.g. `{"cacheBytes": 123456}` while a model downloads). The probe hands it back; the state
+machine keeps waiting past startTimeout while it changes (see lifecycle.py).
+"""
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
 
 PROBE_TIMEOUT = 2.0
+MAX_PROBE_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Health:
+    ready: bool
+    progress: Any = None  # the `progress` member of a not-ready answer's JSON body, when it has one
 
 
 async def port_open(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -15,22 +36,51 @@ async def port_open(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> boo
     return True
 
 
-async def http_healthy(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """True when the port accepts a connection and `GET path` answers with a 2xx status line."""
+async def fetch(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> Answer | None:
+    """`GET path` on one fresh connection; the status and (up to 64 KiB of) the body, or None when the service
+    cannot be reached, answers something that is not HTTP, or takes longer than `timeout`."""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             try:
                 host_header = f"[{host}]" if ":" in host else host
+                # HTTP/1.0: the answer is never chunked and ends with the connection.
                 writer.write(
-                    f"GET {path} HTTP/1.1\r\nHost: {host_header}:{port}\r\nUser-Agent: autostart-probe\r\n"
-                    "Connection: close\r\n\r\n".encode("latin-1")
+                    f"GET {path} HTTP/1.0\r\nHost: {host_header}:{port}\r\nUser-Agent: autostart-probe\r\n"
+                    "Accept: application/json\r\n\r\n".encode("latin-1")
                 )
                 await writer.drain()
-                status_line = await reader.readline()
+                data = await reader.read(MAX_PROBE_BODY)
+                while len(data) < MAX_PROBE_BODY and (more := await reader.read(MAX_PROBE_BODY - len(data))):
+                    data += more
             finally:
                 writer.close()
     except (OSError, asyncio.TimeoutError, UnicodeError):
-        return False
-    parts = status_line.split(b" ", 2)
-    return len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1][:1] == b"2" and len(parts[1]) == 3
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or len(parts[1]) != 3 or not parts[1].isdigit():
+        return None
+    return Answer(int(parts[1]), body)
+
+
+def json_body(answer: Answer) -> Any:
+    try:
+        return json.loads(answer.body)
+    except ValueError:
+        return None
+
+
+async def http_health(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> Health:
+    answer = await fetch(host, port, path, timeout)
+    if answer is None:
+        return Health(False)
+    if 200 <= answer.status < 300:
+        return Health(True)
+    body = json_body(answer)
+    return Health(False, body.get("progress") if isinstance(body, dict) else None)
+
+
+async def http_healthy(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when the port accepts a connection and `GET path` answers with a 2xx status."""
+    return (await http_health(host, port, path, timeout)).ready
