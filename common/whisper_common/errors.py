@@ -12,12 +12,14 @@ carries no internals. Middleware that must answer before routing uses `error_res
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger("whisper_common.errors")
 
@@ -98,6 +100,45 @@ class UploadTooLarge(ApiError):
         super().__init__(f"the upload is larger than the limit of {limit_bytes / 2**20:g} MiB (MAX_UPLOAD_MB)", param="file")
 
 
+class UploadStalled(ApiError):
+    """The client stopped sending the request body for BODY_READ_TIMEOUT_SECONDS (408; the connection is closed)."""
+
+    status_code = 408
+    code = "upload_timeout"
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            f"the upload stalled: no bytes of the request body arrived for {timeout:g} s (BODY_READ_TIMEOUT_SECONDS)"
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class InvalidBody(ApiError):
+    """The request body could not be parsed as the form it claims to be (400)."""
+
+    code = "invalid_body"
+
+
+class IncompleteMultipart(InvalidBody):
+    """A multipart body that ends before its closing boundary: an upload cut short (400)."""
+
+    code = "incomplete_multipart"
+    default_message = (
+        "the multipart body ends before its closing boundary ('--<boundary>--'): the upload was cut short or is malformed"
+    )
+
+
+class DuplicateParameter(InvalidParameter):
+    """A form field that takes one value was sent more than once (400)."""
+
+    code = "duplicate_parameter"
+
+    def __init__(self, param: str, count: int) -> None:
+        super().__init__(param, f"'{param}' was sent {count} times; send it once")
+
+
 class Unauthorized(ApiError):
     """Missing or wrong API key (401)."""
 
@@ -174,6 +215,16 @@ def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer; nobody receives it
+
+
+def client_disconnected_response() -> JSONResponse:
+    return JSONResponse(
+        error_body("client closed request", "invalid_request_error", None, "client_disconnected"),
+        status_code=CLIENT_CLOSED_REQUEST,
+    )
+
+
 _STATUS_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error"}
 
 
@@ -184,7 +235,33 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if first.get("type") == "missing" and param:
         return f"'{param}' is required", param
     reason = first.get("msg", "invalid value")
+    if _is_non_finite(first.get("input")):
+        reason = f"must be a finite number, not '{first.get('input')}'"
     return (f"invalid '{param}': {reason}" if param else reason), param
+
+
+def _is_non_finite(value: Any) -> bool:
+    """`nan`, `inf`, `-Infinity`: pydantic parses them as floats and then reports a failed bound ("should be <= 1")."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _body_parse_error(exc: StarletteHTTPException) -> ApiError | None:
+    """The frameworks answer a body they cannot parse with HTTPException(400): Starlette with its multipart message,
+    FastAPI with "There was an error parsing the body" raised from the parser's error. Name the real problem, with a
+    code. (Our own 400s are ApiErrors and never arrive here.)"""
+    if exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, StarletteHTTPException):
+        return InvalidBody(f"the request body could not be parsed: {cause.detail}")
+    if cause is not None:
+        return InvalidBody(f"the request body could not be parsed ({type(cause).__name__})")
+    return InvalidBody(f"the request body could not be parsed: {exc.detail}")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -199,8 +276,14 @@ def install_error_handlers(app: FastAPI) -> None:
         message, param = _validation_message(exc)
         return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_parameter"), status_code=400)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc.__cause__, ClientDisconnect):
+            logger.info("client disconnected while sending the request", extra={"path": request.url.path})
+            return client_disconnected_response()
+        parse_error = _body_parse_error(exc)
+        if parse_error is not None:
+            return error_response(parse_error)
         status = exc.status_code
         error_type = "server_error" if status >= 500 else _STATUS_TYPES.get(status, "invalid_request_error")
         code = "not_found" if status == 404 else None
@@ -210,7 +293,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def disconnected(request: Request, _: Exception) -> JSONResponse:
         logger.info("client disconnected; its work was cancelled", extra={"path": request.url.path})
-        return JSONResponse(error_body("client closed request", "invalid_request_error", None, "client_disconnected"), status_code=499)
+        return client_disconnected_response()
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

@@ -79,6 +79,14 @@ class ServiceSettings(BaseSettings):
         "so a browser can open the page; they hold no data. The API routes keep needing a key.",
     )
     max_upload_mb: float = Field(500, gt=0, le=100_000, description="Largest request body accepted, in MiB (413 beyond).")
+    body_read_timeout_seconds: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="Close an upload that sends no bytes of its body for this long (408, connection closed). A slow "
+        "upload that keeps sending is never cut: only silence counts. Nginx's `client_body_timeout` covers traffic "
+        "through Nginx; this covers clients that reach the service directly or through the auto-start proxy.",
+    )
     max_audio_seconds: float = Field(0, ge=0, description="Longest audio accepted, in seconds (400 beyond); 0 = no limit.")
     model_ttl_seconds: int = Field(
         300,
