@@ -408,6 +408,28 @@ _PARSE_ERRORS = {
 }
 
 
+# What the parser's complaint is about, from the first line of its message (named by us, never quoted from it).
+_FRAMING_PROBLEMS = (
+    (("content-length", "transfer-encoding"), "Content-Length and Transfer-Encoding must not be sent together"),
+    (("duplicate", "content-length"), "Content-Length is sent more than once"),
+    (("content-length",), "Content-Length must be a non-negative whole number"),
+    (("transfer-encoding",), "Transfer-Encoding must be chunked (and only once)"),
+    (("chunk",), "the chunked body is malformed"),
+    (("header",), "a header is malformed"),
+)
+
+
+def _parse_error_detail(status: int, exc: BaseException | None) -> str:
+    if isinstance(exc, BadHttpMethod):
+        return "unknown HTTP method (TLS or non-HTTP traffic?)"
+    if status == 400 and exc is not None:
+        complaint = str(getattr(exc, "message", "") or "").split("\n", 1)[0].lower()
+        for words, detail in _FRAMING_PROBLEMS:
+            if all(word in complaint for word in words):
+                return detail
+    return _PARSE_ERRORS.get(status, "the request could not be parsed")
+
+
 class _JsonErrorHandler(RequestHandler):
     """aiohttp answers unparseable requests itself, in text; ours answers them in JSON like the rest."""
 
@@ -423,8 +445,7 @@ class _JsonErrorHandler(RequestHandler):
             body = {"error": "internal proxy error"}
         else:
             # The parser's own message may quote the request (tokens in a URL or a header): never echo it.
-            body = {"error": "malformed request", "detail": _PARSE_ERRORS.get(status, "the request could not be parsed")
-                    if not isinstance(exc, BadHttpMethod) else "unknown HTTP method (TLS or non-HTTP traffic?)"}
+            body = {"error": "malformed request", "detail": _parse_error_detail(status, exc)}
         return json_response(status, body, close=True)
 
 

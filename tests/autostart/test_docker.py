@@ -224,3 +224,18 @@ def test_waiters_beyond_max_waiting_get_503_with_retry_after(make_container, tmp
     assert statuses.count(200) >= 3 and 503 in statuses
     refused = next(r for r in responses if r.status_code == 503)
     assert "already waiting" in refused.json()["error"] and refused.headers["Retry-After"].isdigit()
+
+
+def test_a_container_that_never_becomes_healthy_gets_504_and_is_stopped_again(docker_client, make_container,
+                                                                                  tmp_path):
+    port = free_port()
+    name = make_container(port)
+    # Running, but its health path never answers 2xx: the start times out, and the container must not stay up.
+    config = docker_service(HOST, name, port, startTimeout=2, healthPath="/no-such-path", readiness="http")
+    with run_proxy(config, tmp_path) as proxy:
+        response = proxy.get(HOST, "/index.html")
+        assert response.status_code == 504 and "within 2s" in response.json()["error"]
+        wait_until(lambda: container_status(docker_client, name) == "exited", 20, "the container to be stopped")
+        wait_until(lambda: proxy.status()[HOST]["state"] == "stopped", 10, "status to say stopped")
+        status = proxy.status()[HOST]
+        assert status["wakes"] == 1 and status["stops"] == 1

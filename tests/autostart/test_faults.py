@@ -6,6 +6,7 @@ running that should not be, and that /_autostart/status says what is really the 
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 
@@ -213,3 +215,26 @@ def test_activity_path_null_stops_without_asking(tmp_path):
         assert proxy.get(HOST, "/busy?jobs=1", timeout=60).status_code == 200
         wait_until(lambda: proxy.status()[HOST]["state"] == "stopped", 15, "the idle stop")
         assert proxy.status()[HOST]["stopsPostponed"] == 0
+
+
+async def test_a_websocket_session_wakes_the_service_and_keeps_it_up_while_open(tmp_path):
+    config, pid_file = _service(tmp_path, free_port(), idleTimeout=1)
+    with run_proxy(config, tmp_path) as proxy:
+        assert proxy.status()[HOST]["state"] == "stopped"
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{proxy.base}/ws", headers={"Host": HOST}) as ws:
+                status = proxy.status()[HOST]
+                assert status["state"] == "ready" and status["wakes"] == 1 and status["inFlight"] == 1
+                for _ in range(4):  # four idle timeouts without a frame: a session is in flight, not idle
+                    await asyncio.sleep(1)
+                    assert proxy.status()[HOST]["state"] == "ready"
+                # Frames still go both ways, one at a time, each answered before the next is sent.
+                for index in range(3):
+                    await ws.send_str(f"frame {index}")
+                    assert await ws.receive_str(timeout=5) == f"echo: frame {index}"
+                await ws.send_bytes(b"\x00" * 70_000)
+                assert await ws.receive_bytes(timeout=5) == b"\x00" * 70_000
+        assert proxy.status()[HOST]["stops"] == 0
+        wait_until(lambda: proxy.status()[HOST]["state"] == "stopped", 15, "the idle stop after the session")
+        [pid] = pids_in(pid_file)
+        wait_until(lambda: not alive(pid), 10, "the process to exit")

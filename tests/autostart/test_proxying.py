@@ -331,6 +331,31 @@ def test_pipelined_requests_get_the_first_answer_then_a_clean_close(proxy):
     wait_until(lambda: proxy.status()[HOST]["inFlight"] == 0, 5, "nothing left in flight")
 
 
+_POST = b"POST /upload HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("payload", "detail"),
+    [
+        (_POST + b"Content-Length: abc\r\n\r\nhello", "Content-Length must be a non-negative whole number"),
+        (_POST + b"Content-Length: -1\r\n\r\nhello", "Content-Length must be a non-negative whole number"),
+        (b"GET /health HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\nContent-Length: abc\r\n\r\n",
+         "Content-Length must be a non-negative whole number"),
+        (_POST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+         "Content-Length and Transfer-Encoding must not be sent together"),
+        (_POST + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "Content-Length is sent more than once"),
+        (_POST + b"Transfer-Encoding: gzip\r\n\r\nhello", "Transfer-Encoding must be chunked (and only once)"),
+        (_POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", "the chunked body is malformed"),
+    ],
+    ids=["cl-abc", "cl-negative", "get-cl-abc", "cl-with-te", "cl-twice", "te-gzip", "bad-chunk-size"],
+)
+def test_malformed_framing_gets_a_json_400_naming_the_problem(proxy, payload, detail):
+    status, body = raw_exchange(proxy.port, payload)
+    assert status == 400
+    assert body == {"error": "malformed request", "detail": detail}
+    assert proxy.get(HOST, "/health").status_code == 200
+
+
 def test_keep_alive_connection_serves_many_then_bad_bytes_get_a_json_400(proxy):
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         for _ in range(3):
