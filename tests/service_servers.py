@@ -11,7 +11,7 @@ from subprocess import Popen
 
 import httpx
 
-from tests.support import free_port, python_module, require, server_process
+from tests.support import ARTIFACTS, free_port, python_module, require, server_process
 
 JFK_REFERENCE = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
@@ -51,7 +51,11 @@ def start_service(
 ) -> Iterator[Server]:
     """Serve on 127.0.0.1 with two CPU threads per model; `env` adds to (or overrides) that."""
     port = free_port()
-    full_env = {"UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port), "WHISPER__CPU_THREADS": "2", **env}
+    data_dir = ARTIFACTS / "data" / f"{log_name}-{port}"  # jobs and sessions of this server only; env may override
+    full_env = {
+        "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port), "WHISPER__CPU_THREADS": "2", "DATA_DIR": str(data_dir),
+        **env,
+    }
     base_url = f"http://127.0.0.1:{port}"
     with server_process(
         python_module(module), health_url=f"{base_url}/health/ready", env=full_env, log_name=log_name,

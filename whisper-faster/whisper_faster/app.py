@@ -8,8 +8,10 @@ from functools import partial
 from fastapi import FastAPI
 
 from whisper_common.app import create_service_app, serve_models
+from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.models_routes import models_router
 from whisper_faster import __version__
+from whisper_faster.jobs import FasterJobEngine, FasterJobOptions
 from whisper_faster.models import load_model
 from whisper_faster.realtime import route as realtime
 from whisper_faster.routes import transcriptions
@@ -31,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with serve_models(app, settings, partial(load_model, settings=settings)) as manager:
             app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics)
             realtime.create_realtime(app, settings, manager)
-            yield
+            engine = FasterJobEngine(app.state.service)
+            async with serve_jobs(app, settings, engine, metrics_namespace="whisper_faster"):
+                yield
 
     app = create_service_app(
         settings,
@@ -44,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         open_paths=(realtime.PAGE_PATH,),
     )
     realtime.install(app)
+    include_jobs_routes(app, FasterJobOptions, FasterJobEngine.formats)
     return app

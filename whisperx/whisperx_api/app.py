@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from whisper_common.app import create_service_app, serve_models
+from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.model_catalog import default_compute_type, inference_device
 from whisper_common.models_routes import models_router
 from whisperx_api import __version__
 from whisperx_api.align import WordAligner
 from whisperx_api.diarize.select import Diarizers
+from whisperx_api.jobs import WhisperXJobEngine, WhisperXJobOptions
 from whisperx_api.models import LoaderOptions, WhisperXLoader
 from whisperx_api.pipeline import TranscriptionPipeline
 from whisperx_api.routes import openai, transcribe
@@ -45,9 +47,10 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
         async with serve_models(app, settings, loader) as manager:
             pipeline = TranscriptionPipeline(WordAligner(settings.alignment, device), Diarizers(settings, device))
             app.state.service = WhisperXService(settings, manager, pipeline, app.state.gate, app.state.metrics)
-            yield
+            async with serve_jobs(app, settings, WhisperXJobEngine(app.state.service), metrics_namespace="whisperx"):
+                yield
 
-    return create_service_app(
+    app = create_service_app(
         settings,
         title="whisperx",
         version=__version__,
@@ -56,3 +59,5 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
         routers=[transcribe.router, openai.router, models_router()],
         lifespan=lifespan,
     )
+    include_jobs_routes(app, WhisperXJobOptions, WhisperXJobEngine.formats)
+    return app

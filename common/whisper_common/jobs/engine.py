@@ -1,0 +1,51 @@
+"""What a service hands the jobs core: its own transcription path, its form fields, its result formats.
+
+    class MyEngine:
+        options_model = MyJobOptions          # a pydantic model of the sync route's form fields (400s at submit)
+        formats = TRANSCRIPTION_FORMATS       # what GET /v1/jobs/{id}/result offers
+
+        async def run(self, audio: Path, options: MyJobOptions, progress: ProgressCallback,
+                      cancel: threading.Event) -> Transcript:
+            ...   # the service's gate, model manager and engine; call progress(done, total) per segment and stop
+                  # at the next segment once `cancel` is set
+
+An options model may have `response_format` (the default of /result) and `timestamp_granularities` (used by the
+verbose_json and diarized_json results); the core reads them by name and knows nothing else of it.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from whisper_common.openai_formats import ResponseFormat
+from whisper_common.transcript import Segment, Transcript, Word
+
+ProgressCallback = Callable[[float, float | None], None]
+
+
+class JobEngine(Protocol):
+    options_model: type[BaseModel]
+    formats: Sequence[ResponseFormat]
+
+    async def run(
+        self, audio: Path, options: Any, progress: ProgressCallback, cancel: threading.Event
+    ) -> Transcript: ...
+
+
+def transcript_to_json(transcript: Transcript) -> str:
+    return json.dumps(asdict(transcript), separators=(",", ":"), ensure_ascii=False)
+
+
+def transcript_from_json(text: str) -> Transcript:
+    data: dict[str, Any] = json.loads(text)
+    segments = []
+    for segment in data.pop("segments"):
+        words = segment.pop("words")
+        segments.append(Segment(**segment, words=[Word(**word) for word in words] if words is not None else None))
+    return Transcript(segments=segments, **data)

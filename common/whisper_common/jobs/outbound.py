@@ -1,0 +1,148 @@
+"""Requests the service makes on a user's behalf (`audio_url` downloads, webhooks), kept off internal networks.
+
+A URL must be http(s); its host is resolved and every address must be public, unless OUTBOUND_ALLOWLIST names the
+host or a network holding the addresses. The request then goes to the checked address itself (the name is not
+resolved again, so DNS rebinding cannot swap it), with the original Host header and TLS server name. Each redirect
+of a download is checked the same way; webhooks do not follow redirects.
+
+    policy = OutboundPolicy.from_settings(settings)
+    await policy.check("webhook_url", url)                   # OutboundRefused (400) naming the field
+    size = await download(policy, client, url, path, max_bytes)
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+
+from whisper_common.jobs.errors import OutboundRefused, PermanentJobError, TransientJobError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect (`address`) and what to say (the URL's host)."""
+
+    url: httpx.URL
+    address: str
+
+    def request_url(self) -> httpx.URL:
+        return self.url.copy_with(host=self.address)
+
+    def headers(self) -> dict[str, str]:
+        host = self.url.host if self.url.port is None else f"{self.url.host}:{self.url.port}"
+        return {"Host": host}
+
+    def extensions(self) -> dict[str, str]:
+        return {"sni_hostname": self.url.host} if self.url.scheme == "https" else {}
+
+
+class OutboundPolicy:
+    def __init__(self, allowlist: Sequence[str] = ()) -> None:
+        self.hosts: set[str] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in allowlist:
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.hosts.add(entry.lower().strip("[]"))
+
+    def _allowed(self, host: str, address: IPAddress) -> bool:
+        if host in self.hosts or str(address) in self.hosts:
+            return True
+        if any(address in network for network in self.networks):
+            return True
+        return address.is_global and not address.is_multicast
+
+    async def check(self, param: str, url: str) -> Target:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError):
+            raise OutboundRefused(param, f"{param} is not a valid URL") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise OutboundRefused(param, f"{param} must be an http:// or https:// URL")
+        host = parsed.host.lower()
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            raise OutboundRefused(param, f"{param}: the host '{host}' cannot be resolved") from None
+        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        refused = [address for address in addresses if not self._allowed(host, address)]
+        if refused or not addresses:
+            raise OutboundRefused(
+                param,
+                f"{param}: the host '{host}' resolves to {refused[0] if refused else 'nothing'}, a loopback, private or "
+                "link-local address; the operator must allow it in OUTBOUND_ALLOWLIST",
+            )
+        return Target(parsed, str(addresses[0]))
+
+
+def transient_status(status: int) -> bool:
+    return status >= 500 or status in (408, 429)
+
+
+async def download(
+    policy: OutboundPolicy, client: httpx.AsyncClient, url: str, destination: Path, max_bytes: int
+) -> int:
+    """Fetch `url` into `destination` (at most `max_bytes`), following checked redirects. TransientJobError for
+    timeouts, connection errors, 5xx and 429; PermanentJobError for refused addresses, other 4xx and too large."""
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            target = await policy.check("audio_url", current)
+        except OutboundRefused as exc:
+            raise PermanentJobError(exc.message, "audio_url_refused") from None
+        request = client.build_request(
+            "GET", target.request_url(), headers=target.headers(), extensions=target.extensions()
+        )
+        try:
+            response = await client.send(request, stream=True, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise TransientJobError(f"downloading audio_url failed: {type(exc).__name__}") from None
+        try:
+            if response.is_redirect and "location" in response.headers:
+                current = urljoin(str(target.url), response.headers["location"])
+                continue
+            if response.status_code >= 400:
+                message = f"downloading audio_url answered HTTP {response.status_code}"
+                if transient_status(response.status_code):
+                    raise TransientJobError(message)
+                raise PermanentJobError(message, "audio_url_failed")
+            return await _save(response, destination, max_bytes)
+        finally:
+            await response.aclose()
+    raise PermanentJobError(f"audio_url redirected more than {MAX_REDIRECTS} times", "audio_url_failed")
+
+
+async def _save(response: httpx.Response, destination: Path, max_bytes: int) -> int:
+    declared = int(response.headers.get("content-length") or 0)
+    if declared > max_bytes:
+        raise PermanentJobError(_too_large(max_bytes), "audio_url_too_large")
+    size = 0
+    try:
+        with open(destination, "wb") as handle:
+            async for chunk in response.aiter_bytes(1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PermanentJobError(_too_large(max_bytes), "audio_url_too_large")
+                await asyncio.to_thread(handle.write, chunk)
+    except httpx.HTTPError as exc:
+        destination.unlink(missing_ok=True)
+        raise TransientJobError(f"downloading audio_url failed: {type(exc).__name__}") from None
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    return size
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"audio_url is larger than the upload limit of {max_bytes / 2**20:g} MiB (MAX_UPLOAD_MB)"

@@ -1,0 +1,145 @@
+"""A service's jobs, for its lifespan: the store, the files, the worker loops, the webhook outbox, the janitor
+(expired leases, retention), the metrics and the activity counts the auto-start proxy reads.
+
+    async with serve_jobs(app, settings, engine):     # in the service's lifespan, once its engine can run
+        yield
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from whisper_common.jobs.engine import JobEngine
+from whisper_common.jobs.files import JobFiles
+from whisper_common.jobs.metrics import JobMetrics
+from whisper_common.jobs.model import JobStatus
+from whisper_common.jobs.outbound import OutboundPolicy
+from whisper_common.jobs.outbox import Outbox
+from whisper_common.jobs.signer import Signer
+from whisper_common.jobs.store import SqlStore
+from whisper_common.jobs.worker import Worker, new_owner
+from whisper_common.settings import ServiceSettings
+
+logger = logging.getLogger("whisper_common.jobs")
+
+SQLITE_FILE = "jobs.sqlite3"
+
+
+def open_store(settings: ServiceSettings, queue: str) -> SqlStore:
+    url = settings.jobs_database_url
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("JOBS_DATABASE_URL must be a postgresql:// URL")
+        from whisper_common.jobs.postgres import PostgresStore
+
+        return PostgresStore(url, queue)
+    from whisper_common.jobs.sqlite import SqliteStore
+
+    return SqliteStore(settings.data_dir / SQLITE_FILE, queue)
+
+
+class JobsRuntime:
+    def __init__(self, settings: ServiceSettings, engine: JobEngine, metrics: JobMetrics | None, store: SqlStore) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.files = JobFiles(settings.data_dir)
+        self.policy = OutboundPolicy(settings.outbound_allowlist)
+        self.signer = Signer(settings.webhook_secret)
+        self.lease_seconds = settings.job_lease_seconds
+        self.retry_seconds = settings.job_retry_seconds
+        self.max_attempts = settings.job_max_attempts
+        self.webhook_max_attempts = settings.webhook_max_attempts
+        self.webhook_timeout = settings.webhook_timeout_seconds
+        self.max_download_bytes = settings.max_upload_bytes
+        self.poll_seconds = min(1.0, max(0.05, self.lease_seconds / 4))
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), trust_env=False)
+        self.metrics = metrics  # type: ignore[assignment]
+        self.running: dict[str, threading.Event] = {}
+        self.work_available = asyncio.Event()
+        self.outbox_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def wait_for_work(self) -> None:
+        self.work_available.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.work_available.wait(), self.poll_seconds)
+
+    def submitted(self) -> None:
+        self.work_available.set()
+
+    def cancel_local(self, job_id: str) -> None:
+        event = self.running.get(job_id)
+        if event is not None:
+            event.set()
+
+    def start(self) -> None:
+        workers = self.settings.jobs_workers
+        for index in range(workers):
+            worker = Worker(self, new_owner())
+            self._tasks.append(asyncio.create_task(worker.run_forever(), name=f"job-worker-{index}"))
+        if workers:
+            self._tasks.append(asyncio.create_task(Outbox(self, new_owner()).run_forever(), name="job-outbox"))
+        self._tasks.append(asyncio.create_task(self._janitor(), name="job-janitor"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.client.aclose()
+        self.store.close()
+
+    async def _janitor(self) -> None:
+        """Expired leases back to the queue (or failed), finished jobs past JOB_RETENTION removed with their files."""
+        retention = self.settings.job_retention
+        interval = max(0.2, min(30.0, self.lease_seconds / 2, retention / 4))
+        while True:
+            try:
+                now = time.time()
+                ended = await asyncio.to_thread(self.store.recover_expired, now, self.retry_seconds)
+                if ended:
+                    self.outbox_ready.set()
+                for job in await asyncio.to_thread(self.store.expired, now - retention):
+                    await asyncio.to_thread(self.files.remove, job.id)
+                    await asyncio.to_thread(self.store.delete, job.id)
+                    logger.info("job removed after JOB_RETENTION", extra={"job_id": job.id})
+                await asyncio.to_thread(self.files.sweep_incoming, 86400)
+                self.submitted()  # jobs put back in the queue may be runnable now
+            except Exception as exc:  # noqa: BLE001 - next round
+                logger.warning("job janitor failed", extra={"error": repr(exc)})
+            await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def serve_jobs(
+    app: FastAPI, settings: ServiceSettings, engine: JobEngine, *, metrics_namespace: str
+) -> AsyncIterator[JobsRuntime]:
+    """Open the store, start the workers (JOBS_WORKERS), register metrics (on the service's registry, under its
+    namespace) and activity; stop them all after."""
+    namespace = metrics_namespace
+    store = await asyncio.to_thread(open_store, settings, namespace)
+    metrics = JobMetrics(
+        app.state.metrics.registry, namespace, store.counts, store.oldest_queued_created_at
+    )
+    runtime = JobsRuntime(settings, engine, metrics, store)
+    app.state.jobs = runtime
+    app.state.activity.register("jobs_queued", lambda: store.count(JobStatus.QUEUED))
+    app.state.activity.register("jobs_running", lambda: store.count(JobStatus.RUNNING))
+    runtime.start()
+    logger.info(
+        "jobs ready", extra={"store": store.backend, "workers": settings.jobs_workers, "data_dir": str(settings.data_dir)}
+    )
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()

@@ -1,0 +1,199 @@
+"""The worker loop: claim the oldest runnable job under a lease, keep the lease alive while it runs, end it once.
+
+A run ends in exactly one of: succeeded (result kept), canceled (a DELETE arrived; the engine stopped at its next
+segment), failed (a permanent error such as undecodable audio, or the last attempt failed), retried later with
+backoff (a transient error: model load, memory, a download timeout), or released without counting (shutdown; the
+inference gate was full). A worker whose lease was lost (it stalled past the lease and another worker took the job)
+drops its result: the store refuses a finish from a former owner.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from whisper_common.errors import ApiError, ServerBusy
+from whisper_common.jobs.engine import transcript_to_json
+from whisper_common.jobs.errors import PermanentJobError, TransientJobError
+from whisper_common.jobs.model import JobRow, JobStatus
+from whisper_common.jobs.outbound import download
+from whisper_common.jobs.store import Finish, backoff
+
+if TYPE_CHECKING:
+    from whisper_common.jobs.runtime import JobsRuntime
+
+logger = logging.getLogger("whisper_common.jobs")
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class _Run:
+    job: JobRow
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: float = 0.0
+    total: float | None = None
+    lost: bool = False
+
+
+class Worker:
+    def __init__(self, runtime: JobsRuntime, owner: str) -> None:
+        self.runtime = runtime
+        self.owner = owner
+
+    async def run_forever(self) -> None:
+        runtime = self.runtime
+        while True:
+            try:
+                job = await asyncio.to_thread(runtime.store.claim, self.owner, time.time(), runtime.lease_seconds)
+            except Exception as exc:  # noqa: BLE001 - the database may be away for a while; keep trying
+                logger.warning("claiming a job failed", extra={"error": repr(exc)})
+                await asyncio.sleep(runtime.poll_seconds)
+                continue
+            if job is None:
+                await runtime.wait_for_work()
+                continue
+            await self.run(job)
+
+    async def run(self, job: JobRow) -> None:
+        runtime = self.runtime
+        run = _Run(job)
+        runtime.running[job.id] = run.cancel
+        heartbeat = asyncio.create_task(self._heartbeat(run))
+        started = time.perf_counter()
+        logger.info("job started", extra={"job_id": job.id, "attempt": job.attempts})
+        outcome: Finish | None = None
+        try:
+            transcript = await self._execute(run)
+            if run.cancel.is_set():
+                outcome = Finish(JobStatus.CANCELED)
+            else:
+                outcome = Finish(JobStatus.SUCCEEDED, result=transcript_to_json(transcript))
+        except asyncio.CancelledError:
+            run.cancel.set()
+            self._release(job, time.time())  # shutting down: another worker (or this one, restarted) takes it over
+            raise
+        except ServerBusy as exc:
+            self._release(job, time.time() + exc.retry_after)
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure ends the run with a reason (or a retry)
+            outcome = Finish(JobStatus.CANCELED) if run.cancel.is_set() else await self._failed(run, exc)
+        finally:
+            heartbeat.cancel()
+            runtime.running.pop(job.id, None)
+            runtime.metrics.run_seconds.observe(time.perf_counter() - started)
+        if outcome is None:
+            return
+        if run.cancel.is_set() and outcome.status is not JobStatus.SUCCEEDED and not run.lost:
+            outcome = Finish(JobStatus.CANCELED)
+        done = run.total if outcome.status is JobStatus.SUCCEEDED and run.total is not None else run.done
+        outcome = dataclasses.replace(outcome, audio_seconds=run.total, audio_seconds_done=done)
+        finished = None if run.lost else await asyncio.to_thread(
+            runtime.store.finish, job.id, self.owner, outcome, time.time()
+        )
+        if finished is None:
+            runtime.metrics.attempts.labels(outcome="lost").inc()
+            logger.warning("job lease lost; its result was dropped", extra={"job_id": job.id})
+            return
+        runtime.metrics.attempts.labels(outcome=outcome.status.value).inc()
+        logger.info("job finished", extra={"job_id": job.id, "status": outcome.status.value})
+        runtime.outbox_ready.set()
+
+    async def _failed(self, run: _Run, exc: Exception) -> Finish | None:
+        """Permanent failures end the job; transient ones are retried with backoff while attempts remain."""
+        if isinstance(exc, PermanentJobError):
+            return Finish(JobStatus.FAILED, error_message=exc.message, error_code=exc.code)
+        if isinstance(exc, ApiError):
+            if exc.status_code < 500:
+                return Finish(JobStatus.FAILED, error_message=exc.message, error_code=exc.code or "invalid_request")
+            return await self._transient(run, exc.message, exc.code or "server_error")
+        if isinstance(exc, TransientJobError):
+            return await self._transient(run, str(exc), "transient_error")
+        if isinstance(exc, MemoryError):
+            return await self._transient(run, "the transcription ran out of memory", "out_of_memory")
+        logger.error("job run failed", extra={"job_id": run.job.id}, exc_info=exc)
+        return await self._transient(run, f"internal error ({type(exc).__name__})", "internal_error")
+
+    async def _transient(self, run: _Run, message: str, code: str) -> Finish | None:
+        job = run.job
+        if job.attempts >= job.max_attempts:
+            return Finish(
+                JobStatus.FAILED, error_message=f"{message} (after {job.attempts} attempts)", error_code=code
+            )
+        run_after = time.time() + backoff(self.runtime.retry_seconds, job.attempts)
+        if await asyncio.to_thread(self.runtime.store.retry_later, job.id, self.owner, run_after, message, code):
+            self.runtime.metrics.attempts.labels(outcome="retried").inc()
+            logger.info("job will be retried", extra={"job_id": job.id, "attempt": job.attempts, "error": message})
+        return None
+
+    def _release(self, job: JobRow, run_after: float) -> None:
+        try:
+            if self.runtime.store.release(job.id, self.owner, run_after):
+                self.runtime.metrics.attempts.labels(outcome="released").inc()
+        except Exception as exc:  # noqa: BLE001 - the lease expires anyway
+            logger.warning("releasing a job failed", extra={"job_id": job.id, "error": repr(exc)})
+
+    async def _execute(self, run: _Run):  # noqa: ANN202 - a Transcript
+        runtime = self.runtime
+        job = run.job
+        audio = await self._audio(job)
+        try:
+            options = runtime.engine.options_model.model_validate(job.options_dict)
+        except ValidationError as exc:
+            raise PermanentJobError(f"the job's options are no longer valid: {exc.errors()[0]['msg']}") from None
+
+        def progress(done: float, total: float | None) -> None:
+            run.done = done
+            if total is not None:
+                run.total = total
+
+        return await runtime.engine.run(audio, options, progress, run.cancel)
+
+    async def _audio(self, job: JobRow):  # noqa: ANN202 - a Path
+        runtime = self.runtime
+        if job.audio_file is not None:
+            path = runtime.files.resolve(job.audio_file)
+            if not path.is_file():
+                raise PermanentJobError(
+                    "the job's audio file is missing from DATA_DIR (processes sharing a queue must share DATA_DIR)",
+                    "audio_missing",
+                )
+            return path
+        if job.audio_url is None:
+            raise PermanentJobError("the job has no audio", "audio_missing")
+        destination = runtime.files.audio_path(job.id)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        await download(runtime.policy, runtime.client, job.audio_url, destination, runtime.max_download_bytes)
+        await asyncio.to_thread(runtime.store.set_audio, job.id, self.owner, runtime.files.relative(destination))
+        return destination
+
+    async def _heartbeat(self, run: _Run) -> None:
+        runtime = self.runtime
+        interval = max(0.1, runtime.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                cancel = await asyncio.to_thread(
+                    runtime.store.renew, run.job.id, self.owner, time.time() + runtime.lease_seconds, run.done,
+                    run.total,
+                )
+            except Exception as exc:  # noqa: BLE001 - try again next beat; the lease outlives a few misses
+                logger.warning("renewing a job lease failed", extra={"job_id": run.job.id, "error": repr(exc)})
+                continue
+            if cancel is None:
+                run.lost = True
+                run.cancel.set()
+                return
+            if cancel:
+                run.cancel.set()
