@@ -7,6 +7,7 @@ from typing import TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from whisper_common.http_protocol import json_error_http_protocol
 from whisper_common.log import configure_logging, uvicorn_log_config
 from whisper_common.settings import ServiceSettings
 
@@ -17,7 +18,8 @@ the service can answer it with an `error` event instead of a dropped connection.
 
 
 def run_service(settings: S, create_app: Callable[[S], FastAPI]) -> None:
-    """Serve with JSON logs; the JSON access log comes from the app's own middleware, not uvicorn's."""
+    """Serve with JSON logs (the JSON access log comes from the app's own middleware, not uvicorn's) and JSON errors
+    even for requests that are not valid HTTP."""
     configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
@@ -25,6 +27,7 @@ def run_service(settings: S, create_app: Callable[[S], FastAPI]) -> None:
         port=settings.uvicorn_port,
         log_config=uvicorn_log_config(settings.log_level),
         access_log=False,
+        http=json_error_http_protocol(),
         timeout_graceful_shutdown=10,
         ws_max_size=WS_MAX_BYTES,
     )
