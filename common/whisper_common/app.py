@@ -20,6 +20,7 @@ failure), `GET /health/activity` (work under way, see whisper_common.activity). 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -38,13 +39,14 @@ from whisper_common.log import RequestContextMiddleware
 from whisper_common.metrics import ServiceMetrics, metrics_router
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.openapi import install_openapi
-from whisper_common.models import ModelManager
+from whisper_common.models import ModelManager, hub_cache_bytes
 from whisper_common.settings import ServiceSettings
 from whisper_common.uploads import UploadLimitMiddleware
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 M = TypeVar("M")
 logger = logging.getLogger("whisper_common.app")
+LOADING_MODELS = "loading models"
 
 
 def mark_ready(app: FastAPI) -> None:
@@ -63,15 +65,26 @@ async def serve_models(app: FastAPI, settings: ServiceSettings, loader: Callable
     service up but not ready, with the reason), every model unloaded at shutdown."""
     manager: ModelManager[M] = ModelManager(loader, ttl_seconds=settings.model_ttl_seconds, metrics=app.state.metrics)
     app.state.models = manager
-    try:
+
+    async def preload() -> None:
         try:
             await manager.preload(resolve_model_id(model_id, settings) for model_id in settings.models_to_preload)
             mark_ready(app)
         except ApiError as exc:
             logger.error("preload failed", extra={"reason": exc.message})
             mark_not_ready(app, f"preload failed: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - the service stays up and says why it is not ready
+            logger.exception("preload failed")
+            mark_not_ready(app, f"preload failed: {type(exc).__name__}")
+
+    # In the background, with the server already listening: while a first start downloads a model,
+    # /health/ready answers 503 with the download's progress (the auto-start proxy keeps waiting while it grows).
+    mark_not_ready(app, LOADING_MODELS)
+    preloading = asyncio.create_task(preload(), name="preload models")
+    try:
         yield manager
     finally:
+        preloading.cancel()
         manager.unload_all()
 
 
@@ -92,9 +105,10 @@ def health_router() -> APIRouter:
         if getattr(state, "ready", False):
             return JSONResponse({"status": "ready"})
         reason = getattr(state, "not_ready_reason", None) or "starting"
-        return JSONResponse(
-            {"status": "not_ready", **error_body(reason, "server_error", None, "not_ready")}, status_code=503
-        )
+        body: dict[str, Any] = {"status": "not_ready", **error_body(reason, "server_error", None, "not_ready")}
+        if reason == LOADING_MODELS:
+            body["progress"] = {"cacheBytes": await asyncio.to_thread(hub_cache_bytes)}
+        return JSONResponse(body, status_code=503)
 
     return router
 

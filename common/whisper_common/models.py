@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -169,3 +170,21 @@ class ModelManager(Generic[M]):
             if entry.model is not None:
                 self.metrics.model_loaded.labels(model=model_id).set(1)
         self.metrics.models_loaded.set(len(self.loaded()))
+
+
+def hub_cache_bytes() -> int:
+    """Bytes in the Hugging Face hub cache (downloads in progress included): it grows while a model downloads,
+    which /health/ready reports as progress during a first start. 0 when there is no cache yet."""
+    root = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                                  "huggingface"),
+        "hub",
+    )
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
+    return total
