@@ -44,7 +44,11 @@ def busy(base_url: str, token: str | None, timeout: float) -> dict[str, int]:
     """What still runs, by name; empty when the pod may stop."""
     counts = json.loads(fetch(f"{base_url}/health/activity", None, timeout))["counts"]
     work = {name: int(count) for name, count in counts.items() if name not in QUEUED_ONLY and count > 0}
-    inferences = in_flight_inferences(fetch(f"{base_url}/metrics", token, timeout).decode())
+    try:
+        inferences = in_flight_inferences(fetch(f"{base_url}/metrics", token, timeout).decode())
+    except urllib.error.HTTPError as exc:  # a key that /metrics refuses: wait on the activities alone, and say so
+        print(json.dumps({"drain": "metrics unreadable", "status": exc.code}), flush=True)
+        inferences = 0
     if inferences:
         work["inferences"] = inferences
     return work
