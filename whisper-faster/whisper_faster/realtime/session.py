@@ -23,7 +23,7 @@ import numpy as np
 from whisper_faster.realtime import events as ev
 from whisper_faster.realtime.agreement import LocalAgreement
 from whisper_faster.realtime.audio import Resampler
-from whisper_faster.realtime.vad import VAD_RATE, SpeechProbabilities, TurnDetector
+from whisper_faster.realtime.vad import VAD_RATE, WINDOW, SpeechProbabilities, TurnDetector
 
 MIN_COMMIT_SAMPLES = VAD_RATE // 10
 """OpenAI refuses to commit less than 100 ms of audio."""
@@ -181,6 +181,8 @@ class RealtimeSession:
         self._in_flight: DecodeRequest | None = None
         self._jobs = itertools.count(1)
         self._previous_item_id: str | None = None
+        self._committed_until = 0
+        """Where the last committed utterance ended: the next one's padding never reaches back into it."""
         self._last_audio_at = now
 
     # -- inputs ----------------------------------------------------------------------------------------------
@@ -301,6 +303,8 @@ class RealtimeSession:
         return outputs + self._schedule()
 
     def _on_window(self, end: int, probability: float, _: int, now: float) -> list[Output]:
+        if end - WINDOW < self._committed_until:
+            return []  # a window that holds audio already committed or cleared
         vad = self.config.turn_detection
         if vad is None:
             if probability >= 0.5:
@@ -314,7 +318,7 @@ class RealtimeSession:
         if turn.kind == "start":
             if self._item is not None:
                 return []
-            start = max(self._audio_start, turn.sample - self._prefix_samples())
+            start = max(self._audio_start, self._committed_until, turn.sample - self._prefix_samples())
             outputs = self._start_item(start, now)
             self._item.has_speech = True  # type: ignore[union-attr]
             return outputs
@@ -347,6 +351,7 @@ class RealtimeSession:
         assert item is not None
         self._item = None
         samples = self._audio[item.start - self._audio_start:end - self._audio_start]
+        self._committed_until = end
         self._finals.append(_Final(item, end, samples, speech_end_at, now))
         committed = ev.Committed(item_id=item.item_id, previous_item_id=self._previous_item_id)
         self._previous_item_id = item.item_id
@@ -355,6 +360,7 @@ class RealtimeSession:
 
     def _clear(self) -> list[Output]:
         self._item = None
+        self._committed_until = self._total
         self._turns.reset()
         self._trim(self._total)
         return [Send(ev.Cleared())]
