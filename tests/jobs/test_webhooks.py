@@ -1,0 +1,140 @@
+"""Job webhooks (Standard Webhooks, checked with the reference `standardwebhooks` verifier) and `audio_url` downloads,
+against real local HTTP servers (127.0.0.1 is allowed through OUTBOUND_ALLOWLIST in these servers)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import standardwebhooks
+
+from tests.jobs.conftest import OLD_SECRET, WEBHOOK_SECRET
+from tests.jobs.helpers import submit, wait_for
+from tests.jobs.receiver import webhook_receiver
+from tests.service_servers import JFK_REFERENCE
+from tests.support import fixture_path, free_port
+
+
+def _deliveries_settled(job: dict) -> bool:
+    deliveries = job["webhook"]["deliveries"]
+    return bool(deliveries) and all(delivery["status"] != "pending" for delivery in deliveries)
+
+
+def test_500_twice_then_200_is_three_attempts_of_one_signed_delivery(http: httpx.Client) -> None:
+    with webhook_receiver({"/flaky": [500, 500, 200]}) as receiver:
+        job_id = submit(http, fixture_path("jfk.flac"), webhook_url=receiver.url("/flaky"), metadata={"k": "v"}).json()["id"]
+        requests = receiver.wait_for(3, "/flaky")
+        job = wait_for(http, job_id, until=_deliveries_settled)
+
+    assert job["status"] == "succeeded"
+    [delivery] = job["webhook"]["deliveries"]
+    assert delivery["status"] == "delivered" and delivery["event"] == "job.succeeded"
+    assert [attempt["outcome"] for attempt in delivery["attempts"]] == ["retrying", "retrying", "delivered"]
+    assert [attempt["status_code"] for attempt in delivery["attempts"]] == [500, 500, 200]
+    assert {request.headers["webhook-id"] for request in requests} == {delivery["id"]}
+    bodies = {request.body for request in requests}
+    assert len(bodies) == 1  # the same message each time
+
+    for request in requests:
+        for secret in (WEBHOOK_SECRET, OLD_SECRET):  # both secrets sign (rotation)
+            payload = standardwebhooks.Webhook(secret).verify(request.body, request.headers)
+            assert payload["type"] == "job.succeeded"
+            assert payload["data"]["id"] == job_id and payload["data"]["metadata"] == {"k": "v"}
+        assert len(request.headers["webhook-signature"].split(" ")) == 2
+    assert "country" not in requests[0].body.decode()  # the job, never the transcript
+    tampered = requests[0].body.replace(b"succeeded", b"failed!!!")
+    try:
+        standardwebhooks.Webhook(WEBHOOK_SECRET).verify(tampered, requests[0].headers)
+    except standardwebhooks.WebhookVerificationError:
+        pass
+    else:
+        raise AssertionError("a tampered body verified")
+    metrics = http.get("/metrics").text
+    assert 'whisper_faster_webhook_deliveries_total{outcome="retrying"}' in metrics
+    assert 'whisper_faster_webhook_deliveries_total{outcome="delivered"}' in metrics
+
+
+def test_400_is_not_retried_and_410_disables_the_url(http: httpx.Client) -> None:
+    with webhook_receiver({"/bad": [400], "/gone": [410]}) as receiver:
+        bad = submit(http, fixture_path("jfk.flac"), webhook_url=receiver.url("/bad")).json()["id"]
+        gone = submit(http, fixture_path("jfk.flac"), webhook_url=receiver.url("/gone")).json()["id"]
+        bad_job = wait_for(http, bad, until=_deliveries_settled)
+        gone_job = wait_for(http, gone, until=_deliveries_settled)
+        after_gone = submit(http, fixture_path("jfk.flac"), webhook_url=receiver.url("/gone")).json()["id"]
+        after_job = wait_for(http, after_gone, until=_deliveries_settled)
+        time.sleep(1.0)  # several backoff periods (JOB_RETRY_SECONDS=0.2): nothing more may arrive
+        assert len(receiver.received("/bad")) == 1
+        assert len(receiver.received("/gone")) == 1
+
+    [bad_delivery] = bad_job["webhook"]["deliveries"]
+    assert bad_delivery["status"] == "failed"
+    assert [(a["outcome"], a["status_code"]) for a in bad_delivery["attempts"]] == [("failed", 400)]
+    assert gone_job["webhook"]["deliveries"][0]["status"] == "disabled"
+    [disabled] = after_job["webhook"]["deliveries"]
+    assert disabled["status"] == "disabled" and disabled["attempts"][0]["status_code"] is None
+
+
+def test_failed_and_canceled_jobs_are_announced_too(http: httpx.Client) -> None:
+    with webhook_receiver() as receiver:
+        job_id = http.post(
+            "/v1/jobs", files={"file": ("x.wav", b"RIFF not really")}, data={"webhook_url": receiver.url()}
+        ).json()["id"]
+        [request] = receiver.wait_for(1)
+    payload = standardwebhooks.Webhook(WEBHOOK_SECRET).verify(request.body, request.headers)
+    assert payload["type"] == "job.failed" and payload["data"]["id"] == job_id
+    assert payload["data"]["error"]["code"] == "invalid_audio"
+
+
+@contextmanager
+def audio_host() -> Iterator[str]:
+    """Serves jfk.flac at /jfk.flac, a redirect to it at /moved, and a redirect to a private address at /sneaky."""
+    audio = fixture_path("jfk.flac").read_bytes()
+    port = free_port()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/jfk.flac":
+                self.send_response(200)
+                self.send_header("content-length", str(len(audio)))
+                self.end_headers()
+                self.wfile.write(audio)
+                return
+            target = {"/moved": "/jfk.flac", "/sneaky": "http://10.20.30.40/jfk.flac"}.get(self.path)
+            self.send_response(302 if target else 404)
+            if target:
+                self.send_header("location", target)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_audio_url_follows_checked_redirects(http: httpx.Client) -> None:
+    with audio_host() as base:
+        ok = http.post("/v1/jobs", json={"audio_url": f"{base}/moved", "metadata": {"src": "url"}})
+        assert ok.status_code == 202, ok.text
+        sneaky = http.post("/v1/jobs", json={"audio_url": f"{base}/sneaky"}).json()["id"]
+        missing = http.post("/v1/jobs", json={"audio_url": f"{base}/nothing-here"}).json()["id"]
+        done = wait_for(http, ok.json()["id"])
+        refused = wait_for(http, sneaky)
+        not_found = wait_for(http, missing)
+    assert done["status"] == "succeeded", done
+    text = http.get(f"/v1/jobs/{done['id']}/result").json()["text"]
+    assert text.lower().split()[-4:] == JFK_REFERENCE.lower().split()[-4:]
+    assert refused["status"] == "failed" and refused["error"]["code"] == "audio_url_refused"
+    assert "10.20.30.40" in refused["error"]["message"]
+    assert not_found["status"] == "failed" and not_found["attempts"] == 1 and "404" in not_found["error"]["message"]
+    assert json.loads(json.dumps(done["metadata"])) == {"src": "url"}
