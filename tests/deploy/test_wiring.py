@@ -146,8 +146,8 @@ BROKEN: dict[str, tuple[str, Breakage, str]] = {
     ),
     "volume-claim-missing": (
         "base",
-        lambda o: o.remove(find(o, "PersistentVolumeClaim", "whisperx-cache")),
-        "PersistentVolumeClaim whisperx-cache is not in the manifests",
+        lambda o: o.remove(find(o, "PersistentVolumeClaim", "whisperx-data")),
+        "PersistentVolumeClaim whisperx-data is not in the manifests",
     ),
     "http-scaled-object-host": (
         "overlays/scale-to-zero",
