@@ -169,6 +169,16 @@ BROKEN: dict[str, tuple[str, Breakage, str]] = {
         lambda o: find(o, "HTTPScaledObject", "whisperx")["spec"]["scaleTargetRef"].update(port=8000),
         "Service whisperx has no port 8000",
     ),
+    "volume-shared-by-several-pods": (
+        "overlays/scale-to-zero",
+        lambda o: find(o, "HTTPScaledObject", "whisperx")["spec"]["replicas"].update(max=3),
+        "PersistentVolumeClaim/whisperx-models: up to 3 pods mount it, but its access modes are ['ReadWriteOnce']",
+    ),
+    "sqlite-queue-shared": (
+        "overlays/gpu",
+        lambda o: container(o, "whisper-faster-worker")["env"].remove(env(o, "whisper-faster-worker", "JOBS_DATABASE_URL")),
+        "Deployment/whisper-faster-worker would keep the jobs in an SQLite file there",
+    ),
     "scaled-object-env": (
         "overlays/gpu",
         lambda o: find(o, "ScaledObject", "whisperx-worker")["spec"]["triggers"][0]["metadata"].update(

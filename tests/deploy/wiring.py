@@ -12,6 +12,8 @@ Kubernetes objects), each naming the object and what is wrong; an empty list mea
 - every Secret key referenced (env, Ingress auth and TLS, ServiceMonitor credentials) is documented in
   docs/kubernetes.md;
 - the HTTPScaledObjects claim exactly the Ingress hosts routed to the KEDA interceptor, and their targets exist;
+- a volume that several pods may mount at once (autoscaler maxima, Deployments sharing it) is ReadWriteMany, and
+  a DATA_DIR several pods share holds no SQLite jobs queue;
 - each ScaledObject targets a Deployment, reads its connection from an env var of that container, and its
   SQL query runs against the jobs store's real schema and names real job statuses;
 - every metric named by a PrometheusRule or the Grafana dashboard exists in the services' registries (built
@@ -508,9 +510,63 @@ def check(
         *check_secrets(objects, documented),
         *check_http_scaled_objects(objects),
         *check_scaled_objects(objects),
+        *check_volume_sharing(objects),
         *check_metrics(objects, metrics),
         *check_argocd(objects),
     ]
+
+
+def _max_replicas(objects: list[dict[str, Any]], workload: dict[str, Any]) -> int:
+    """The most pods a workload can have: its autoscaler's maximum, else its replicas (1 when unset)."""
+    name, namespace = workload["metadata"]["name"], workload["metadata"].get("namespace")
+    for scaler in _of_kind(objects, "HTTPScaledObject"):
+        target = scaler["spec"]["scaleTargetRef"]
+        if target.get("name") == name and scaler["metadata"].get("namespace") == namespace:
+            return int(scaler["spec"].get("replicas", {}).get("max", 100))
+    for scaler in _of_kind(objects, "ScaledObject"):
+        target = scaler["spec"]["scaleTargetRef"]
+        if target["name"] == name and scaler["metadata"].get("namespace") == namespace:
+            return int(scaler["spec"].get("maxReplicaCount", 100))
+    return int(workload["spec"].get("replicas", 1))
+
+
+def check_volume_sharing(objects: list[dict[str, Any]]) -> Iterator[Problem]:
+    """A volume that several pods may mount at once must be ReadWriteMany; a DATA_DIR several pods share must hold
+    no SQLite jobs queue (JOBS_DATABASE_URL set in each of them)."""
+    claims = {
+        (obj["metadata"].get("namespace"), obj["metadata"]["name"]): obj for obj in _of_kind(objects, "PersistentVolumeClaim")
+    }
+    pods_per_claim: dict[tuple[str | None, str], int] = {}
+    data_dir_users: dict[tuple[str | None, str], list[tuple[str, bool]]] = {}
+    for workload in _workloads(objects):
+        namespace = workload["metadata"].get("namespace")
+        pods = _max_replicas(objects, workload)
+        volumes = {
+            volume["name"]: volume["persistentVolumeClaim"]["claimName"]
+            for volume in workload["spec"]["template"]["spec"].get("volumes", [])
+            if "persistentVolumeClaim" in volume
+        }
+        for claim in set(volumes.values()):
+            pods_per_claim[(namespace, claim)] = pods_per_claim.get((namespace, claim), 0) + pods
+        for container in _containers(workload):
+            variables = {variable["name"]: variable for variable in container.get("env", [])}
+            data_dir = variables.get("DATA_DIR", {}).get("value")
+            for mount in container.get("volumeMounts", []):
+                if mount["mountPath"] == data_dir and mount["name"] in volumes:
+                    users = data_dir_users.setdefault((namespace, volumes[mount["name"]]), [])
+                    users.extend([(_name(workload), "JOBS_DATABASE_URL" in variables)] * pods)
+    for key, pods in sorted(pods_per_claim.items(), key=str):
+        modes = set(claims[key]["spec"].get("accessModes", [])) if key in claims else set()
+        if pods > 1 and "ReadWriteMany" not in modes:
+            yield Problem(f"PersistentVolumeClaim/{key[1]}", f"up to {pods} pods mount it, but its access modes are {sorted(modes)}")
+    for key, users in sorted(data_dir_users.items(), key=str):
+        if len(users) > 1 and not all(has_database for _, has_database in users):
+            workloads = sorted({name for name, has_database in users if not has_database})
+            yield Problem(
+                f"PersistentVolumeClaim/{key[1]}",
+                f"DATA_DIR of up to {len(users)} pods, and {', '.join(workloads)} would keep the jobs in an SQLite file "
+                "there (set JOBS_DATABASE_URL)",
+            )
 
 
 def _expand(template: Any, element: dict[str, Any]) -> Any:
