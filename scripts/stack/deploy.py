@@ -52,6 +52,8 @@ def install_nginx(args: argparse.Namespace) -> int:
         htpasswd_file=args.htpasswd,
         acme_webroot=args.acme_webroot,
         max_body_size=args.max_body_size,
+        rate_limit=args.rate_limit,
+        rate_limit_burst=args.rate_limit_burst,
         access_log_dir=args.access_log_dir,
         http_listen=tuple(args.http_listen or NginxConfig.http_listen),
         https_listen=tuple(args.https_listen or NginxConfig.https_listen),
@@ -137,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     nginx.add_argument("--acme-webroot", type=Path, default=Path("/var/www/letsencrypt"))
     nginx.add_argument("--max-body-size", default="500M")
     nginx.add_argument("--access-log-dir", type=Path, default=Path("/var/log/nginx"))
+    nginx.add_argument(
+        "--rate-limit", type=int, default=int(os.environ.get("NGINX_RATE_LIMIT", NginxConfig.rate_limit)),
+        help="requests per second one client address may make, sustained; 0 = no limit (env NGINX_RATE_LIMIT)",
+    )
+    nginx.add_argument(
+        "--rate-limit-burst", type=int,
+        default=int(os.environ.get("NGINX_RATE_LIMIT_BURST", NginxConfig.rate_limit_burst)),
+        help="requests one address may make at once above the rate (env NGINX_RATE_LIMIT_BURST)",
+    )
     nginx.add_argument("--http-listen", action="append", default=[], help="HTTP listen address (repeatable; 80)")
     nginx.add_argument("--https-listen", action="append", default=[], help="HTTPS listen address (repeatable; 443)")
     nginx.add_argument("--https-port", type=int, default=443, help="the HTTPS port clients use (redirects)")

@@ -126,6 +126,8 @@ class LocalStack:
             htpasswd_file=self.paths.htpasswd,
             acme_webroot=self.paths.root / "acme",
             max_body_size=self.settings.max_body_size,
+            rate_limit=self.settings.rate_limit,
+            rate_limit_burst=self.settings.rate_limit_burst,
             http_listen=[f"127.0.0.1:{self.settings.http_port}"],
             https_listen=[f"127.0.0.1:{self.settings.https_port}"],
             https_port=self.settings.https_port,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -60,6 +61,10 @@ class NginxConfig:
     nginx_version: tuple[int, ...] = (1, 22, 1)
     # <dir>/<host>.access.log, one JSON line per request
     access_log_dir: Path = Path("/var/log/nginx")
+    # Requests per second one client address may make, sustained (0 = no limit); `rate_limit_burst` more may come
+    # at once. Every request with credentials costs a password-hash check, so this bounds both guessing and CPU.
+    rate_limit: int = 10
+    rate_limit_burst: int = 60
 
     def __post_init__(self) -> None:
         if not self.sites:
@@ -79,6 +84,10 @@ class NginxConfig:
                 raise NginxConfigError(f"unsafe value for nginx: {value!r}")
         if not re.match(r"^[A-Za-z0-9 _.-]+$", self.auth_realm):
             raise NginxConfigError(f"unsafe auth realm: {self.auth_realm!r}")
+        if self.rate_limit < 0 or self.rate_limit > 100_000:
+            raise NginxConfigError(f"rate limit must be 0 (off) to 100000 requests per second, got {self.rate_limit}")
+        if not 0 <= self.rate_limit_burst <= 100_000:
+            raise NginxConfigError(f"rate limit burst must be 0 to 100000 requests, got {self.rate_limit_burst}")
         _safe_path(self.htpasswd_file)
         _safe_path(self.acme_webroot)
         _safe_path(self.access_log_dir)
@@ -125,6 +134,25 @@ def error_bodies(config: NginxConfig) -> dict[int, dict]:
             "server_error",
             "gateway_timeout",
         ),
+        429: error(
+            f"Too many requests from this address (more than {config.rate_limit} a second, {config.rate_limit_burst} "
+            "at once). Retry after the number of seconds in Retry-After.",
+            "rate_limit_error",
+            "rate_limit_exceeded",
+        ),
+    }
+
+
+def rate_limit_directives(config: NginxConfig) -> dict[str, str]:
+    """The limit_req lines for the templates; comments only when the limit is off."""
+    if config.rate_limit == 0:
+        off = "# no per-address rate limit (rate limit 0)"
+        return {"limit_req_zone": off, "limit_req": off, "retry_after": "1"}
+    return {
+        "limit_req_zone": f"limit_req_zone $whisper_limit_key zone=whisper_per_address:10m rate={config.rate_limit}r/s;",
+        "limit_req": f"limit_req zone=whisper_per_address burst={config.rate_limit_burst} nodelay;",
+        # A request is let through again as soon as one has leaked out of the bucket: 1/rate seconds.
+        "retry_after": str(max(1, math.ceil(1 / config.rate_limit))),
     }
 
 
@@ -158,6 +186,7 @@ def site_files(config: NginxConfig) -> dict[str, str]:
         "http_listen": "\n".join(f"    listen {address};" for address in config.http_listen),
         "https_listen": "\n".join(https_listen),
         "https_port_suffix": "" if config.https_port == 443 else f":{config.https_port}",
+        **rate_limit_directives(config),
         **{f"body_{status}": _nginx_quoted(body) for status, body in error_bodies(config).items()},
     }
     files = {

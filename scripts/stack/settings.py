@@ -27,6 +27,14 @@ class RunSettings(BaseSettings):
     idle_timeout: float = Field(900, ge=0, description="Seconds without requests before a service is stopped.")
     start_timeout: float = Field(300, gt=0, description="Seconds a service may take to start (model loading).")
     max_body_size: str = Field("500M", description="Largest upload Nginx accepts (nginx size: 500M, 1G).")
+    rate_limit: int = Field(
+        10, ge=0, le=100_000,
+        description="Requests per second one client address may make through Nginx, sustained (0 = no limit); "
+        "more get 429 with Retry-After before the password is checked.",
+    )
+    rate_limit_burst: int = Field(
+        60, ge=0, le=100_000, description="Requests one address may make at once above RUN_RATE_LIMIT."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated browser origins allowed by CORS (a Swagger portal)."
     )

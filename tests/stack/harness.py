@@ -52,10 +52,13 @@ class NginxStack:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.cert))
 
-    def client(self, *, auth: bool = True, timeout: float = 30.0, http2: bool = False) -> httpx.Client:
+    def client(self, *, auth: bool | tuple[str, str] = True, timeout: float = 30.0, http2: bool = False,
+               source: str | None = None) -> httpx.Client:
+        """`auth`: the stack's credentials (True), none (False) or the (user, password) given; `source`: the
+        loopback address to connect from (127.0.0.2…), so that tests can act as different clients."""
         return httpx.Client(
-            transport=LoopbackTransport(verify=self.ssl_context(), http2=http2),
-            auth=self.auth if auth else None,
+            transport=LoopbackTransport(verify=self.ssl_context(), http2=http2, local_address=source),
+            auth=(self.auth if auth is True else auth) or None,
             timeout=timeout,
         )
 
@@ -72,6 +75,8 @@ def running_nginx(
     max_body_size: str = "500M",
     read_timeout_s: int = 600,
     cors_origins: Sequence[str] = (PORTAL_ORIGIN,),
+    rate_limit: int = NginxConfig.rate_limit,
+    rate_limit_burst: int = NginxConfig.rate_limit_burst,
 ) -> Iterator[NginxStack]:
     require_nginx()
     cert, key = run_dir / "tls" / "cert.pem", run_dir / "tls" / "key.pem"
@@ -87,6 +92,8 @@ def running_nginx(
         acme_webroot=run_dir / "acme",
         max_body_size=max_body_size,
         read_timeout_s=read_timeout_s,
+        rate_limit=rate_limit,
+        rate_limit_burst=rate_limit_burst,
         http_listen=[f"127.0.0.1:{http_port}"],
         https_listen=[f"127.0.0.1:{https_port}"],
         https_port=https_port,

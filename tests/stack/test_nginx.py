@@ -369,9 +369,86 @@ def test_unsafe_values_are_refused() -> None:
 
 def test_the_json_error_bodies_are_valid_json_in_the_rendered_snippet() -> None:
     snippet = site_files(_any_config())["snippets/json-errors.conf"]
-    for status in (401, 413, 502, 504):
+    for status in (401, 413, 429, 502, 504):
         body = error_bodies(_any_config())[status]
         assert f"return {status} '{json.dumps(body, separators=(',', ':'))}\\n';" in snippet
+
+
+# -- the per-address rate limit ---------------------------------------------------------------------------------
+
+GUESSER, USER = "127.0.0.2", "127.0.0.3"  # two clients, told apart by their loopback source address
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxStack]:
+    """The stack with a low limit (2 requests a second, 5 at once), so that a test can cross it quickly."""
+    require_nginx()
+    backend_port = free_port()
+    with server_process(
+        python_module("tests.stack.echo_backend", str(backend_port)),
+        health_url=f"http://127.0.0.1:{backend_port}/health",
+        timeout=30,
+        log_name="stack-echo-backend-limited",
+    ):
+        with running_nginx(tmp_path_factory.mktemp("nginx-limited"), backend_port, rate_limit=2,
+                           rate_limit_burst=5) as running:
+            yield running
+
+
+def test_a_burst_of_wrong_passwords_gets_429_while_another_client_is_served(limited: NginxStack) -> None:
+    user, password = limited.auth
+    statuses: list[int] = []
+    served: list[int] = []
+    with limited.client(auth=(user, "wrong-guess"), source=GUESSER) as guesser, \
+            limited.client(source=USER) as honest:
+        for attempt in range(30):
+            answer = guesser.get(limited.url(f"/guess/{attempt}"))
+            statuses.append(answer.status_code)
+            if answer.status_code == 429:
+                assert answer.json() == error_bodies(_limited_config())[429]
+                assert answer.headers["Retry-After"] == "1"
+                assert answer.headers["X-Content-Type-Options"] == "nosniff"
+            if attempt % 10 == 0:
+                served.append(honest.get(limited.url("/work")).status_code)
+        # Limited, the guesser's right password is refused too, before it is checked: guessing learns nothing.
+        assert guesser.get(limited.url("/x"), auth=(user, password)).status_code == 429
+    assert statuses[:6].count(401) >= 5, statuses  # the burst passes to the password check, and fails there
+    assert statuses.count(429) >= 20, statuses
+    assert set(statuses) <= {401, 429}
+    assert served == [200, 200, 200]
+    # The access log names the address of each refusal (what fail2ban reads).
+    log = (limited.run_dir / "logs" / "whisper.localhost.access.log").read_text().splitlines()
+    refused = [json.loads(line) for line in log if '"status":429' in line]
+    assert refused and {entry["remote_addr"] for entry in refused} == {GUESSER}
+
+
+def test_the_limit_refills_and_cors_preflights_are_not_counted(limited: NginxStack) -> None:
+    with limited.client(source="127.0.0.4") as client:
+        for _ in range(12):  # preflights: answered by nginx without a password check, never limited
+            preflight = client.options(limited.url("/v1/audio/transcriptions"),
+                                       headers={"Origin": PORTAL_ORIGIN, "Access-Control-Request-Method": "POST"})
+            assert preflight.status_code == 204
+        statuses = [client.get(limited.url("/x")).status_code for _ in range(8)]
+        assert statuses[:5] == [200] * 5 and 429 in statuses, statuses
+        time.sleep(1.1)  # one request leaks out of the bucket every 1/rate = 0.5 s
+        assert client.get(limited.url("/x")).status_code == 200
+
+
+def test_rate_limit_renders_as_settings_and_can_be_turned_off() -> None:
+    files = site_files(NginxConfig(sites=[Site("whisper.example.com", Path("/c.pem"), Path("/k.pem"))],
+                                   rate_limit=25, rate_limit_burst=100))
+    assert "rate=25r/s;" in files["conf.d/whisper-platform.conf"]
+    assert "limit_req zone=whisper_per_address burst=100 nodelay;" in files["sites-available/whisper.example.com.conf"]
+    off = site_files(NginxConfig(sites=[Site("whisper.example.com", Path("/c.pem"), Path("/k.pem"))], rate_limit=0))
+    assert "limit_req_zone" not in off["conf.d/whisper-platform.conf"].replace("# no per-address", "")
+    assert "limit_req zone" not in off["sites-available/whisper.example.com.conf"]
+    with pytest.raises(NginxConfigError):
+        NginxConfig(sites=[Site("whisper.example.com", Path("/c.pem"), Path("/k.pem"))], rate_limit=-1)
+
+
+def _limited_config() -> NginxConfig:
+    return NginxConfig(sites=[Site("whisper.localhost", Path("/c.pem"), Path("/k.pem"))], rate_limit=2,
+                       rate_limit_burst=5)
 
 
 def _any_config() -> NginxConfig:
