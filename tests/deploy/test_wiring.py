@@ -164,6 +164,11 @@ BROKEN: dict[str, tuple[str, Breakage, str]] = {
         lambda o: find(o, "HTTPScaledObject", "whisper-faster")["spec"]["scaleTargetRef"].update(name="whisper-faster-worker"),
         "Service whisper-faster does not select the pods of Deployment/whisper-faster-worker",
     ),
+    "scaledown-period": (
+        "overlays/gpu",
+        lambda o: find(o, "HTTPScaledObject", "whisperx")["spec"].update(scaledownPeriod=300),
+        "scaledownPeriod 300 is not the proxy's idleTimeout (900 s) for whisperx.example.com",
+    ),
     "http-scaled-object-port": (
         "overlays/scale-to-zero",
         lambda o: find(o, "HTTPScaledObject", "whisperx")["spec"]["scaleTargetRef"].update(port=8000),

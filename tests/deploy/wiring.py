@@ -11,7 +11,8 @@ Kubernetes objects), each naming the object and what is wrong; an empty list mea
   that a library reads itself (`LIBRARY_ENV`), and UVICORN_PORT is the container's port;
 - every Secret key referenced (env, Ingress auth and TLS, ServiceMonitor credentials) is documented in
   docs/kubernetes.md;
-- the HTTPScaledObjects claim exactly the Ingress hosts routed to the KEDA interceptor, and their targets exist;
+- the HTTPScaledObjects claim exactly the Ingress hosts routed to the KEDA interceptor, their targets exist, and
+  their scaledownPeriod is the auto-start proxy's idleTimeout for the same host (autostart/config.json);
 - a volume that several pods may mount at once (autoscaler maxima, Deployments sharing it) is ReadWriteMany, and
   a DATA_DIR several pods share holds no SQLite jobs queue;
 - each ScaledObject targets a Deployment, reads its connection from an env var of that container, and its
@@ -369,6 +370,9 @@ def check_http_scaled_objects(objects: list[dict[str, Any]]) -> Iterator[Problem
             claimed[host] = _name(obj)
             if host not in routed:
                 yield Problem(_name(obj), f"host {host} is not an Ingress host routed to the KEDA interceptor")
+            idle = proxy_idle_timeouts().get(host)
+            if idle is not None and spec.get("scaledownPeriod") != idle:
+                yield Problem(_name(obj), f"scaledownPeriod {spec.get('scaledownPeriod')} is not the proxy's idleTimeout ({idle} s) for {host}")
         target = spec["scaleTargetRef"]
         deployment = next(
             (w for w in workloads if w["kind"] == target.get("kind", "Deployment") and w["metadata"]["name"] == target.get("name")
@@ -390,6 +394,13 @@ def check_http_scaled_objects(objects: list[dict[str, Any]]) -> Iterator[Problem
             yield Problem(_name(obj), f"Service {target['service']} has no port {target.get('port', target.get('portName'))}")
     for host in sorted(routed - set(claimed)):
         yield Problem("Ingress", f"host {host} goes to the KEDA interceptor but no HTTPScaledObject claims it")
+
+
+@cache
+def proxy_idle_timeouts(config: Path = REPO / "autostart" / "config.json") -> dict[str, int]:
+    """Host -> idleTimeout of the single-host auto-start proxy, which scaledownPeriod mirrors."""
+    services = json.loads(config.read_text())["services"]
+    return {host: int(service["idleTimeout"]) for host, service in services.items() if "idleTimeout" in service}
 
 
 @cache
