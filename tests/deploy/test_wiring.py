@@ -127,6 +127,16 @@ BROKEN: dict[str, tuple[str, Breakage, str]] = {
         lambda o: env(o, "whisperx", "UVICORN_PORT").update(value="8000"),
         "UVICORN_PORT=8000 is no container port",
     ),
+    "writable-root-filesystem": (
+        "overlays/gpu",
+        lambda o: container(o, "whisperx-worker")["securityContext"].update(readOnlyRootFilesystem=False),
+        "Deployment/whisperx-worker container whisperx: root filesystem is writable",
+    ),
+    "root-user": (
+        "base",
+        lambda o: find(o, "Deployment", "whisperx")["spec"]["template"]["spec"]["securityContext"].update(runAsUser=0),
+        "Deployment/whisperx container whisperx: may run as root",
+    ),
     "secret-key-undocumented": (
         "base",
         lambda o: env(o, "whisperx", "HF_TOKEN")["valueFrom"]["secretKeyRef"].update(key="token"),

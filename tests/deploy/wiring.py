@@ -9,6 +9,8 @@ Kubernetes objects), each naming the object and what is wrong; an empty list mea
   a container port; every volume names an existing ConfigMap or PersistentVolumeClaim;
 - every environment variable is a setting of that service (its pydantic-settings class) or one of the few
   that a library reads itself (`LIBRARY_ENV`), and UVICORN_PORT is the container's port;
+- every container runs as non-root with a read-only root filesystem, no privilege escalation, no capabilities,
+  the runtime's seccomp profile (Pod Security "restricted");
 - every Secret key referenced (env, Ingress auth and TLS, ServiceMonitor credentials) is documented in
   docs/kubernetes.md;
 - the HTTPScaledObjects claim exactly the Ingress hosts routed to the KEDA interceptor, their targets exist, and
@@ -312,6 +314,29 @@ def check_containers(objects: list[dict[str, Any]], facts: dict[str, ServiceFact
                     yield Problem(where, f"UVICORN_PORT={variable.get('value')} is no container port")
 
 
+def check_pod_security(objects: list[dict[str, Any]]) -> Iterator[Problem]:
+    """What the namespace's Pod Security "restricted" level demands, plus a read-only root filesystem."""
+    for workload in _workloads(objects):
+        pod = workload["spec"]["template"]["spec"]
+        pod_context = pod.get("securityContext", {})
+        if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+            yield Problem(_name(workload), "uses the host's namespaces")
+        for container in _containers(workload):
+            where = f"{_name(workload)} container {container['name']}"
+            context = container.get("securityContext", {})
+            merged = {**pod_context, **context}
+            if merged.get("runAsNonRoot") is not True or merged.get("runAsUser", 1) == 0:
+                yield Problem(where, "may run as root (runAsNonRoot: true and a non-zero runAsUser needed)")
+            if context.get("readOnlyRootFilesystem") is not True:
+                yield Problem(where, "root filesystem is writable (readOnlyRootFilesystem: true needed)")
+            if context.get("allowPrivilegeEscalation") is not False:
+                yield Problem(where, "allowPrivilegeEscalation is not false")
+            if "ALL" not in context.get("capabilities", {}).get("drop", []) or context.get("capabilities", {}).get("add"):
+                yield Problem(where, "capabilities: drop ALL and add none")
+            if merged.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+                yield Problem(where, "no seccompProfile RuntimeDefault")
+
+
 def secret_references(objects: list[dict[str, Any]]) -> Iterator[tuple[str, str, str]]:
     """(where, Secret name, key) for every Secret key the manifests use."""
     for workload in _workloads(objects):
@@ -518,6 +543,7 @@ def check(
         *check_services(objects),
         *check_ingresses(objects),
         *check_containers(objects, facts),
+        *check_pod_security(objects),
         *check_secrets(objects, documented),
         *check_http_scaled_objects(objects),
         *check_scaled_objects(objects),
