@@ -34,7 +34,7 @@ from whisper_common.auth import OPEN_PATH_PREFIXES, ApiKeyMiddleware, bearer_sch
 from whisper_common.concurrency import InferenceGate
 from whisper_common.docs_ui import DOCS_PATH, install_docs
 from whisper_common.errors import ApiError, error_body, install_error_handlers
-from whisper_common.forms import reject_repeated_form_fields
+from whisper_common.forms import check_form_body
 from whisper_common.log import RequestContextMiddleware
 from whisper_common.metrics import ServiceMetrics, metrics_router
 from whisper_common.model_catalog import resolve_model_id
@@ -163,7 +163,7 @@ def create_service_app(
     app.include_router(activity_router())
     app.include_router(metrics_router(), dependencies=[Depends(bearer_scheme)])
     for router in routers:
-        app.include_router(router, dependencies=[Depends(bearer_scheme), Depends(reject_repeated_form_fields)])
+        app.include_router(router, dependencies=[Depends(bearer_scheme), Depends(check_form_body)])
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(
         UploadLimitMiddleware, max_bytes=settings.max_upload_bytes, read_timeout=settings.body_read_timeout_seconds

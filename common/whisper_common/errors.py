@@ -18,8 +18,10 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import compile_path
 
 logger = logging.getLogger("whisper_common.errors")
 
@@ -226,6 +228,17 @@ def client_disconnected_response() -> JSONResponse:
 
 
 _STATUS_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error"}
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's 405 names only the first route that matched the path,
+    so `GET /v1/jobs` beside `POST /v1/jobs` would be left out of `Allow`."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and compile_path(getattr(route, "path", route.path_format))[0].match(request.url.path):
+            methods.update(route.methods)
+    return sorted(methods)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -274,7 +287,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         message, param = _validation_message(exc)
-        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_parameter"), status_code=400)
+        code = "missing_parameter" if exc.errors() and exc.errors()[0].get("type") == "missing" else "invalid_parameter"
+        return JSONResponse(error_body(message, "invalid_request_error", param, code), status_code=400)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -286,10 +300,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(parse_error)
         status = exc.status_code
         error_type = "server_error" if status >= 500 else _STATUS_TYPES.get(status, "invalid_request_error")
-        code = "not_found" if status == 404 else None
-        return JSONResponse(
-            error_body(str(exc.detail), error_type, None, code), status_code=status, headers=exc.headers
-        )
+        code = _STATUS_CODES.get(status)
+        headers = dict(exc.headers or {})
+        if status == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body(str(exc.detail), error_type, None, code), status_code=status, headers=headers)
 
     async def disconnected(request: Request, _: Exception) -> JSONResponse:
         logger.info("client disconnected; its work was cancelled", extra={"path": request.url.path})

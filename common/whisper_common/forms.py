@@ -1,43 +1,47 @@
-"""Form checks FastAPI does not make: a field that takes one value, sent twice, is a 400 naming it.
+"""Form checks FastAPI does not make, for routes whose body is a form (`Form`/`File` parameters).
 
-    app.include_router(router, dependencies=[Depends(reject_repeated_form_fields)])   # create_service_app does this
+    app.include_router(router, dependencies=[Depends(check_form_body)])   # create_service_app does this
 
-FastAPI keeps the last of two `file` parts without a word; the client meant one of them, and we cannot know which.
-Fields declared as lists (`timestamp_granularities[]`) may repeat. Runs after FastAPI parsed the body (the parsed form
-is cached on the request), before the route.
+- A body that is not a form at all (JSON, say) is a 400 saying so, not "'file' is required".
+- A field that takes one value, sent twice, is a 400 naming it: FastAPI keeps the last of two `file` parts without a
+  word; the client meant one of them, and we cannot know which. Fields declared as lists
+  (`timestamp_granularities[]`) may repeat.
+Runs after FastAPI parsed the body (the parsed form is cached on the request), before the route's own validation.
 """
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
-from fastapi import Request
+from fastapi import Request, params
 from fastapi._compat import field_annotation_is_sequence
 
-from whisper_common.errors import DuplicateParameter
+from whisper_common.errors import DuplicateParameter, InvalidBody
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-async def reject_repeated_form_fields(request: Request) -> None:
+async def check_form_body(request: Request) -> None:
+    body_params = _body_params(request)
+    if not any(isinstance(field.field_info, params.Form) for field in body_params):
+        return
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type not in _FORM_TYPES:
-        return
+        raise InvalidBody(
+            f"the request body must be multipart/form-data (got {content_type[:100] or 'no Content-Type'}): send the "
+            "audio as the 'file' part and the options as form fields"
+        )
     form = await request.form()
     counts = Counter(key for key, _ in form.multi_items())
     repeated = [name for name, count in counts.items() if count > 1]
     if not repeated:
         return
-    multi_valued = _multi_valued_fields(request)
+    multi_valued = {field.alias for field in body_params if field_annotation_is_sequence(field.field_info.annotation)}
     for name in repeated:
         if name not in multi_valued:
             raise DuplicateParameter(name, counts[name])
 
 
-def _multi_valued_fields(request: Request) -> set[str]:
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return set()
-    return {
-        field.alias for field in dependant.body_params if field_annotation_is_sequence(field.field_info.annotation)
-    }
+def _body_params(request: Request) -> list[Any]:
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    return list(dependant.body_params) if dependant is not None else []
