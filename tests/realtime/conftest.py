@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,14 +51,3 @@ def open_socket(server: Server, *, key: str | None = API_KEY, **kwargs) -> Clien
 
 def next_event(socket: ClientConnection, timeout: float = 60) -> dict:
     return json.loads(socket.recv(timeout=timeout))
-
-
-def events_until(socket: ClientConnection, kind: str, timeout: float = 120) -> list[dict]:
-    """Every event up to and including the first of type `kind`."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while True:
-        event = next_event(socket, max(0.1, deadline - time.monotonic()))
-        seen.append(event)
-        if event["type"] == kind:
-            return seen

@@ -14,7 +14,7 @@ from openai import OpenAI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.realtime.audio import recording_pcm16
-from tests.realtime.conftest import API_KEY, events_until, next_event, open_socket, ws_url
+from tests.realtime.conftest import API_KEY, next_event, open_socket, ws_url
 from tests.service_servers import JFK_REFERENCE, Server
 from tests.whisper_faster.helpers import word_error_rate
 

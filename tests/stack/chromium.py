@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,9 @@ class Page:
 
 
 @contextmanager
-def headless_page(authorization: str | None = None) -> Iterator[Page]:
-    """A page in a fresh headless Chromium; `authorization` is sent with every request the page makes."""
+def headless_page(authorization: str | None = None, extra_args: Sequence[str] = ()) -> Iterator[Page]:
+    """A page in a fresh headless Chromium; `authorization` is sent with every request the page makes; `extra_args`
+    add command-line switches (a fake microphone, say)."""
     binary = chromium_binary()
     assert binary is not None, "chromium is not installed"
     with tempfile.TemporaryDirectory(prefix="stack-chromium-") as profile:
@@ -88,6 +89,7 @@ def headless_page(authorization: str | None = None) -> Iterator[Page]:
                 "--ignore-certificate-errors",  # the TLS tests verify the certificate; this one is about the page
                 "--host-resolver-rules=MAP *.localhost 127.0.0.1",
                 "--window-size=1280,900",
+                *extra_args,
                 f"--user-data-dir={profile}",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",

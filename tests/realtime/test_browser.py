@@ -1,0 +1,119 @@
+"""The `/realtime` page in headless Chromium with a fake microphone playing a real recording, through Nginx (TLS +
+basic auth) and the auto-start proxy, starting from a sleeping whisper-faster: the page's final lines must match
+the recording. Also a plain WebSocket client waking the sleeping service with the upgrade itself."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+import websockets
+from faster_whisper.audio import decode_audio
+
+from scripts.stack.local_stack import LocalStack
+from scripts.stack.settings import RunSettings
+from tests.service_servers import JFK_REFERENCE
+from tests.stack.chromium import chromium_binary, headless_page
+from tests.stack.harness import require_nginx
+from tests.support import ARTIFACTS, fixture_path, free_port, require
+from tests.whisper_faster.helpers import word_error_rate
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    require_nginx()
+    run_dir = tmp_path_factory.mktemp("stack-realtime")
+    settings = RunSettings(
+        dir=run_dir, https_port=free_port(), http_port=free_port(), proxy_port=free_port(),
+        whisper_faster_port=free_port(), whisperx_port=free_port(), start_timeout=300,
+    )
+    # The lag and load guards are relaxed: speed is measured by the benchmark, not asserted on a shared machine.
+    local = LocalStack(settings, service_env={
+        "HF_HUB_OFFLINE": "1", "DATA_DIR": str(run_dir / "data"), "REALTIME_MAX_LAG_SECONDS": "300",
+        "REALTIME_MAX_LOAD": "10",
+    })
+    local.prepare()
+    try:
+        local.start()
+        yield local
+    finally:
+        problems = local.stop()
+        shutil.copytree(local.paths.logs, ARTIFACTS / "stack-realtime-logs", dirs_exist_ok=True)
+        assert not problems, problems
+
+
+def proxy_state(stack: LocalStack) -> str:
+    status = httpx.get(f"http://127.0.0.1:{stack.settings.proxy_port}/_autostart/status", timeout=5).json()
+    return str(status["services"][stack.settings.whisper_host]["state"])
+
+
+def basic(stack: LocalStack) -> str:
+    assert stack.credentials is not None
+    return "Basic " + base64.b64encode(f"{stack.credentials.user}:{stack.credentials.password}".encode()).decode()
+
+
+def test_the_upgrade_wakes_the_sleeping_service_and_frames_flow_both_ways(stack: LocalStack) -> None:
+    assert proxy_state(stack) == "stopped"
+
+    async def talk() -> list[dict]:
+        async with websockets.connect(
+            f"wss://{stack.settings.whisper_host}:{stack.settings.https_port}/v1/realtime?intent=transcription",
+            ssl=ssl.create_default_context(cafile=str(stack.paths.cert)),
+            host="127.0.0.1",  # whisper.localhost may not resolve here; Host and SNI still name it
+            additional_headers={"Authorization": basic(stack)},
+            open_timeout=300,  # the service starts on this request
+        ) as socket:
+            created = json.loads(await socket.recv())
+            await socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription"}}))
+            updated = json.loads(await socket.recv())
+            return [created, updated]
+
+    created, updated = asyncio.run(talk())
+    assert created["type"] == "session.created" and updated["type"] == "session.updated"
+    assert proxy_state(stack) == "ready"
+
+
+def fake_microphone(path: Path) -> Path:
+    """jfk.flac as Chromium's fake capture wants it: 48 kHz 16-bit WAV, with silence around the speech."""
+    speech = decode_audio(str(fixture_path("jfk.flac")), sampling_rate=48_000)
+    padded = np.concatenate([np.zeros(48_000, np.float32), speech, np.zeros(3 * 48_000, np.float32)])
+    soundfile.write(path, padded, 48_000, subtype="PCM_16")
+    return path
+
+
+def test_the_page_transcribes_a_fake_microphone_through_nginx_and_the_proxy(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    require(chromium_binary() is not None, "chromium (apt-get install chromium)")
+    wav = fake_microphone(tmp_path / "jfk-48k.wav")
+    args = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    url = f"https://{stack.settings.whisper_host}:{stack.settings.https_port}/realtime?autostart=1"
+    with headless_page(authorization=basic(stack), extra_args=args) as page:
+        page.call("Page.navigate", url=url)
+        page.wait_for("document.querySelector('#status') && document.querySelector('#status').textContent"
+                      ".startsWith('Listening')", timeout_s=300)
+        # Final lines until the recording's last words are in (it plays at real time: 11 s plus silence).
+        page.wait_for("document.querySelector('#finals').innerText.toLowerCase().split('country').length > 2"
+                      " || document.querySelector('#status').className === 'error'", timeout_s=120)
+        page.screenshot(ARTIFACTS / "realtime-page.png")
+        status = page.evaluate("document.querySelector('#status').textContent")
+        lines = page.evaluate("window.realtime.lines.map(line => line.text)")
+    assert not status.startswith("Error"), status
+    text = " ".join(lines)
+    assert word_error_rate(JFK_REFERENCE, text) < 0.25, lines
+    assert len(lines) >= 2  # one line per utterance, not one blob
