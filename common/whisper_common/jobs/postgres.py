@@ -2,7 +2,7 @@
 `FOR UPDATE SKIP LOCKED`, so two workers never take the same job and never wait on each other."""
 from __future__ import annotations
 
-import queue
+from queue import Empty, LifoQueue
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +40,7 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, queue: str, pool_size: int = 8) -> None:
         self.queue = queue
         self._url = url
-        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self._idle: LifoQueue[psycopg.Connection] = LifoQueue()
         self._pool_size = pool_size
         self._closed = threading.Event()
         self.create_schema()
@@ -54,7 +54,7 @@ class PostgresStore(SqlStore):
     def _connect(self) -> psycopg.Connection:
         try:
             return self._idle.get_nowait()
-        except queue.Empty:
+        except Empty:
             return psycopg.connect(self._url, connect_timeout=10, application_name="whisper-jobs")
 
     @contextmanager
@@ -76,5 +76,5 @@ class PostgresStore(SqlStore):
         while True:
             try:
                 self._idle.get_nowait().close()
-            except queue.Empty:
+            except Empty:
                 return
