@@ -1,0 +1,81 @@
+"""Jobs through the whole local stack (Nginx → auto-start proxy → whisper-faster started on demand): a job submitted
+to a sleeping service wakes it, the proxy does not stop the service while the job runs past the idle timeout (it asks
+GET /health/activity), and stops it once the job is done. The job is watched on the service's own port, so the
+polling does not count as traffic that would keep the service awake."""
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scripts.stack.local_stack import LocalStack
+from scripts.stack.settings import RunSettings
+from tests.jobs.helpers import long_audio, submit
+from tests.stack.harness import LoopbackTransport, require_nginx
+from tests.support import fixture_path, free_port
+
+pytestmark = pytest.mark.stack
+
+IDLE_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    require_nginx()
+    run_dir = tmp_path_factory.mktemp("jobs-stack")
+    settings = RunSettings(
+        dir=run_dir, https_port=free_port(), http_port=free_port(), proxy_port=free_port(),
+        whisper_faster_port=free_port(), whisperx_port=free_port(), start_timeout=300, idle_timeout=IDLE_TIMEOUT,
+    )
+    local = LocalStack(settings, service_env={"HF_HUB_OFFLINE": "1", "DATA_DIR": str(run_dir / "data")})
+    local.prepare()
+    try:
+        local.start()
+        yield local
+    finally:
+        problems = local.stop()
+        assert not problems, problems
+
+
+def _state(stack: LocalStack) -> str:
+    status = httpx.get(f"http://127.0.0.1:{stack.settings.proxy_port}/_autostart/status", timeout=5).json()
+    return str(status["services"][stack.settings.whisper_host]["state"])
+
+
+def test_a_job_wakes_the_service_which_stays_up_while_it_runs_then_stops(stack: LocalStack, tmp_path: Path) -> None:
+    assert _state(stack) == "stopped"
+    audio = long_audio(fixture_path("dev00.wav"), tmp_path / "long.wav", repeats=3)  # 90 s: well past 2 s idle
+    assert stack.credentials is not None
+    with httpx.Client(
+        base_url=f"https://{stack.settings.whisper_host}:{stack.settings.https_port}",
+        transport=LoopbackTransport(verify=ssl.create_default_context(cafile=str(stack.paths.cert))),
+        auth=(stack.credentials.user, stack.credentials.password),
+        timeout=300,
+    ) as through_nginx:
+        accepted = submit(through_nginx, audio)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+
+    direct = httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.whisper_faster_port}", timeout=10)
+    past_idle = False
+    started = time.monotonic()
+    while True:
+        job = direct.get(f"/v1/jobs/{job_id}").json()
+        assert _state(stack) == "ready", f"the proxy stopped the service while job {job_id} was {job['status']}"
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            break
+        past_idle = past_idle or time.monotonic() - started > 2 * IDLE_TIMEOUT
+        assert time.monotonic() - started < 240, job
+        time.sleep(0.2)
+    direct.close()
+    assert job["status"] == "succeeded", job
+    assert past_idle, "the job finished before the idle timeout; it proves nothing"
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _state(stack) != "stopped":
+        time.sleep(0.2)
+    assert _state(stack) == "stopped"
