@@ -38,30 +38,48 @@ async def port_open(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> boo
 
 async def fetch(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> Answer | None:
     """`GET path` on one fresh connection; the status and (up to 64 KiB of) the body, or None when the service
-    cannot be reached, answers something that is not HTTP, or takes longer than `timeout`."""
+    cannot be reached, answers something that is not HTTP, or sends no complete head within `timeout`."""
+    data = b""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port)
             try:
                 host_header = f"[{host}]" if ":" in host else host
-                # HTTP/1.0: the answer is never chunked and ends with the connection.
+                # HTTP/1.0: the answer is never chunked, and ends with the connection or its Content-Length.
                 writer.write(
                     f"GET {path} HTTP/1.0\r\nHost: {host_header}:{port}\r\nUser-Agent: autostart-probe\r\n"
                     "Accept: application/json\r\n\r\n".encode("latin-1")
                 )
                 await writer.drain()
-                data = await reader.read(MAX_PROBE_BODY)
-                while len(data) < MAX_PROBE_BODY and (more := await reader.read(MAX_PROBE_BODY - len(data))):
+                while len(data) < MAX_PROBE_BODY and not _complete(data):
+                    more = await reader.read(MAX_PROBE_BODY - len(data))
+                    if not more:
+                        break
                     data += more
             finally:
                 writer.close()
-    except (OSError, asyncio.TimeoutError, UnicodeError):
+    except (OSError, UnicodeError):
         return None
+    except asyncio.TimeoutError:
+        if b"\r\n\r\n" not in data:
+            return None
     head, _, body = data.partition(b"\r\n\r\n")
     parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or len(parts[1]) != 3 or not parts[1].isdigit():
         return None
     return Answer(int(parts[1]), body)
+
+
+def _complete(data: bytes) -> bool:
+    """Whether `data` holds a whole answer whose length the head states (else it ends with the connection)."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return len(body) >= int(value)
+    return False
 
 
 def json_body(answer: Answer) -> Any:
