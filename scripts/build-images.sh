@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make images`: builds whisper-platform/{whisper-faster,whisperx,autostart}, each tagged `latest` and the git commit.
-# Usage: scripts/build-images.sh [--missing] [whisper-faster|whisperx|autostart ...]   (default: all three)
+# Usage: scripts/build-images.sh [--missing] [--no-cache] [whisper-faster|whisperx|autostart ...]   (default: all three)
 #   --missing   build only images whose `latest` tag does not exist yet (what `make up` uses)
+#   --no-cache  rebuild every layer (the layer cache is used otherwise)
 # Environment:
 #   WHISPER_BASE   auto (default): python:3.11-slim-bookworm if it is present or can be pulled, else a base made from
 #                  Debian packages (mmdebstrap); `pull`: only the Docker Hub image; `debian`: only the Debian-made one.
@@ -12,6 +13,7 @@
 #   PIP_INDEX_URL / PIP_EXTRA_INDEX_URL  a PyPI mirror for the builds (air-gapped sites).
 #   TORCH_INDEX_URL  where whisperx gets torch: PyTorch's CPU index if reachable (default
 #                  https://download.pytorch.org/whl/cpu), otherwise PyPI's torch (a CUDA build, several GB).
+#   EXTRA_PIP_PACKAGES  more packages for whisper-faster (GPU: "nvidia-cublas-cu12 nvidia-cudnn-cu12").
 #   IMAGE_PREFIX   whisper-platform
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,10 +21,12 @@ cd "$(dirname "$0")/.."
 die() { echo "make images: $*" >&2; exit 1; }
 
 missing_only=0
+cache_args=()
 services=()
 for arg in "$@"; do
   case "$arg" in
     --missing) missing_only=1 ;;
+    --no-cache) cache_args=(--no-cache) ;;
     whisper-faster|whisperx|autostart) services+=("$arg") ;;
     *) die "unknown argument '$arg' (services: whisper-faster whisperx autostart)" ;;
   esac
@@ -30,7 +34,7 @@ done
 [ ${#services[@]} -gt 0 ] || services=(whisper-faster whisperx autostart)
 prefix="${IMAGE_PREFIX:-whisper-platform}"
 hub_image="python:3.11-slim-bookworm"
-debian_image="$prefix/python-base:3.11-bookworm"
+debian_image="whisper-platform/python-base:3.11-bookworm"
 
 # A docker client that builds with BuildKit (secrets, cache mounts): `docker buildx`, or a client that still has
 # BuildKit built in (Docker < 23, e.g. Debian's docker.io) with DOCKER_BUILDKIT=1.
@@ -121,9 +125,11 @@ fi
 torch_index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 for service in "${todo[@]}"; do
-  args=(--network host --build-arg "PYTHON_IMAGE=$base" "${secret_args[@]}")
+  args=(--network host --build-arg "PYTHON_IMAGE=$base" "${secret_args[@]}" "${cache_args[@]}")
   [ -n "${PIP_INDEX_URL:-}" ] && args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
   [ -n "${PIP_EXTRA_INDEX_URL:-}" ] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
+  [ -n "${EXTRA_PIP_PACKAGES:-}" ] && [ "$service" = whisper-faster ] \
+    && args+=(--build-arg "EXTRA_PIP_PACKAGES=$EXTRA_PIP_PACKAGES")
   if [ "$service" = whisperx ]; then
     if curl -fsS --max-time 10 -o /dev/null "${torch_index%/}/torch/" 2>/dev/null; then
       echo "== whisperx: torch from $torch_index"
@@ -137,7 +143,7 @@ for service in "${todo[@]}"; do
   start=$SECONDS
   if ! "${build_cmd[@]}" "${args[@]}" -f "$service/Dockerfile" \
       -t "$prefix/$service:latest" -t "$prefix/$service:$commit" \
-      --label "org.opencontainers.image.revision=$commit" .; then
+      --label "org.opencontainers.image.revision=$commit" --label "org.opencontainers.image.base.name=$base" .; then
     die "building $prefix/$service failed (the output above names the step); nothing was tagged"
   fi
   echo "== built $prefix/$service:latest and :$commit in $((SECONDS - start)) s"

@@ -1,0 +1,144 @@
+"""`make up` on a host that cannot run the deployment: it says what is wrong and what to do, exits non-zero, and
+leaves nothing half-installed (no container, no proxy, no Nginx site).
+
+"docker missing" and "compose missing" are made with PATH: a folder holding only the tools the script needs, and
+for "compose missing" a `docker` that runs the real one but knows no `compose` (what an engine without the plugin
+answers). The port and the build failures are real: a socket holds the port; the build's pip index is a local
+server that has no packages.
+"""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.containers.conftest import BuiltImages
+from tests.containers.deployment import Deployment
+from tests.containers.docker_cli import CONTAINERS, docker, inspect
+
+pytestmark = [pytest.mark.docker, pytest.mark.stack]
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Deployment:
+    deployment = Deployment(tmp_path)
+    deployment.write_nginx_conf()
+    return deployment
+
+
+def _bin_dir(tmp_path: Path, tools: tuple[str, ...]) -> Path:
+    directory = tmp_path / "bin"
+    directory.mkdir(exist_ok=True)
+    for tool in tools:
+        found = shutil.which(tool)
+        if found:
+            (directory / tool).symlink_to(found)
+    return directory
+
+
+def _assert_nothing_installed(deployment: Deployment) -> None:
+    for container in CONTAINERS.values():
+        assert inspect(container) is None, f"{container} was created by a failed make up"
+    sites = deployment.nginx_dir / "sites-enabled"
+    assert not sites.is_dir() or not list(sites.iterdir()), "a failed make up enabled Nginx sites"
+    assert not (deployment.state_dir / "autostart.pid").exists(), "a failed make up left the proxy running"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", deployment.proxy_port))  # nothing listens on the proxy's address
+
+
+def test_make_up_without_docker_says_to_install_it(deployment: Deployment, tmp_path: Path) -> None:
+    bin_dir = _bin_dir(tmp_path, ("dirname", "id"))
+    result = deployment.script("compose-up.sh", {**deployment.env(), "PATH": str(bin_dir)})
+    assert result.returncode == 1
+    assert "docker is not installed" in result.stderr and "apt-get install docker.io" in result.stderr
+    assert not (deployment.nginx_dir / "sites-enabled").exists()
+
+
+def test_make_up_without_compose_says_to_install_it(
+    deployment: Deployment, tmp_path: Path, docker_engine: None
+) -> None:
+    bin_dir = _bin_dir(tmp_path, ("dirname", "id"))
+    real_docker = shutil.which("docker")
+    assert real_docker is not None
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = compose ]; then echo "docker: \'compose\' is not a docker command." >&2; exit 1; fi\n'
+        f'exec {real_docker} "$@"\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    result = deployment.script("compose-up.sh", {**deployment.env(), "PATH": str(bin_dir)})
+    assert result.returncode == 1
+    assert "Docker Compose is missing" in result.stderr and "docker-compose" in result.stderr
+    _assert_nothing_installed(deployment)
+
+
+def test_make_up_with_a_service_port_taken_names_the_port(deployment: Deployment, docker_engine: None) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", deployment.service_ports["whisperx"]))
+        holder.listen()
+        result = deployment.make("up")
+    assert result.returncode != 0
+    port = deployment.service_ports["whisperx"]
+    assert f"port 127.0.0.1:{port} (for whisperx) is taken" in result.stderr and "WHISPERX_PORT" in result.stderr
+    _assert_nothing_installed(deployment)
+
+
+def test_make_up_with_the_proxy_address_taken_names_it(deployment: Deployment, docker_engine: None) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", deployment.proxy_port))
+        holder.listen()
+        result = deployment.make("up")
+        assert result.returncode != 0
+        assert f"127.0.0.1:{deployment.proxy_port} is taken" in result.stderr and "AUTOSTART_LISTEN" in result.stderr
+    _assert_nothing_installed(deployment)
+
+
+@pytest.fixture
+def empty_package_index() -> Iterator[str]:
+    """A PyPI "simple" index that has no packages: every lookup is a 404, as on a mirror missing them."""
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.timeout(900)
+def test_make_up_with_a_failing_image_build_installs_nothing(
+    deployment: Deployment, built_images: BuiltImages, empty_package_index: str
+) -> None:
+    prefix = "whisper-platform-failing-build"
+    env = {
+        **deployment.env(),
+        # Images under another name are missing, so make up builds them; the base is the one make images used.
+        "IMAGE_PREFIX": prefix,
+        "PYTHON_IMAGE": built_images.base,
+        "PIP_INDEX_URL": empty_package_index,
+    }
+    try:
+        result = deployment.make("up", env=env)
+        assert result.returncode != 0
+        assert f"building {prefix}/whisper-faster failed" in result.stderr
+        assert "the image build failed (see above): nothing was installed" in result.stderr
+        _assert_nothing_installed(deployment)
+        assert docker("images", "-q", f"{prefix}/*").stdout.strip() == "", "a failed build was tagged"
+    finally:
+        for image in docker("images", "--format", "{{.Repository}}:{{.Tag}}", f"{prefix}/*").stdout.split():
+            docker("rmi", "-f", image, check=False)
