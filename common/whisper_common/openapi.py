@@ -9,6 +9,7 @@ FastAPI's generated schema is close but not exact for these services; this fixes
   keys no operation declares security at all (the server asks for none);
 - form fields marked `include_in_schema=False` (hidden aliases) are left out of request bodies;
 - a multipart field cannot be JSON null (leaving it out means the default), so form fields are not declared nullable;
+  an empty optional form field also means the default (FastAPI reads `""` as not given), and the schema allows it;
 - model ids (`model` form fields, `model_id` path parameters) carry the pattern `resolve_model_id` enforces.
 """
 from __future__ import annotations
@@ -137,10 +138,28 @@ def _shape_form_body(
             properties.pop(name, None)
             if name in target.get("required", ()):
                 target["required"].remove(name)
+        required = set(target.get("required", ()))
         for name, prop in list(properties.items()):
-            properties[name] = _without_null(prop)
-        if "model" in properties:
-            properties["model"] = {**_keep_docs(properties["model"]), **model_id_schema(settings, empty_means_default=True)}
+            prop = _without_null(prop)
+            if name == "model":
+                prop = {**_keep_docs(prop), **model_id_schema(settings, empty_means_default=False)}
+            properties[name] = prop if name in required else _empty_means_default(prop)
+
+
+_CONSTRAINTS = ("format", "pattern", "enum", "const", "minLength")
+_DOC_KEYS = ("title", "description", "default")
+
+
+def _empty_means_default(prop: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI reads an empty form value as "not given" (the default): say so where the field's own schema would
+    not allow `""` (numbers, booleans, patterns, formats, enums). Lists are left alone (empty items are dropped)."""
+    if prop.get("type") == "array" or "anyOf" in prop:
+        return prop
+    if prop.get("type") == "string" and not any(key in prop for key in _CONSTRAINTS):
+        return prop
+    core = {key: value for key, value in prop.items() if key not in _DOC_KEYS}
+    docs = {key: value for key, value in prop.items() if key in _DOC_KEYS}
+    return {"anyOf": [core, {"type": "string", "maxLength": 0, "description": "Empty: the default."}], **docs}
 
 
 def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
