@@ -422,6 +422,8 @@ class FastProtocol(asyncio.Protocol):
             "reason": "connection reset by the service", "detail": "before the response" if before_head
             else "during the response", "fastPath": True,
         })
+        if self.route is not None:
+            self.route.lifecycle.upstream_failed()
         self._finish_request()
         if before_head:
             encoded = name.encode()

@@ -31,6 +31,7 @@ from .errors import AutostartError, StartFailed, StartTimeout, StopFailed, TooMa
 from .providers.base import Provider
 
 T = TypeVar("T")
+RECHECK_DELAYS = (0.05, 0.25, 1.0)  # seconds between looks after a request saw the service drop its connection
 
 
 class Clock(Protocol):
@@ -139,6 +140,7 @@ class ServiceLifecycle:
         self.stops_postponed = 0
         self._wake_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        self._recheck_task: asyncio.Future[None] | None = None
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -360,6 +362,20 @@ class ServiceLifecycle:
             return False
         return self.state is State.READY
 
+    def upstream_failed(self) -> None:
+        """A request saw the service drop its connection: look again soon whether it still runs (a crash or a
+        kill), so the status says so before the next periodic check. The provider may need a moment to see a
+        killed process as gone, hence a few looks."""
+        if self.state is State.READY and (self._recheck_task is None or self._recheck_task.done()):
+            self._recheck_task = asyncio.ensure_future(self._recheck())
+            self._recheck_task.add_done_callback(_retrieve)
+
+    async def _recheck(self) -> None:
+        for delay in RECHECK_DELAYS:
+            await self.clock.sleep(delay)
+            if self.state is not State.READY or not await self.verify_running():
+                return
+
     async def adopt(self) -> bool:
         """A stopped service that is in fact running and healthy (already up at start-up, started by hand,
         or late after a timed-out start) becomes ready; its idle clock starts now."""
@@ -381,7 +397,7 @@ class ServiceLifecycle:
             return None
 
     async def close(self) -> None:
-        for task in (self._wake_task, self._stop_task):
+        for task in (self._wake_task, self._stop_task, self._recheck_task):
             if task is not None:
                 task.cancel()
 

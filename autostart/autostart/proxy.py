@@ -316,6 +316,7 @@ class Proxy:
         name = route.service.name
         log.warning("upstream failed", extra={"service": name, "requestId": request_id(request), "reason": what,
                                                 "detail": f"{type(exc).__name__}: {exc}"})
+        route.lifecycle.upstream_failed()
         if response is not None and response.prepared:
             raise _abort(request) from exc
         return json_response(502, {"error": f"{name} is unreachable: {what}", "service": name})

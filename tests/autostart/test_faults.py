@@ -123,7 +123,9 @@ def test_a_backend_killed_during_a_request_is_a_502_and_the_request_never_runs_a
     assert response.json() == {"error": "backend is unreachable: connection reset by the service",
                                "service": "backend"}
     assert _handled(record, tag) == 1
-    assert proxy.status()[HOST]["wakes"] == wakes  # nothing was restarted to answer it again
+    # The status says so at once (the periodic check is 30 s away), and nothing was restarted to answer it again.
+    wait_until(lambda: proxy.status()[HOST]["state"] == "stopped", 5, "status to say stopped")
+    assert proxy.status()[HOST]["wakes"] == wakes
     failed = [e for e in log_events(proxy) if e.get("requestId") == tag and e.get("event") == "upstream failed"]
     assert failed and failed[0]["service"] == "backend"
     # The next request finds it gone, starts it once, and is served by the new process.

@@ -382,3 +382,14 @@ async def test_in_flight_requests_stop_nothing_and_ask_nothing(clock, provider):
     await clock.advance(500)
     await lifecycle.check()
     assert activity.calls == 0 and lifecycle.state is State.READY
+
+
+async def test_a_dropped_connection_makes_it_look_again_at_once(clock, provider):
+    lifecycle = await ready_service(clock, provider)
+    lifecycle.upstream_failed()  # a reset, but the service still runs: it stays ready
+    await clock.advance(2)
+    assert lifecycle.state is State.READY
+    provider.running = False  # killed: the next reset finds it gone well before a periodic check
+    lifecycle.upstream_failed()
+    await clock.advance(0.1)
+    assert lifecycle.state is State.STOPPED and lifecycle.stops == 1
