@@ -6,7 +6,7 @@
 set -euo pipefail
 profile="${1:-all}"
 runtime=(ffmpeg nginx openssl curl ca-certificates)
-testing=(espeak-ng sox chromium docker.io docker-compose busybox-static wrk shellcheck postgresql)
+testing=(espeak-ng sox chromium docker.io docker-compose mmdebstrap busybox-static wrk shellcheck postgresql)
 packages=("${runtime[@]}")
 [ "$profile" = all ] && packages+=("${testing[@]}")
 
