@@ -330,7 +330,18 @@ def metrics_tables() -> dict[str, str]:
     return {
         "metrics-service": metrics_table(ServiceMetrics(namespace="whisper_faster").registry),
         "metrics-proxy": metrics_table(proxy_metrics.registry),
+        "metrics-realtime": realtime_metrics_table(),
     }
+
+
+def realtime_metrics_table() -> str:
+    from prometheus_client import CollectorRegistry
+
+    from whisper_faster.realtime.admission import RealtimeMetrics
+
+    registry = CollectorRegistry()
+    RealtimeMetrics(registry)
+    return metrics_table(registry)
 
 
 CONFIGURATION_PAGE = PAGE

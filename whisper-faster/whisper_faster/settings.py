@@ -44,6 +44,6 @@ class Settings(ServiceSettings):
         0.7,
         gt=0,
         le=10,
-        description="Refuse new realtime sessions (close 1013) while the recent realtime factor (inference seconds "
-        "per second of utterance audio, queueing included) is above this.",
+        description="Refuse new realtime sessions (close 1013) while sessions are open and the realtime factor of "
+        "the last 30 s (inference seconds per second of utterance audio, queueing included) is above this.",
     )

@@ -28,10 +28,11 @@ class RealtimeMetrics:
 
 
 class Admission:
-    """Counts open sessions and the recent realtime factor; `refusal()` says why a new session may not open."""
+    """Counts open sessions and the recent realtime factor; `refusal()` says why a new session may not open. The
+    factor describes the sessions open now: with none open, nothing can be falling behind, so a new one is let in."""
 
     def __init__(self, max_sessions: int, max_load: float, metrics: RealtimeMetrics | None = None,
-                 window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 window_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_sessions = max_sessions
         self.max_load = max_load
         self.metrics = metrics
@@ -47,7 +48,7 @@ class Admission:
         if self.open >= self.max_sessions:
             return "limit", (f"{self.open} realtime sessions are open, the most this server allows "
                              f"(MAX_REALTIME_SESSIONS={self.max_sessions}); try again later")
-        if self.factor > self.max_load:
+        if self.open > 0 and self.factor > self.max_load:
             return "overloaded", (f"the server is not keeping up with its open sessions (realtime factor "
                                   f"{self.factor:.2f} > {self.max_load:g}); try again later")
         return None

@@ -1,5 +1,5 @@
 """Runs a session's DecodeRequest on faster-whisper (in a worker thread): greedy for partials, beam search for finals,
-no timestamps, no conditioning on earlier text (each utterance stands alone, so one bad guess cannot spread)."""
+no timestamps; the prompt carries the client's prompt and the end of the session's earlier finals."""
 from __future__ import annotations
 
 from whisper_faster.models import LoadedModel
@@ -13,7 +13,7 @@ def transcribe_utterance(model: LoadedModel, request: DecodeRequest) -> str:
     segments, _ = model.whisper.transcribe(
         request.samples,
         language=config.language or (None if model.is_multilingual else "en"),
-        initial_prompt=config.prompt or None,
+        initial_prompt=request.prompt,
         beam_size=FINAL_BEAM if request.final else 1,
         temperature=0.0,
         condition_on_previous_text=False,

@@ -31,6 +31,8 @@ FINAL_TAIL_SAMPLES = VAD_RATE // 5
 """Silence kept after the last voiced window (Whisper ends words better with a little of it); a speculative final
 starts once this much silence has come."""
 MIN_PARTIAL_SAMPLES = VAD_RATE // 2
+CONTEXT_CHARS = 200
+"""How much of the earlier finals goes into the prompt (a long prompt costs decode time and can be parroted)."""
 
 
 # -- configuration -----------------------------------------------------------------------------------------------
@@ -104,6 +106,12 @@ class DecodeRequest:
     config: SessionConfig
     end: int
     """Absolute sample where the decoded audio ends."""
+    context: str = ""
+    """The end of the session's earlier finals: Whisper's prompt (after the client's own), for continuity."""
+
+    @property
+    def prompt(self) -> str | None:
+        return " ".join(part for part in (self.config.prompt, self.context) if part) or None
 
     @property
     def audio_seconds(self) -> float:
@@ -182,6 +190,7 @@ class RealtimeSession:
         self._jobs = itertools.count(1)
         self._previous_item_id: str | None = None
         self._committed_until = 0
+        self._context = ""
         """Where the last committed utterance ended: the next one's padding never reaches back into it."""
         self._last_audio_at = now
 
@@ -395,7 +404,7 @@ class RealtimeSession:
         return self._request(item, self._audio[item.start - self._audio_start:end - self._audio_start], end, final=final)
 
     def _request(self, item: _Item, samples: np.ndarray, end: int, *, final: bool) -> Decode:
-        request = DecodeRequest(next(self._jobs), item.item_id, samples, final, self.config, end)
+        request = DecodeRequest(next(self._jobs), item.item_id, samples, final, self.config, end, self._context)
         self._in_flight = request
         return Decode(request)
 
@@ -406,6 +415,7 @@ class RealtimeSession:
         delta = item.agreement.finish(text)
         if delta:
             outputs.append(Send(ev.TranscriptionDelta(item_id=item.item_id, delta=delta)))
+        self._context = (self._context + " " + text).strip()[-CONTEXT_CHARS:].lstrip()
         duration = (final.end - item.start) / VAD_RATE
         outputs.append(Send(ev.TranscriptionCompleted(
             item_id=item.item_id, transcript=text, usage=ev.Usage(seconds=round(duration, 3)),

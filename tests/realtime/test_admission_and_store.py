@@ -1,0 +1,73 @@
+"""Admission (the session limit and the realtime factor, with an injected clock) and the SQLite session store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from whisper_faster.realtime.admission import Admission, RealtimeMetrics
+from whisper_faster.realtime.store import SqliteSessionStore, StoredUtterance
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_session_limit_refuses_the_one_too_many() -> None:
+    admission = Admission(max_sessions=2, max_load=0.7)
+    admission.opened()
+    assert admission.refusal() is None
+    admission.opened()
+    reason, message = admission.refusal()
+    assert reason == "limit" and "MAX_REALTIME_SESSIONS=2" in message
+    admission.closed()
+    assert admission.refusal() is None
+
+
+def test_a_high_realtime_factor_refuses_while_sessions_are_open_and_fades_with_the_window() -> None:
+    clock = Clock()
+    admission = Admission(max_sessions=10, max_load=0.7, window_seconds=30, clock=clock)
+    admission.opened()
+    admission.record(inference_seconds=2.0, audio_seconds=2.5)
+    assert admission.factor == 0.8
+    assert admission.refusal()[0] == "overloaded"
+    admission.closed()
+    assert admission.refusal() is None  # nobody open: nothing can be falling behind
+    admission.opened()
+    clock.now += 31
+    assert admission.factor == 0.0 and admission.refusal() is None
+
+
+def test_metrics_are_exported_with_the_names_the_alerts_use() -> None:
+    registry = CollectorRegistry()
+    clock = Clock()
+    admission = Admission(max_sessions=1, max_load=0.7, metrics=RealtimeMetrics(registry), clock=clock)
+    admission.opened()
+    admission.rejected("limit")
+    admission.observe_latency(0.4)
+    admission.record(1.0, 4.0)
+    text = generate_latest(registry).decode()
+    assert "whisper_faster_realtime_sessions 1.0" in text
+    assert 'whisper_faster_realtime_sessions_rejected_total{reason="limit"} 1.0' in text
+    assert "whisper_faster_realtime_completed_latency_seconds_count 1.0" in text
+    assert "whisper_faster_realtime_factor 0.25" in text
+
+
+def test_the_store_keeps_utterances_in_order_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "realtime.sqlite3"
+    store = SqliteSessionStore(path)
+    store.create("sess_1", "tiny.en")
+    store.add_utterance("sess_1", StoredUtterance("item_a", 0.5, 2.0, "Hello."))
+    store.add_utterance("sess_1", StoredUtterance("item_b", 3.0, 4.5, "Again."))
+    store.close("sess_1")
+    store.shutdown()
+    reopened = SqliteSessionStore(path)
+    stored = reopened.get("sess_1")
+    assert stored is not None and stored.model == "tiny.en" and stored.closed_at is not None
+    assert [u.text for u in stored.utterances] == ["Hello.", "Again."]
+    assert stored.duration == 4.5
+    assert reopened.get("sess_2") is None
