@@ -5,7 +5,8 @@
 
 docs/configuration.md: the services' pydantic-settings classes (field names, types, bounds, defaults,
 descriptions), the proxy's pydantic config models, the proxy's argparse CLI and `make run`'s settings.
-docs/monitoring.md: the metrics registries of the services and the proxy (names, types, labels, help). Each table
+docs/monitoring.md: the metrics registries of the services and the proxy (names, types, labels, help); docs/jobs.md:
+the jobs' metrics. Each table
 lives between
 `<!-- generated:KEY:start -->` and `<!-- generated:KEY:end -->`; the prose around them is written by hand.
 """
@@ -344,8 +345,20 @@ def realtime_metrics_table() -> str:
     return metrics_table(registry)
 
 
+def jobs_metrics_table() -> str:
+    from prometheus_client import CollectorRegistry
+
+    from whisper_common.jobs.metrics import JobMetrics
+    from whisper_common.jobs.model import JobStatus
+
+    registry = CollectorRegistry()
+    JobMetrics(registry, "whisper_faster", lambda: {status.value: 0 for status in JobStatus}, lambda: None)
+    return metrics_table(registry)
+
+
 CONFIGURATION_PAGE = PAGE
 MONITORING_PAGE = ROOT / "docs" / "monitoring.md"
+JOBS_PAGE = ROOT / "docs" / "jobs.md"
 
 
 def generated_pages() -> dict[Path, dict[str, str]]:
@@ -353,7 +366,11 @@ def generated_pages() -> dict[Path, dict[str, str]]:
     configuration.update(proxy_tables())
     configuration["proxy-cli"] = cli_table()
     configuration["make-run-env"] = run_table()
-    return {CONFIGURATION_PAGE: configuration, MONITORING_PAGE: metrics_tables()}
+    return {
+        CONFIGURATION_PAGE: configuration,
+        MONITORING_PAGE: metrics_tables(),
+        JOBS_PAGE: {"metrics-jobs": jobs_metrics_table()},
+    }
 
 
 # -- the page --------------------------------------------------------------------------------------------------
