@@ -138,6 +138,8 @@ for service in "${todo[@]}"; do
       echo "== whisperx: $torch_index is not reachable: torch from PyPI (a CUDA build, several GB)"
       args+=(--build-arg "TORCH_INDEX_URL=")
     fi
+    # torch's own layer is keyed by its pins only (see whisperx/Dockerfile).
+    args+=(--build-arg "TORCH_PINS=$(grep -E '^(torch|torchaudio)==' constraints.txt | tr '\n' ' ')")
   fi
   echo "== building $prefix/$service ($commit)"
   start=$SECONDS
