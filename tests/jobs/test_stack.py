@@ -1,9 +1,11 @@
 """Jobs through the whole local stack (Nginx → auto-start proxy → whisper-faster started on demand): a job submitted
 to a sleeping service wakes it, the proxy does not stop the service while the job runs past the idle timeout (it asks
 GET /health/activity), and stops it once the job is done. The job is watched on the service's own port, so the
-polling does not count as traffic that would keep the service awake."""
+polling does not count as traffic that would keep the service awake. A 500 MiB upload through Nginx gets its 202
+once the whole file is stored (499 MiB of file: the form around it must fit the 500 MiB body limit)."""
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from collections.abc import Iterator
@@ -46,16 +48,20 @@ def _state(stack: LocalStack) -> str:
     return str(status["services"][stack.settings.whisper_host]["state"])
 
 
-def test_a_job_wakes_the_service_which_stays_up_while_it_runs_then_stops(stack: LocalStack, tmp_path: Path) -> None:
-    assert _state(stack) == "stopped"
-    audio = long_audio(fixture_path("dev00.wav"), tmp_path / "long.wav", repeats=3)  # 90 s: well past 2 s idle
+def _through_nginx(stack: LocalStack) -> httpx.Client:
     assert stack.credentials is not None
-    with httpx.Client(
+    return httpx.Client(
         base_url=f"https://{stack.settings.whisper_host}:{stack.settings.https_port}",
         transport=LoopbackTransport(verify=ssl.create_default_context(cafile=str(stack.paths.cert))),
         auth=(stack.credentials.user, stack.credentials.password),
         timeout=300,
-    ) as through_nginx:
+    )
+
+
+def test_a_job_wakes_the_service_which_stays_up_while_it_runs_then_stops(stack: LocalStack, tmp_path: Path) -> None:
+    assert _state(stack) == "stopped"
+    audio = long_audio(fixture_path("dev00.wav"), tmp_path / "long.wav", repeats=3)  # 90 s: well past 2 s idle
+    with _through_nginx(stack) as through_nginx:
         accepted = submit(through_nginx, audio)
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
@@ -79,3 +85,17 @@ def test_a_job_wakes_the_service_which_stays_up_while_it_runs_then_stops(stack: 
     while time.monotonic() < deadline and _state(stack) != "stopped":
         time.sleep(0.2)
     assert _state(stack) == "stopped"
+
+
+def test_a_near_500_mib_upload_through_nginx_is_accepted_once_stored(stack: LocalStack, tmp_path: Path) -> None:
+    upload = tmp_path / "huge.wav"
+    with open(upload, "wb") as handle:  # not audio: the job fails at once, nothing decodes 500 MiB
+        for _ in range(499):
+            handle.write(os.urandom(2**20))
+    with _through_nginx(stack) as through_nginx:
+        accepted = submit(through_nginx, upload)
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+        stored = Path(stack.service_env["DATA_DIR"]) / "jobs" / job_id / "audio"
+        assert stored.stat().st_size == 499 * 2**20
+        through_nginx.delete(f"/v1/jobs/{job_id}")
