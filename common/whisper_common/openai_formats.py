@@ -13,15 +13,18 @@ Shapes (exactly OpenAI's):
 - verbose_json: `{"task", "language" (English name), "duration", "text", "segments"?, "words"?}`; segments unless only
   `["word"]` was asked for; words only when `"word"` was asked for
 - diarized_json: `{"task": "transcribe", "duration", "text", "segments": [{"id", "start", "end", "speaker", "text",
-  "type": "transcript.text.segment"}]}`
+  "type": "transcript.text.segment"}], "usage"}` as the SDK's `TranscriptionDiarized` types it: `id` a string
+  (`seg_0`, ...), speakers `A`, `B`, ... by first appearance (a diarizer's `SPEAKER_00` labels are renamed; other
+  labels, the known speakers' names, are kept)
 
 Streaming (`text/event-stream`, one `data: {json}` line per event): `delta_event(text)` for each decoded segment,
-`segment_event(segment)` for diarized streams, then `done_event(full_text)` carrying the FULL text.
+`segment_event(segment, speaker)` for diarized streams, then `done_event(full_text)` carrying the FULL text.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -213,12 +216,40 @@ def to_verbose_json(
     return body
 
 
-def diarized_segment_json(segment: Segment) -> dict[str, Any]:
+_DIARIZER_LABEL = re.compile(r"SPEAKER_\d+")
+
+
+def speaker_letters(segments: Iterable[Segment]) -> dict[str | None, str]:
+    """OpenAI's speaker labels: each diarizer label (`SPEAKER_00`) or missing speaker becomes `A`, `B`, ... `Z`,
+    `AA`, ... in order of first appearance; any other label (a known speaker's name) is kept as it is."""
+    names = {segment.speaker for segment in segments if segment.speaker and not _DIARIZER_LABEL.fullmatch(segment.speaker)}
+    labels: dict[str | None, str] = {name: name for name in names}
+    index = 0
+    for segment in segments:
+        if segment.speaker in labels:
+            continue
+        while (letter := _letters(index)) in names:
+            index += 1
+        labels[segment.speaker] = letter
+        index += 1
+    return labels
+
+
+def _letters(index: int) -> str:
+    text = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        text = chr(ord("A") + rest) + text
+    return text
+
+
+def diarized_segment_json(segment: Segment, speaker: str) -> dict[str, Any]:
     return {
-        "id": segment.id,
+        "id": f"seg_{segment.id}",
         "start": round(segment.start, 3),
         "end": round(segment.end, 3),
-        "speaker": segment.speaker,
+        "speaker": speaker,
         "text": segment.text.strip(),
         "type": "transcript.text.segment",
     }
@@ -227,14 +258,20 @@ def diarized_segment_json(segment: Segment) -> dict[str, Any]:
 def to_diarized_json(
     transcript: Transcript, granularities: frozenset[TimestampGranularity] = frozenset()
 ) -> dict[str, Any]:
+    labels = speaker_letters(transcript.segments)
     body: dict[str, Any] = {
         "task": "transcribe",
         "duration": round(transcript.duration, 3),
         "text": transcript.text,
-        "segments": [diarized_segment_json(segment) for segment in transcript.segments],
+        "segments": [diarized_segment_json(segment, labels[segment.speaker]) for segment in transcript.segments],
+        "usage": usage(transcript.duration),
     }
     if TimestampGranularity.WORD in granularities:
-        body["words"] = [word_json(word) for word in transcript.words]
+        words = [word_json(word) for word in transcript.words]
+        for word in words:
+            if "speaker" in word:
+                word["speaker"] = labels.get(word["speaker"], word["speaker"])
+        body["words"] = words
     return body
 
 
@@ -282,9 +319,10 @@ def delta_event(text: str) -> str:
     return sse_event({"type": "transcript.text.delta", "delta": text})
 
 
-def segment_event(segment: Segment) -> str:
-    """`transcript.text.segment` for diarized streams (id, start, end, speaker, text)."""
-    return sse_event(diarized_segment_json(segment))
+def segment_event(segment: Segment, speaker: str) -> str:
+    """`transcript.text.segment` for diarized streams (id, start, end, speaker, text); `speaker` is the segment's
+    label from `speaker_letters(transcript.segments)`."""
+    return sse_event(diarized_segment_json(segment, speaker))
 
 
 def done_event(text: str) -> str:

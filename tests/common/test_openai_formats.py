@@ -129,18 +129,26 @@ def test_diarized_json() -> None:
         "duration": 4.2,
         "text": "Hello there. How are you? Fine --> thanks.",
         "segments": [
-            {"id": 0, "start": 0.0, "end": 1.5, "speaker": "SPEAKER_00", "text": "Hello there.", "type": "transcript.text.segment"},
-            {"id": 1, "start": 1.5, "end": 3.0, "speaker": "SPEAKER_01", "text": "How are you?", "type": "transcript.text.segment"},
-            {"id": 2, "start": 3.0, "end": 4.5, "speaker": "SPEAKER_01", "text": "Fine --> thanks.", "type": "transcript.text.segment"},
+            {"id": "seg_0", "start": 0.0, "end": 1.5, "speaker": "A", "text": "Hello there.", "type": "transcript.text.segment"},
+            {"id": "seg_1", "start": 1.5, "end": 3.0, "speaker": "B", "text": "How are you?", "type": "transcript.text.segment"},
+            {"id": "seg_2", "start": 3.0, "end": 4.5, "speaker": "B", "text": "Fine --> thanks.", "type": "transcript.text.segment"},
         ],
+        "usage": {"type": "duration", "seconds": 5},
     }
+
+
+def test_diarized_json_keeps_known_names_and_letters_the_rest() -> None:
+    transcript = _transcript(speakers=True)
+    transcript.segments[1].speaker = "A"  # a known speaker named "A": the diarizer's labels skip that letter
+    transcript.segments[2].speaker = "SPEAKER_07"
+    assert [s["speaker"] for s in to_diarized_json(transcript)["segments"]] == ["B", "A", "C"]
 
 
 def test_sse_events() -> None:
     assert delta_event(" Hi") == 'data: {"type": "transcript.text.delta", "delta": " Hi"}\n\n'
     assert json.loads(done_event("Hi there")[len("data: "):]) == {"type": "transcript.text.done", "text": "Hi there"}
-    segment = json.loads(segment_event(_transcript(speakers=True).segments[1])[len("data: "):])
-    assert segment["type"] == "transcript.text.segment" and segment["speaker"] == "SPEAKER_01" and segment["id"] == 1
+    segment = json.loads(segment_event(_transcript(speakers=True).segments[1], "B")[len("data: "):])
+    assert segment["type"] == "transcript.text.segment" and segment["speaker"] == "B" and segment["id"] == "seg_1"
     assert error_event({"error": {"message": "x"}}).startswith("event: error\ndata: ")
 
 

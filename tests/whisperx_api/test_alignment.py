@@ -77,7 +77,7 @@ def test_wav2vec2_path_times_every_word(tmp_path, monkeypatch) -> None:
 
     audio = decode_audio(str(fixture_path("jfk.flac"))).samples
     text = " And so my fellow Americans, ask not what your country can do for you, 42 times."
-    segments, method = aligner.align(None, audio, [{"start": 0.3, "end": 10.9, "text": text}], "en")  # type: ignore[arg-type]
+    segments, method = aligner.align(audio, [{"start": 0.3, "end": 10.9, "text": text, "words": []}], "en")
     assert method == WAV2VEC2
     words = [word for segment in segments for word in segment["words"]]
     assert [word["word"] for word in words] == text.split()

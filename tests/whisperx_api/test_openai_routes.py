@@ -29,12 +29,15 @@ def test_diarized_json(http: httpx.Client) -> None:
         response = http.post("/v1/audio/transcriptions", files={"file": audio}, data={"response_format": "diarized_json"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"task", "duration", "text", "segments"}
+    assert set(body) == {"task", "duration", "text", "segments", "usage"}
     assert body["task"] == "transcribe" and abs(body["duration"] - 30.0) < 0.1
-    assert {segment["speaker"] for segment in body["segments"]} == {"SPEAKER_00", "SPEAKER_01"}
+    assert body["usage"] == {"type": "duration", "seconds": 30}
+    # OpenAI's labels (A, B, ... by first appearance), not WhisperX's SPEAKER_00 (those stay on /transcribe).
+    assert body["segments"][0]["speaker"] == "A"
+    assert {segment["speaker"] for segment in body["segments"]} == {"A", "B"}
     for index, segment in enumerate(body["segments"]):
         assert set(segment) == {"id", "start", "end", "speaker", "text", "type"}
-        assert segment["id"] == index and segment["type"] == "transcript.text.segment"
+        assert segment["id"] == f"seg_{index}" and segment["type"] == "transcript.text.segment"
         assert segment["start"] < segment["end"]
     assert body["text"].startswith(body["segments"][0]["text"])
 
@@ -51,7 +54,8 @@ def test_stream_diarized_segments(http: httpx.Client) -> None:
             assert response.headers["content-type"].startswith("text/event-stream")
             events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
     segments = [event for event in events if event["type"] == "transcript.text.segment"]
-    assert segments and all(event["speaker"].startswith("SPEAKER_") for event in segments)
+    assert segments and segments[0]["speaker"] == "A" and {event["speaker"] for event in segments} <= {"A", "B"}
+    assert all(isinstance(event["id"], str) for event in segments)
     assert events[-1]["type"] == "transcript.text.done"
     assert events[-1]["text"] == " ".join(event["text"] for event in segments)
 

@@ -1,4 +1,5 @@
-"""Word timings: WhisperX's wav2vec2 forced alignment when its model loads, else Whisper's cross-attention.
+"""Word timings: WhisperX's wav2vec2 forced alignment when its model loads, else the cross-attention timings
+faster-whisper computed while decoding (snapped to where the speech energy starts and stops).
 
 Both produce WhisperX-shaped segments (`{"start", "end", "text", "words": [{"word", "start", "end", "score"}]}`)
 and every word gets a start and an end, numbers and symbols included (wav2vec2 has no characters for "1963" or
@@ -17,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from whisper_common.errors import ApiError
-from whisperx_api.models import LoadedModel
 from whisperx_api.settings import AlignmentSettings
 
 logger = logging.getLogger("whisperx_api.align")
@@ -28,8 +28,6 @@ CROSS_ATTENTION = "whisper-cross-attention"
 _FRAME = 160  # 10 ms at 16 kHz
 _MAX_SNAP_SECONDS = 0.25
 _LONG_PAUSE_FRAMES = 15
-_PREPEND = "\"'“¿([{-"
-_APPEND = "\"'.。,，!！?？:：”)]}、"
 
 Segments = list[dict[str, Any]]
 
@@ -100,6 +98,9 @@ class Wav2Vec2Models:
                 raise ConnectionError("no wav2vec2 model is cached and the download hosts cannot be reached")
             import whisperx
 
+            from whisperx_api.models import route_library_logs_to_root
+
+            route_library_logs_to_root()
             model, metadata = whisperx.load_align_model(
                 language, self.device, model_name=self.settings.model, model_dir=self.settings.model_dir
             )
@@ -163,8 +164,9 @@ class WordAligner:
         self.device = device
         self.wav2vec2 = Wav2Vec2Models(settings, device)
 
-    def align(self, model: LoadedModel, audio: np.ndarray, segments: Segments, language: str) -> tuple[Segments, str]:
-        """Segments with timed words, and the name of the method that timed them."""
+    def align(self, audio: np.ndarray, segments: Segments, language: str) -> tuple[Segments, str]:
+        """Segments with timed words, and the name of the method that timed them. `segments` carry the words
+        timed while decoding; wav2vec2 re-times them when its model is available."""
         if self.settings.mode != "whisper":
             found = self.wav2vec2.get(language)
             if isinstance(found, tuple):
@@ -174,7 +176,11 @@ class WordAligner:
                 found = "the alignment itself failed"
             if self.settings.mode == "wav2vec2":
                 raise AlignmentUnavailable(language, found)
-        return cross_attention_words(model, audio, segments, language), CROSS_ATTENTION
+        voiced = voiced_frames(audio)
+        for segment in segments:
+            snap_to_speech(segment["words"], voiced)
+            segment["start"], segment["end"] = segment["words"][0]["start"], segment["words"][-1]["end"]
+        return segments, CROSS_ATTENTION
 
     def _wav2vec2(self, audio: np.ndarray, segments: Segments, align_model: Any, metadata: dict) -> Segments | None:
         import whisperx
@@ -210,48 +216,6 @@ def fill_missing_word_times(segment: dict[str, Any]) -> None:
             word["end"] = round(gap_start + (offset + 1) * share, 3)
             word.setdefault("score", 0.0)
         index = run_end
-
-
-def cross_attention_words(
-    model: LoadedModel, audio: np.ndarray, segments: Segments, language: str, *, snap: bool = True
-) -> Segments:
-    """Whisper's cross-attention alignment of each segment's text (faster-whisper's word timestamps), re-run on the
-    known text, then each boundary snapped to where the speech energy really starts and stops."""
-    from faster_whisper.audio import pad_or_trim
-    from faster_whisper.tokenizer import Tokenizer
-    from faster_whisper.transcribe import merge_punctuations
-
-    whisper = model.whisper
-    tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe", language=language)
-    voiced = voiced_frames(audio)
-    aligned: Segments = []
-    for segment in segments:
-        start_sample = int(segment["start"] * SAMPLE_RATE)
-        chunk = audio[start_sample : int(segment["end"] * SAMPLE_RATE)]
-        text = segment["text"].strip()
-        if not text or len(chunk) < _FRAME:
-            continue
-        features = pad_or_trim(whisper.feature_extractor(chunk)[:, : whisper.feature_extractor.nb_max_frames])
-        num_frames = min(whisper.feature_extractor.nb_max_frames, len(chunk) // _FRAME)
-        encoder_output = whisper.encode(features)
-        tokens = tokenizer.encode(" " + text)
-        alignment = whisper.find_alignment(tokenizer, [tokens], encoder_output, num_frames)[0]
-        merge_punctuations(alignment, _PREPEND, _APPEND)
-        words = [
-            {
-                "word": timing["word"].strip(),
-                "start": segment["start"] + float(timing["start"]),
-                "end": segment["start"] + float(timing["end"]),
-                "score": round(float(timing["probability"]), 3),
-            }
-            for timing in alignment
-            if timing["word"].strip()
-        ]
-        if snap:
-            snap_to_speech(words, voiced)
-        if words:
-            aligned.append({"start": words[0]["start"], "end": words[-1]["end"], "text": " " + text, "words": words})
-    return aligned
 
 
 def voiced_frames(audio: np.ndarray) -> np.ndarray:

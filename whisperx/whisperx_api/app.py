@@ -45,7 +45,9 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with serve_models(app, settings, loader) as manager:
-            pipeline = TranscriptionPipeline(WordAligner(settings.alignment, device), Diarizers(settings, device))
+            pipeline = TranscriptionPipeline(
+                WordAligner(settings.alignment, device), Diarizers(settings, device), settings.vad
+            )
             app.state.service = WhisperXService(settings, manager, pipeline, app.state.gate, app.state.metrics)
             async with serve_jobs(app, settings, WhisperXJobEngine(app.state.service), metrics_namespace="whisperx"):
                 yield

@@ -1,10 +1,11 @@
-"""One request's work, top to bottom: transcribe (WhisperX batched) → word timings (align) → speakers (diarize).
+"""One request's work, top to bottom: transcribe with word timings (faster-whisper's batched pipeline, Silero VAD)
+→ optional wav2vec2 re-timing (align) → speakers (diarize, then known speakers named from reference clips).
 
 Runs in a worker thread. Code here raises domain errors and never builds HTTP responses.
 """
 from __future__ import annotations
 
-import dataclasses
+import bisect
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from whisper_common.languages import language_code
 from whisper_common.transcript import Segment, Transcript, Word
 from whisperx_api.align import Segments, WordAligner
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn
+from whisperx_api.diarize.known import KnownSpeaker
 from whisperx_api.diarize.select import Diarizers
 from whisperx_api.models import LoadedModel
+from whisperx_api.settings import VadSettings
 
 logger = logging.getLogger("whisperx_api.pipeline")
 
@@ -40,6 +43,7 @@ class TranscribeOptions:
     diarize: bool = False
     bounds: SpeakerBounds = SpeakerBounds()
     prompt: str | None = None
+    known_speakers: tuple[KnownSpeaker, ...] = ()
 
 
 @dataclass
@@ -71,9 +75,10 @@ def check_speaker_bounds(min_speakers: int | None, max_speakers: int | None) -> 
 
 
 class TranscriptionPipeline:
-    def __init__(self, aligner: WordAligner, diarizers: Diarizers) -> None:
+    def __init__(self, aligner: WordAligner, diarizers: Diarizers, vad: VadSettings | None = None) -> None:
         self.aligner = aligner
         self.diarizers = diarizers
+        self.vad = vad or VadSettings()
 
     def run(
         self, model: LoadedModel, audio: np.ndarray, options: TranscribeOptions, cancel: threading.Event | None = None
@@ -85,29 +90,60 @@ class TranscriptionPipeline:
             language = "en"
         duration = len(audio) / SAMPLE_RATE
         # Chosen (and loaded) first: a diarizer that cannot load fails the request before any decoding is spent.
-        diarizer = self.diarizers.get() if options.diarize else None
-        # The WhisperX pipeline swaps its tokenizer and options per call: one transcription at a time per model.
-        with model.lock:
-            default_options = model.pipeline.options
-            if options.prompt:
-                model.pipeline.options = dataclasses.replace(default_options, initial_prompt=options.prompt)
-            try:
-                raw = model.pipeline.transcribe(audio, batch_size=options.batch_size, language=language)
-            finally:
-                model.pipeline.options = default_options
-        language = raw["language"]
-        segments = [segment for segment in raw["segments"] if segment["text"].strip()]
-        _check(cancel)
-        segments, alignment = self.aligner.align(model, audio, segments, language)
+        diarizer = self.diarizers.get() if options.diarize or options.known_speakers else None
+        segments, language = self.decode(model, audio, options, language, cancel)
+        segments, alignment = self.aligner.align(audio, segments, language)
         _check(cancel)
         diarization = NO_DIARIZATION
         if diarizer is not None:
             turns = diarizer(audio, options.bounds)
+            if options.known_speakers:
+                turns = self.diarizers.matcher().name_speakers(audio, turns, options.known_speakers)
             assign_speakers(turns, segments)
             diarization = diarizer.method
-        segments = split_segments(segments, language, by_speaker=options.diarize)
+        by_speaker = diarizer is not None
+        segments = split_segments(segments, language, by_speaker=by_speaker)
         transcript = Transcript(language=language, duration=duration, segments=to_segments(segments))
         return PipelineResult(transcript=transcript, alignment=alignment, diarization=diarization)
+
+    def decode(
+        self,
+        model: LoadedModel,
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        language: str | None,
+        cancel: threading.Event | None,
+    ) -> tuple[Segments, str]:
+        """faster-whisper's batched decoding over Silero speech chunks, word timings from the same encoder pass."""
+        from faster_whisper.vad import VadOptions
+
+        vad = VadOptions(
+            threshold=self.vad.threshold,
+            min_silence_duration_ms=self.vad.min_silence_ms,
+            speech_pad_ms=self.vad.speech_pad_ms,
+        )
+        segments: Segments = []
+        with model.lock:
+            decoded, info = model.batched.transcribe(
+                audio,
+                language=language,
+                batch_size=options.batch_size,
+                initial_prompt=options.prompt,
+                word_timestamps=True,
+                vad_filter=True,
+                vad_parameters=vad,
+            )
+            for segment in decoded:  # decoded batch by batch: a client that left stops the work between batches
+                _check(cancel)
+                words = [
+                    {"word": word.word.strip(), "start": float(word.start), "end": float(word.end),
+                     "score": round(float(word.probability), 3)}
+                    for word in segment.words or ()
+                    if word.word.strip()
+                ]
+                if words:
+                    segments.append({"start": words[0]["start"], "end": words[-1]["end"], "text": segment.text, "words": words})
+        return segments, info.language
 
 
 def _check(cancel: threading.Event | None) -> None:
@@ -116,14 +152,32 @@ def _check(cancel: threading.Event | None) -> None:
 
 
 def assign_speakers(turns: list[SpeakerTurn], segments: Segments) -> None:
-    """whisperx.assign_word_speakers: each word and segment takes the speaker it overlaps most (else the nearest)."""
-    import pandas as pd
-    import whisperx
-
+    """Each word takes the speaker whose turns overlap it most, else the nearest turn's speaker (the rule of
+    whisperx.assign_word_speakers with fill_nearest; importing whisperx.diarize would load pyannote.audio)."""
     if not turns:
         return
-    frame = pd.DataFrame([{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns])
-    whisperx.assign_word_speakers(frame, {"segments": segments}, fill_nearest=True)
+    ordered = sorted(turns, key=lambda turn: turn.start)
+    starts = [turn.start for turn in ordered]
+    # Turns may overlap (pyannote): the running maximum of ends is sorted, so one bisect finds the first candidate.
+    reach = np.maximum.accumulate(np.array([turn.end for turn in ordered]))
+    for segment in segments:
+        for word in segment["words"]:
+            first = int(np.searchsorted(reach, word["start"], side="right"))
+            last = bisect.bisect_left(starts, word["end"])
+            overlap: dict[str, float] = {}
+            for turn in ordered[first:last]:
+                shared = min(turn.end, word["end"]) - max(turn.start, word["start"])
+                if shared > 0:
+                    overlap[turn.speaker] = overlap.get(turn.speaker, 0.0) + shared
+            if overlap:
+                word["speaker"] = max(overlap, key=lambda name: overlap[name])
+            else:
+                near = ordered[max(0, first - 1) : min(len(ordered), last + 1)]
+                word["speaker"] = min(near, key=lambda turn: _distance(turn, word)).speaker
+
+
+def _distance(turn: SpeakerTurn, word: dict[str, Any]) -> float:
+    return max(turn.start - word["end"], word["start"] - turn.end, 0.0)
 
 
 def split_segments(segments: Segments, language: str, *, by_speaker: bool) -> Segments:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from whisper_common.settings import ServiceSettings
 from whisperx_api.diarize.embedded import EmbeddedDiarizerOptions
+from whisperx_api.diarize.known import KNOWN_SPEAKER_THRESHOLD
 
 DEFAULT_PYANNOTE_PIPELINE = "pyannote/speaker-diarization-community-1"
 
@@ -35,6 +36,18 @@ class AlignmentSettings(BaseModel):
     )
 
 
+class VadSettings(BaseModel):
+    """Which audio is decoded: the Silero VAD bundled with faster-whisper (env prefix `VAD__`).
+
+    Speech regions are merged into chunks of up to 30 s and decoded in batches; audio outside them is not
+    transcribed, so these favour keeping speech (a lower threshold and wider padding than faster-whisper's batched
+    defaults: quiet or far-field speakers are kept, at the cost of decoding a little more silence)."""
+
+    threshold: float = Field(0.35, gt=0, lt=1, description="Silero speech probability above which a frame is speech.")
+    min_silence_ms: int = Field(160, ge=0, le=10000, description="Silence that ends a speech region.")
+    speech_pad_ms: int = Field(200, ge=0, le=2000, description="Audio kept on each side of a speech region.")
+
+
 class DiarizationSettings(BaseModel):
     """Who speaks when (env prefix `DIARIZATION__`)."""
 
@@ -45,6 +58,13 @@ class DiarizationSettings(BaseModel):
     )
     retry_seconds: float = Field(
         300, ge=0, le=86400, description="After the pyannote pipeline failed to load, answer with that error this long before retrying."
+    )
+    known_speaker_threshold: float = Field(
+        KNOWN_SPEAKER_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Known speakers: cosine similarity of speaker embeddings (resemblyzer d-vectors of a diarized "
+        "speaker's speech and of a reference clip) at or above which the speaker takes the reference's name.",
     )
 
 
@@ -73,6 +93,7 @@ class WhisperXSettings(ServiceSettings):
     pyannote_pipeline: str = Field(
         DEFAULT_PYANNOTE_PIPELINE, min_length=1, description="pyannote pipeline: a Hugging Face id or a local directory."
     )
+    vad: VadSettings = Field(default_factory=VadSettings, description="See `VAD__*`.")
     alignment: AlignmentSettings = Field(default_factory=AlignmentSettings, description="See `ALIGNMENT__*`.")
     diarization: DiarizationSettings = Field(default_factory=DiarizationSettings, description="See `DIARIZATION__*`.")
     embedded_diarizer: EmbeddedDiarizerSettings = Field(

@@ -8,12 +8,12 @@ normalised maximum eigengap (NME-SC), bounded by min/max_speakers and by how muc
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn, relabel_by_first_appearance
+from whisperx_api.diarize.encoder import SpeakerEncoder
 
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.01
@@ -35,12 +35,11 @@ class EmbeddedDiarizerOptions:
 class EmbeddedDiarizer:
     method = "embedded"
 
-    def __init__(self, options: EmbeddedDiarizerOptions | None = None, device: str = "cpu") -> None:
-        from resemblyzer import VoiceEncoder
-
+    def __init__(
+        self, options: EmbeddedDiarizerOptions | None = None, device: str = "cpu", encoder: SpeakerEncoder | None = None
+    ) -> None:
         self.options = options or EmbeddedDiarizerOptions()
-        self._encoder = VoiceEncoder(device, verbose=False)
-        self._lock = threading.Lock()
+        self.encoder = encoder or SpeakerEncoder(device)
 
     def __call__(self, audio: np.ndarray, bounds: SpeakerBounds) -> list[SpeakerTurn]:
         regions = self.speech_regions(audio)
@@ -65,7 +64,6 @@ class EmbeddedDiarizer:
         return [(chunk["start"], chunk["end"]) for chunk in get_speech_timestamps(audio, options)]
 
     def _window_embeddings(self, speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import torch
         from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
         from resemblyzer.hparams import audio_norm_target_dBFS
 
@@ -81,12 +79,7 @@ class EmbeddedDiarizer:
             if starts[-1] + window < len(mel):
                 starts = np.append(starts, len(mel) - window)
             batch = np.stack([mel[s : s + window] for s in starts])
-        with self._lock, torch.inference_mode():
-            embeddings = [
-                self._encoder(torch.from_numpy(batch[i : i + 256]).to(self._encoder.device)).cpu().numpy()
-                for i in range(0, len(batch), 256)
-            ]
-        return starts, np.concatenate(embeddings)
+        return starts, self.encoder.windows(batch)
 
     def _cluster(self, embeddings: np.ndarray, bounds: SpeakerBounds, speech_seconds: float) -> np.ndarray:
         from sklearn.cluster import SpectralClustering

@@ -8,6 +8,8 @@ import time
 
 from whisperx_api.diarize.base import Diarizer
 from whisperx_api.diarize.embedded import EmbeddedDiarizer, EmbeddedDiarizerOptions
+from whisperx_api.diarize.encoder import SpeakerEncoder
+from whisperx_api.diarize.known import SpeakerMatcher
 from whisperx_api.diarize.pyannote import DiarizationUnavailable, PyannoteDiarizer, load_pyannote
 from whisperx_api.settings import WhisperXSettings
 
@@ -29,6 +31,7 @@ class Diarizers:
     def __init__(self, settings: WhisperXSettings, device: str) -> None:
         self.settings = settings
         self.device = device
+        self._encoder: SpeakerEncoder | None = None
         self._embedded: EmbeddedDiarizer | None = None
         self._pyannote: PyannoteDiarizer | None = None
         self._pyannote_error: tuple[float, DiarizationUnavailable] | None = None
@@ -44,7 +47,18 @@ class Diarizers:
     def get(self) -> Diarizer:
         return self.pyannote() if self.wants_pyannote() else self.embedded()
 
+    def encoder(self) -> SpeakerEncoder:
+        """resemblyzer's encoder: the embedded diarizer's embeddings, and known speakers for every diarizer."""
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = SpeakerEncoder(self.device)
+            return self._encoder
+
+    def matcher(self) -> SpeakerMatcher:
+        return SpeakerMatcher(self.encoder(), self.settings.diarization.known_speaker_threshold)
+
     def embedded(self) -> EmbeddedDiarizer:
+        encoder = self.encoder()
         with self._lock:
             if self._embedded is None:
                 tuning = self.settings.embedded_diarizer
@@ -57,6 +71,7 @@ class Diarizers:
                         max_speakers_default=tuning.max_speakers,
                     ),
                     device=self.device,
+                    encoder=encoder,
                 )
             return self._embedded
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response, StreamingResponse
 
+from whisper_common.errors import InvalidParameter
 from whisper_common.openai_formats import (
     SSE_MEDIA_TYPE,
     TRANSCRIPTION_FORMATS,
@@ -18,10 +19,12 @@ from whisper_common.openai_formats import (
     parse_response_format,
     render,
     segment_event,
+    speaker_letters,
 )
 from whisper_common.schemas import TRANSCRIPTION_RESPONSES
 from whisper_common.transcript import Transcript
 from whisperx_api.pipeline import TranscribeOptions, check_speaker_bounds, parse_language
+from whisperx_api.routes.known_speakers import NAMES, KnownSpeakerNamesField, known_speakers
 from whisperx_api.routes.fields import (
     BatchSizeField,
     FileField,
@@ -66,19 +69,24 @@ async def create_transcription(
     min_speakers: MinSpeakersField = None,
     max_speakers: MaxSpeakersField = None,
     batch_size: BatchSizeField = None,
+    known_speaker_names: KnownSpeakerNamesField = None,
 ) -> Response:
     service: WhisperXService = request.app.state.service
     output_format = parse_response_format(response_format, allowed=FORMATS)
     granularities = parse_granularities(
         [*(timestamp_granularities or ()), *(timestamp_granularities_plain or ())], output_format
     )
-    with_speakers = output_format is ResponseFormat.DIARIZED_JSON if diarize is None else diarize
+    known = await known_speakers(request)
+    if known and diarize is False:
+        raise InvalidParameter(NAMES, f"{NAMES} names diarized speakers: it cannot be used with diarize=false")
+    with_speakers = output_format is ResponseFormat.DIARIZED_JSON or bool(known) if diarize is None else diarize
     options = TranscribeOptions(
         language=parse_language(language),
         batch_size=batch_size or service.settings.batch_size,
         diarize=with_speakers,
         bounds=check_speaker_bounds(min_speakers, max_speakers),
         prompt=prompt.strip() if prompt and prompt.strip() else None,
+        known_speakers=known,
     )
     model_id = service.model_id(model)
     result = await service.transcribe(request, model_id, file.file, options)
@@ -92,6 +100,10 @@ async def create_transcription(
 
 
 async def _events(transcript: Transcript, output_format: ResponseFormat) -> AsyncIterator[str]:
+    labels = speaker_letters(transcript.segments)
     for segment in transcript.segments:
-        yield segment_event(segment) if output_format is ResponseFormat.DIARIZED_JSON else delta_event(segment.text)
+        if output_format is ResponseFormat.DIARIZED_JSON:
+            yield segment_event(segment, labels[segment.speaker])
+        else:
+            yield delta_event(segment.text)
     yield done_event(transcript.text)

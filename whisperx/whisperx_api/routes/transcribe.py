@@ -6,8 +6,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from whisper_common.errors import InvalidParameter
 from whisper_common.openai_formats import MEDIA_TYPES, ResponseFormat, parse_response_format, render_body
 from whisperx_api.pipeline import PipelineResult, TranscribeOptions, check_speaker_bounds, parse_language
+from whisperx_api.routes.known_speakers import NAMES, KnownSpeakerNamesField, known_speakers
 from whisperx_api.routes.fields import (
     BatchSizeField,
     FileField,
@@ -29,19 +31,26 @@ async def transcribe(
     file: FileField,
     model: ModelField = None,
     language: LanguageField = None,
-    diarize: Annotated[bool, Form(description="Label speakers (SPEAKER_00, SPEAKER_01, ...).")] = False,
+    diarize: Annotated[
+        bool | None, Form(description="Label speakers (SPEAKER_00, SPEAKER_01, ...). Default: false, true with known speakers.")
+    ] = None,
     min_speakers: MinSpeakersField = None,
     max_speakers: MaxSpeakersField = None,
     batch_size: BatchSizeField = None,
     response_format: Annotated[str | None, Form(description="`json` (default), `srt`, `vtt` or `text`.")] = None,
+    known_speaker_names: KnownSpeakerNamesField = None,
 ) -> Response:
     service: WhisperXService = request.app.state.service
     output_format = parse_response_format(response_format, allowed=FORMATS)
+    known = await known_speakers(request)
+    if known and diarize is False:
+        raise InvalidParameter(NAMES, f"{NAMES} names diarized speakers: it cannot be used with diarize=false")
     options = TranscribeOptions(
         language=parse_language(language),
         batch_size=batch_size or service.settings.batch_size,
-        diarize=diarize,
+        diarize=bool(known) if diarize is None else diarize,
         bounds=check_speaker_bounds(min_speakers, max_speakers),
+        known_speakers=known,
     )
     model_id = service.model_id(model)
     result = await service.transcribe(request, model_id, file.file, options)

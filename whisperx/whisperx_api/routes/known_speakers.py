@@ -1,0 +1,107 @@
+"""`known_speaker_names[]` and `known_speaker_references[]` (OpenAI's `gpt-4o-transcribe-diarize` fields), read
+from the multipart form both transcription routes receive: one name per reference clip, each clip a file part or
+a data URL (`data:audio/wav;base64,...`, as OpenAI's SDK sends them), 2-10 s of one voice.
+
+Every problem is a 400 naming the field; the clips are decoded here so a bad one fails before any decoding work.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Annotated, Any
+
+from fastapi import Form, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from whisper_common.errors import ApiError, InvalidParameter
+from whisper_common.uploads import decode_audio
+from whisperx_api.diarize.known import (
+    MAX_KNOWN_SPEAKERS,
+    MAX_REFERENCE_SECONDS,
+    MIN_REFERENCE_SECONDS,
+    KnownSpeaker,
+)
+
+NAMES = "known_speaker_names[]"
+REFERENCES = "known_speaker_references[]"
+_MAX_NAME_LENGTH = 64
+
+KnownSpeakerNamesField = Annotated[
+    list[str] | None,
+    Form(
+        alias=NAMES,
+        description=f"Up to {MAX_KNOWN_SPEAKERS} names, one per `{REFERENCES}` clip (2-10 s of that voice, a file "
+        "part or a data URL). A diarized speaker whose voice matches a clip is labelled with its name. Implies "
+        "diarization.",
+    ),
+]
+
+
+async def known_speakers(request: Request) -> tuple[KnownSpeaker, ...]:
+    form = await request.form()  # already parsed (and cached) by FastAPI for the declared fields
+    names = [*form.getlist(NAMES), *form.getlist(NAMES[:-2])]
+    references = [*form.getlist(REFERENCES), *form.getlist(REFERENCES[:-2])]
+    if not names and not references:
+        return ()
+    checked = check_names(names, len(references))
+    return tuple([
+        KnownSpeaker(name, await run_in_threadpool(reference_samples, reference, index, name))
+        for index, (name, reference) in enumerate(zip(checked, references))
+    ])
+
+
+def check_names(names: list[Any], reference_count: int) -> list[str]:
+    if len(names) > MAX_KNOWN_SPEAKERS:
+        raise InvalidParameter(NAMES, f"{NAMES} has {len(names)} names; at most {MAX_KNOWN_SPEAKERS} known speakers are supported")
+    if len(names) > reference_count:
+        raise InvalidParameter(
+            NAMES, f"{NAMES} has {len(names)} names but {REFERENCES} has {reference_count} clips: give one clip per name"
+        )
+    if len(names) < reference_count:
+        raise InvalidParameter(
+            REFERENCES, f"{REFERENCES} has {reference_count} clips but {NAMES} has {len(names)} names: give one name per clip"
+        )
+    checked: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidParameter(NAMES, f"every entry of {NAMES} must be a non-empty name")
+        name = name.strip()
+        if len(name) > _MAX_NAME_LENGTH:
+            raise InvalidParameter(NAMES, f"the name '{name[:20]}...' in {NAMES} is longer than {_MAX_NAME_LENGTH} characters")
+        if name in checked:
+            raise InvalidParameter(NAMES, f"the name '{name}' appears twice in {NAMES}: names must be distinct")
+        checked.append(name)
+    return checked
+
+
+def reference_samples(reference: Any, index: int, name: str):  # -> np.ndarray
+    """A clip as 16 kHz mono samples; not audio, a bad data URL, under 2 s or over 10 s is a 400."""
+    which = f"{REFERENCES} clip {index + 1} (for '{name}')"
+    if isinstance(reference, UploadFile):
+        reference.file.seek(0)
+        source = reference.file
+    else:
+        source = io.BytesIO(data_url_bytes(str(reference), which))
+    try:
+        audio = decode_audio(source, max_seconds=MAX_REFERENCE_SECONDS + 5)
+    except ApiError as exc:
+        raise InvalidParameter(REFERENCES, f"{which} is not usable audio: {exc.message}") from None
+    if not MIN_REFERENCE_SECONDS <= audio.duration <= MAX_REFERENCE_SECONDS:
+        raise InvalidParameter(
+            REFERENCES,
+            f"{which} lasts {audio.duration:.1f} s; a reference clip must last "
+            f"{MIN_REFERENCE_SECONDS:g}-{MAX_REFERENCE_SECONDS:g} s",
+        )
+    return audio.samples
+
+
+def data_url_bytes(value: str, which: str) -> bytes:
+    header, comma, payload = value.partition(",")
+    if not comma or not header.startswith("data:") or not header.endswith(";base64"):
+        raise InvalidParameter(REFERENCES, f"{which} must be a file or a data URL like 'data:audio/wav;base64,...'")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidParameter(REFERENCES, f"{which} is not valid base64") from None
