@@ -17,6 +17,7 @@ from whisper_common.log import current_request_id
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.openai_formats import (
     SSE_MEDIA_TYPE,
+    TRANSCRIPTION_FORMATS,
     TimestampGranularity,
     delta_event,
     done_event,
@@ -40,7 +41,13 @@ ModelField = Annotated[
     Form(description="`tiny.en` (embedded), `whisper-1` (= the configured default), a size name or a Hugging Face repo id."),
 ]
 PromptField = Annotated[str | None, Form(description="Text to guide the style or continue a previous segment.")]
-FormatField = Annotated[str | None, Form(description="`json` (default), `text`, `srt`, `verbose_json` or `vtt`.")]
+FormatField = Annotated[
+    str | None,
+    Form(
+        description="`json` (default), `text`, `srt`, `verbose_json` or `vtt`.",
+        json_schema_extra={"enum": [item.value for item in TRANSCRIPTION_FORMATS]},
+    ),
+]
 TemperatureField = Annotated[
     float | None, Form(ge=0.0, le=1.0, description="Sampling temperature 0-1. Unset: faster-whisper's fallback 0, 0.2, ... 1.")
 ]
