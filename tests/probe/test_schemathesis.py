@@ -20,7 +20,7 @@ from tests.support import ARTIFACTS
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 KEY = "probe-key-7f3a9c"
 SEED = "20261128"
-MAX_EXAMPLES = "5"
+MAX_EXAMPLES = "4"
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,9 @@ def test_spec_matches_the_server_without_keys(request: pytest.FixtureRequest, na
 @pytest.mark.parametrize("name", ["whisper-faster", "whisperx"])
 def test_spec_matches_the_server_with_keys(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> None:
     """With API_KEYS the spec requires the bearer scheme and documents 401; schemathesis also sends requests without
-    the key (ignored_auth, missing_required_header) and expects the 401 the spec promises. The coverage phase (every
-    operation, boundary values, missing and wrong credentials) is enough here; the keyless run above also fuzzes."""
+    the key (ignored_auth) and expects the 401 the spec promises. Fuzzing with a few examples is enough here; the
+    keyless run above also walks the coverage phase (boundaries, missing fields) of every operation."""
     server: Server = request.getfixturevalue("faster_with_keys" if name == "whisper-faster" else "whisperx_with_keys")
     run_schemathesis(
-        server, tmp_path, f"schemathesis-{name}-keys", "-H", f"Authorization: Bearer {KEY}", "--phases", "coverage"
+        server, tmp_path, f"schemathesis-{name}-keys", "-H", f"Authorization: Bearer {KEY}", "--phases", "examples,fuzzing"
     )

@@ -84,9 +84,9 @@ def test_stalled_upload_is_answered_408_and_closed(faster: Server, whisperx: Ser
 
 
 def test_slow_upload_that_keeps_sending_is_served(faster: Server) -> None:
-    """Seven seconds of upload in pieces, never silent for the 3 s timeout: transcribed as usual."""
+    """Five seconds of upload in pieces, never silent for the 3 s timeout: transcribed as usual."""
     body = _multipart("hotwords.mp3", fixture_path("hotwords.mp3").read_bytes())
-    pieces = 7
+    pieces = 5
     size = -(-len(body) // pieces)
     with _connect(faster) as sock:
         sock.sendall(_head("/v1/audio/transcriptions", len(body)))
