@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from whisper_common.concurrency import run_in_worker
 from whisper_common.jobs import ProgressCallback
@@ -61,6 +61,11 @@ class WhisperXJobOptions(BaseModel):
         if values is None:
             return None
         return sorted(item.value for item in parse_granularities(values, ResponseFormat.VERBOSE_JSON))
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WhisperXJobOptions:
+        check_speaker_bounds(self.min_speakers, self.max_speakers)  # 400 naming min_speakers, at submit
+        return self
 
 
 class WhisperXJobEngine:
