@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Any
 
 from fastapi import Request, params
+from starlette.requests import HTTPConnection
 from fastapi._compat import field_annotation_is_sequence
 
 from whisper_common.errors import DuplicateParameter, InvalidBody
@@ -21,7 +22,10 @@ from whisper_common.errors import DuplicateParameter, InvalidBody
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-async def check_form_body(request: Request) -> None:
+async def check_form_body(connection: HTTPConnection) -> None:
+    if not isinstance(connection, Request):  # a WebSocket route has no body
+        return
+    request = connection
     body_params = _body_params(request)
     if not any(isinstance(field.field_info, params.Form) for field in body_params):
         return
