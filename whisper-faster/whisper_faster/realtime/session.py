@@ -190,8 +190,8 @@ class RealtimeSession:
         self._jobs = itertools.count(1)
         self._previous_item_id: str | None = None
         self._committed_until = 0
-        self._context = ""
         """Where the last committed utterance ended: the next one's padding never reaches back into it."""
+        self._context = ""
         self._last_audio_at = now
 
     # -- inputs ----------------------------------------------------------------------------------------------
@@ -293,13 +293,12 @@ class RealtimeSession:
         self._last_audio_at = now
         if samples.size == 0:
             return []
-        start = self._total
         self._audio = np.concatenate([self._audio, samples])
         self._total += len(samples)
         self._arrivals.append((self._total, now))
         outputs: list[Output] = []
         for end, probability in self._vad(samples):
-            outputs += self._on_window(end, probability, start, now)
+            outputs += self._on_window(end, probability, now)
         if self._item is None:
             # Nothing to keep but the padding before speech (VAD) or, by hand, the longest utterance allowed.
             manual_keep = int(self.limits.max_utterance_seconds * VAD_RATE)
@@ -311,7 +310,7 @@ class RealtimeSession:
                 self._item.has_speech = True  # type: ignore[union-attr]
         return outputs + self._schedule()
 
-    def _on_window(self, end: int, probability: float, _: int, now: float) -> list[Output]:
+    def _on_window(self, end: int, probability: float, now: float) -> list[Output]:
         if end - WINDOW < self._committed_until:
             return []  # a window that holds audio already committed or cleared
         vad = self.config.turn_detection
