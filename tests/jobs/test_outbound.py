@@ -1,0 +1,63 @@
+"""The SSRF rules for `audio_url` and `webhook_url`, and the Standard Webhooks signer against the reference verifier.
+Names are resolved for real (literal addresses and `localhost`; no network needed)."""
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+import standardwebhooks
+
+from whisper_common.jobs.errors import OutboundRefused
+from whisper_common.jobs.outbound import OutboundPolicy
+from whisper_common.jobs.signer import Signer
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x", "http://localhost:8080/x", "http://10.0.0.5/x", "http://172.16.3.4/x",
+        "http://192.168.1.1/x", "http://169.254.169.254/latest/meta-data", "http://[::1]/x", "http://[fe80::1]/x",
+        "http://[fd00::1]/x", "http://0.0.0.0/x", "http://[::ffff:127.0.0.1]/x", "http://224.0.0.1/x",
+    ],
+)
+async def test_internal_addresses_are_refused(url: str) -> None:
+    with pytest.raises(OutboundRefused) as refused:
+        await OutboundPolicy().check("webhook_url", url)
+    assert refused.value.param == "webhook_url" and "OUTBOUND_ALLOWLIST" in refused.value.message
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/a", "file:///etc/passwd", "gopher://x", "not a url", "http://"])
+async def test_only_http_urls(url: str) -> None:
+    with pytest.raises(OutboundRefused):
+        await OutboundPolicy().check("audio_url", url)
+
+
+async def test_the_allowlist_opens_hosts_and_networks() -> None:
+    by_network = await OutboundPolicy(["10.0.0.0/8", "::1"]).check("audio_url", "http://10.2.3.4:9000/a.wav")
+    assert by_network.address == "10.2.3.4" and by_network.headers() == {"Host": "10.2.3.4:9000"}
+    by_host = await OutboundPolicy(["localhost"]).check("webhook_url", "https://localhost/hook")
+    assert by_host.address in ("127.0.0.1", "::1")
+    assert by_host.extensions() == {"sni_hostname": "localhost"}  # TLS still checks the name, not the address
+    assert by_host.request_url().host == by_host.address
+    with pytest.raises(OutboundRefused):
+        await OutboundPolicy(["10.0.0.0/8"]).check("audio_url", "http://192.168.0.1/a")
+
+
+async def test_public_addresses_pass() -> None:
+    target = await OutboundPolicy().check("audio_url", "https://93.184.215.14/a.mp3")
+    assert target.address == "93.184.215.14"
+
+
+def test_signatures_verify_with_the_reference_library_for_each_secret() -> None:
+    secrets = ["whsec_" + base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2)]
+    body = b'{"type":"job.succeeded","data":{"id":"job_1"}}'
+    headers = Signer(secrets).headers("msg_1", int(time.time()), body)
+    for secret in secrets:
+        assert standardwebhooks.Webhook(secret).verify(body, headers) == {"type": "job.succeeded", "data": {"id": "job_1"}}
+    other = "whsec_" + base64.b64encode(b"\x03" * 32).decode()
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(other).verify(body, headers)
+    assert "webhook-signature" not in Signer([]).headers("msg_1", 1, body)  # no secret: unsigned
+    with pytest.raises(ValueError):
+        Signer(["whsec_not base64!"])

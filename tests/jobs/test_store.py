@@ -1,0 +1,118 @@
+"""One contract for both stores (SQLite file, real PostgreSQL server): leases, the never-twice rule, recovery of
+expired leases, idempotency keys, queues kept apart, the outbox written with the finished job."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.jobs.postgres import postgres_server
+from whisper_common.jobs.model import JobRow, JobStatus, new_job_id
+from whisper_common.jobs.postgres import PostgresStore
+from whisper_common.jobs.sqlite import SqliteStore
+from whisper_common.jobs.store import DuplicateKey, Finish, SqlStore
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., SqlStore]]:
+    stores: list[SqlStore] = []
+    schema = f"t{time.monotonic_ns()}"
+
+    def make(queue: str = "whisper_faster") -> SqlStore:
+        if request.param == "sqlite":
+            store: SqlStore = SqliteStore(tmp_path / "jobs.sqlite3", queue)
+        else:  # a schema of its own in the module's server: every test starts from empty tables
+            url = request.getfixturevalue("postgres_url")
+            _create_schema(url, schema)
+            store = PostgresStore(f"{url}?options=-csearch_path%3D{schema}", queue)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def _create_schema(url: str, schema: str) -> None:
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
+def _job(queue: str = "whisper_faster", **fields: object) -> JobRow:
+    now = time.time()
+    values = {"id": new_job_id(), "queue": queue, "status": JobStatus.QUEUED, "created_at": now, "run_after": now,
+              "max_attempts": 2, **fields}
+    return JobRow(**values)  # type: ignore[arg-type]
+
+
+def test_a_job_is_claimed_once_and_only_its_owner_finishes_it(make_store) -> None:
+    store = make_store()
+    job = store.insert(_job(webhook_url="http://hooks.example/x"))
+    claims: list[JobRow | None] = []
+    workers = [threading.Thread(target=lambda: claims.append(store.claim("w", time.time(), 30))) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    taken = [claim for claim in claims if claim is not None]
+    assert len(taken) == 1 and taken[0].id == job.id and taken[0].attempts == 1
+
+    assert store.finish(job.id, "someone-else", Finish(JobStatus.SUCCEEDED, result="{}"), time.time()) is None
+    done = store.finish(job.id, "w", Finish(JobStatus.SUCCEEDED, result="{}"), time.time())
+    assert done is not None and done.status is JobStatus.SUCCEEDED
+    assert store.finish(job.id, "w", Finish(JobStatus.SUCCEEDED, result="{}"), time.time()) is None  # never twice
+    [delivery] = store.deliveries(job.id)
+    assert delivery.event == "job.succeeded" and delivery.status == "pending"
+
+
+def test_an_expired_lease_goes_back_to_the_queue_then_fails_when_out_of_attempts(make_store) -> None:
+    store = make_store()
+    job = store.insert(_job())
+    now = time.time()
+    assert store.claim("dead", now, 1) is not None
+    assert store.recover_expired(now + 0.5, 0) == []  # not expired yet
+    assert store.recover_expired(now + 2, 0) == []  # expired: queued again, attempt 1 of 2 used
+    again = store.get(job.id)
+    assert again is not None and again.status is JobStatus.QUEUED and again.lease_owner is None
+    assert json.loads(again.error or "{}")["code"] == "worker_lost"
+    assert store.renew(job.id, "dead", now + 60, 1.0, 2.0) is None  # the dead owner's lease is gone
+    second = store.claim("also-dead", now + 3, 1)
+    assert second is not None and second.attempts == 2
+    [failed] = store.recover_expired(now + 5, 0)
+    assert failed.status is JobStatus.FAILED and json.loads(failed.error or "{}")["code"] == "worker_lost"
+
+
+def test_cancel_of_a_running_job_is_a_flag_its_worker_reads(make_store) -> None:
+    store = make_store()
+    job = store.insert(_job())
+    store.claim("w", time.time(), 30)
+    current, deleted = store.cancel_or_delete(job.id, time.time())
+    assert current is not None and not deleted and current.status is JobStatus.RUNNING
+    assert store.renew(job.id, "w", time.time() + 30, 5.0, 10.0) is True
+    queued = store.insert(_job())
+    canceled, _ = store.cancel_or_delete(queued.id, time.time())
+    assert canceled is not None and canceled.status is JobStatus.CANCELED
+
+
+def test_idempotency_keys_and_queues_are_per_service(make_store) -> None:
+    faster, whisperx = make_store("whisper_faster"), make_store("whisperx")
+    first = faster.insert(_job(idempotency_key="k"))
+    with pytest.raises(DuplicateKey):
+        faster.insert(_job(idempotency_key="k"))
+    other = whisperx.insert(_job("whisperx", idempotency_key="k"))  # the same key in another service's queue
+    assert faster.by_idempotency_key("k").id == first.id  # type: ignore[union-attr]
+    assert whisperx.get(first.id) is None and faster.get(other.id) is None
+    assert whisperx.claim("x", time.time(), 30).id == other.id  # type: ignore[union-attr]
+    assert whisperx.claim("x", time.time(), 30) is None
+    assert faster.counts()["queued"] == 1 and whisperx.counts()["running"] == 1
