@@ -19,8 +19,10 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import jiwer
@@ -142,6 +144,12 @@ async def replay(url: str, pcm: bytes, start_delay: float = 0.0) -> Run:
     return run
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (load from other processes does not change it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def p(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -166,9 +174,14 @@ def main() -> None:
         single_rows = []
         latencies: list[float] = []
         first_deltas: list[float] = []
+        pid = server.process.pid
+        load_before = os.getloadavg()[0]
+        cpu_per_audio: list[float] = []
         for name, reference in RECORDINGS.items():
             pcm = pcm16(name)
+            cpu_before = cpu_seconds(pid)
             run = asyncio.run(replay(url, pcm))
+            cpu_per_audio.append((cpu_seconds(pid) - cpu_before) / (len(pcm) / 2 / RATE))
             baseline = one_request_text(server.base_url, name)
             latencies += run.end_latencies
             first_deltas += run.first_delta_latencies
@@ -177,7 +190,8 @@ def main() -> None:
             single_rows.append([name, f"{len(pcm) / 2 / RATE:.1f} s", len(run.finals),
                                 f"{p(run.end_latencies, 50):.2f} / {p(run.end_latencies, 90):.2f}",
                                 f"{p(run.first_delta_latencies, 50):.2f} / {p(run.first_delta_latencies, 90):.2f}",
-                                f"{streamed_wer:.3f}", f"{request_wer:.3f}", ratio, run.error or "-"])
+                                f"{streamed_wer:.3f}", f"{request_wer:.3f}", ratio, f"{cpu_per_audio[-1]:.2f}",
+                                run.error or "-"])
             time.sleep(2)
 
         pcm = pcm16("sample.wav")
@@ -200,13 +214,16 @@ def main() -> None:
             time.sleep(3)
             if not keeps_up and level > realtime_sessions + 1:
                 break
+        load_after = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    cpu_cost = max(cpu_per_audio)
 
     body = f"""Recordings replayed at real-time pace (100 ms appends) to `/v1/realtime`, embedded `tiny.en`, server VAD
 with OpenAI's defaults (0.5 / {PREFIX_MS} ms / {SILENCE_MS} ms), `WHISPER__CPU_THREADS=2`, `MAX_CONCURRENCY=2`.
 The VAD alone waits {SILENCE_MS} ms of silence before it ends an utterance, so that much of each latency is by design.
 
 {table(["recording", "length", "utterances", "end → completed p50 / p90 (s)", "speech → first delta p50 / p90 (s)",
-        "WER finals", "WER one request", "ratio", "errors"], single_rows)}
+        "WER finals", "WER one request", "ratio", "CPU s per audio s", "errors"], single_rows)}
 
 All utterances of both recordings together: end → completed p50 **{p(latencies, 50):.2f} s** (target ≤ 0.70 s),
 speech start → first delta p50 **{p(first_deltas, 50):.2f} s** (target ≤ 1.5 s).
@@ -217,7 +234,11 @@ Concurrent sessions (each replays sample.wav, 30 s, started 1 s apart); real-tim
 {table(["sessions", "end → completed p50 (s)", "p90 (s)", "max (s)", "refused / closed 1013", "errors", "real-time"],
        level_rows)}
 
-**{realtime_sessions}** concurrent session(s) stay real-time on this machine. Beyond that, sessions are refused
+**{realtime_sessions}** concurrent session(s) stayed real-time in this run. The machine's load average was
+{load_before:.1f} before and {load_after:.1f} after ({cores} cores): other work competed for the CPU, so these
+latencies are pessimistic. A figure that load does not change: one session costs the service **{cpu_cost:.2f} CPU
+seconds per second of audio** (server VAD, partials and finals), so {cores} idle cores have room for about
+**{cores / cpu_cost:.1f}** sessions at full use, less the headroom that keeps latency low. Beyond that, sessions are refused
 (`error` + close 1013, `whisper_faster_realtime_sessions_rejected_total`) once the realtime factor passes
 `REALTIME_MAX_LOAD` or an utterance waits longer than `REALTIME_MAX_LAG_SECONDS`; set `MAX_REALTIME_SESSIONS` to the
 figure measured on the production machine.
