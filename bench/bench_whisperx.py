@@ -1,29 +1,45 @@
-"""whisperx: x-realtime of /transcribe with and without diarization against faster-whisper called directly (same
-embedded tiny.en, same threads, same run); DER of the embedded diarizer; word-boundary error on a synthesized clip;
-peak RSS of the service with and without diarization.
+"""whisperx: throughput of /transcribe (without and with diarization) against the engine under it,
+faster-whisper's `BatchedInferencePipeline` (same embedded tiny.en, batch size, threads and audio, same run);
+words and WER (speech must not be dropped for speed); word boundaries; DER of the embedded diarizer on the
+fixtures, re-cut fixtures and mixed conversations; peak RSS of the service.
 
-    python -m bench.bench_whisperx [--repeat 3]
+    python -m bench.bench_whisperx [--repeat 3] [--long-minutes 10]
 
-Service and direct runs alternate so load from other processes hits both alike; each time is a median.
+Each round runs the baseline and the two service requests back to back, in an order that rotates every round,
+so load from other processes hits all three alike; each time is a median over the rounds.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bench.report import table, write_section
+from bench.whisperx_clips import Clip, conversations, decode, der, fixture_clip, join, recuts, write_wav
 from tests.support import FIXTURES, free_port, python_module, server_process
-from tests.whisperx_api.der import der_of
 from tests.whisperx_api.synth import boundary_errors, build_clip
 
-FILES = ("sample.wav", "dev00.wav")
-DER_FILES = ("sample", "dev00", "dev01")
 THREADS = 2
+BATCH = 8
 REPLACED_RSS_MB = {"without": 500, "with": 800}
+# The service before this benchmark's changes (commit 7b5c2f4: WhisperX's pyannote VAD + batched decoding, then a
+# second cross-attention pass for word timings), measured on the same clips with the same code as `words()`.
+BEFORE_WORDS = {"sample.wav": 75, "jfk.flac": 22, "dev00.wav": 59, "dev01.wav": 51, "10-minute": 1162}
+BEFORE_WER = {"sample.wav": 0.123, "jfk.flac": 0.0}
+BEFORE_BOUNDARY = ["before (a second cross-attention pass, snapped; docs at commit 7b5c2f4)", "11/13", "6 ms", "82 ms", "132 ms"]
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def long_recording(seconds: float) -> Clip:
+    """The fixtures (sample, dev00, dev01, jfk, stereo_diarization) repeated with 0.5 s pauses up to `seconds`."""
+    clips = [Clip(name, decode(name)) for name in ("sample.wav", "dev00.wav", "dev01.wav", "jfk.flac", "stereo_diarization.wav")]
+    return join(clips, f"{seconds / 60:g}-minute", limit=seconds)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -33,8 +49,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def torch_build() -> str:
+    import torch
+
+    return f"torch {torch.__version__} ({'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU'} build)"
+
+
 def import_torch_rss_mb() -> float:
-    """The venv's torch is the CUDA build; importing it alone maps its libraries (the Docker image uses CPU wheels)."""
     import subprocess
     import sys
 
@@ -42,149 +63,230 @@ def import_torch_rss_mb() -> float:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 1024
 
 
-def audio_seconds(name: str) -> float:
-    from whisper_common.uploads import decode_audio
-
-    return decode_audio(str(FIXTURES / name)).duration
+def normalized(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
 
 
-def post(client: httpx.Client, name: str, diarize: bool) -> float:
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return jiwer.wer(normalized(reference), normalized(hypothesis))
+
+
+def stm_text(name: str) -> str:
+    lines = (FIXTURES / name).read_text().splitlines()
+    return " ".join(" ".join(line.split()[5:]) for line in lines if line.strip() and not line.startswith(";;"))
+
+
+class Baseline:
+    """faster-whisper's BatchedInferencePipeline as its README shows it (its default Silero VAD settings)."""
+
+    def __init__(self) -> None:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        from whisper_common.model_catalog import embedded_model_dir
+
+        model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=THREADS)
+        self.pipeline = BatchedInferencePipeline(model)
+        self.sequential = model
+
+    def run(self, samples: Any, *, word_timestamps: bool = False) -> tuple[float, str]:
+        started = time.perf_counter()
+        segments, _ = self.pipeline.transcribe(samples, language="en", batch_size=BATCH, word_timestamps=word_timestamps)
+        text = "".join(segment.text for segment in segments)
+        return time.perf_counter() - started, text
+
+    def beam5(self, samples: Any) -> str:
+        segments, _ = self.sequential.transcribe(samples, language="en", beam_size=5)
+        return "".join(segment.text for segment in segments)
+
+
+def post(client: httpx.Client, path: Path, diarize: bool) -> tuple[float, dict]:
     started = time.perf_counter()
-    with (FIXTURES / name).open("rb") as audio:
-        response = client.post("/transcribe", files={"file": (name, audio)}, data={"diarize": str(diarize).lower()})
+    with path.open("rb") as audio:
+        response = client.post("/transcribe", files={"file": (path.name, audio)}, data={"diarize": str(diarize).lower()})
     response.raise_for_status()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, response.json()
 
 
-def direct_seconds(model, name: str) -> float:
-    from whisper_common.uploads import decode_audio
-
-    samples = decode_audio(str(FIXTURES / name)).samples
-    started = time.perf_counter()
-    segments, _ = model.transcribe(samples, language="en", beam_size=5)
-    list(segments)
-    return time.perf_counter() - started
+def service_text(body: dict) -> str:
+    return " ".join(segment["text"] for segment in body["segments"])
 
 
-def speed_and_memory(repeat: int) -> tuple[str, str]:
-    from faster_whisper import WhisperModel
+def service_words(body: dict) -> int:
+    return sum(len(segment["words"]) for segment in body["segments"])
 
-    from whisper_common.model_catalog import embedded_model_dir
 
-    direct = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=THREADS)
+def run_service(repeat: int, long_minutes: float) -> dict[str, str]:
+    baseline = Baseline()
     port = free_port()
     env = {
-        "UVICORN_HOST": "127.0.0.1",
-        "UVICORN_PORT": str(port),
-        "WHISPER__CPU_THREADS": str(THREADS),
-        "WHISPER__INFERENCE_DEVICE": "cpu",
-        "MAX_CONCURRENCY": "1",
-        "LOG_LEVEL": "warning",
-        "HF_HUB_OFFLINE": "1",
+        "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port), "WHISPER__CPU_THREADS": str(THREADS),
+        "WHISPER__INFERENCE_DEVICE": "cpu", "BATCH_SIZE": str(BATCH), "MAX_CONCURRENCY": "1", "LOG_LEVEL": "warning",
+        "HF_HUB_OFFLINE": "1", "HF_TOKEN": "",
     }
     base = f"http://127.0.0.1:{port}"
-    rows: list[list[object]] = []
+    speed_rows: list[list[object]] = []
+    word_rows: list[list[object]] = []
     rss: dict[str, float] = {}
-    with server_process(
+    with tempfile.TemporaryDirectory() as tmp, server_process(
         python_module("whisperx_api"), health_url=f"{base}/health/ready", env=env, log_name="bench-whisperx", timeout=300
-    ) as process, httpx.Client(base_url=base, timeout=600) as client:
-        for diarize in (False, True):
-            for name in FILES:
-                post(client, name, diarize)  # warm-up: first-use loads (alignment attempt, diarizer)
-                service_times, direct_times = [], []
-                for _ in range(repeat):
-                    service_times.append(post(client, name, diarize))
-                    direct_times.append(direct_seconds(direct, name))
-                seconds = audio_seconds(name)
-                service, baseline = statistics.median(service_times), statistics.median(direct_times)
-                rows.append([
-                    name, "yes" if diarize else "no", f"{seconds:.1f}", f"{service:.2f}", f"{seconds / service:.1f}x",
-                    f"{baseline:.2f}", f"{seconds / baseline:.1f}x", f"{service / baseline:.2f}",
+    ) as process, httpx.Client(base_url=base, timeout=3600) as client:
+        clips = [Clip(name, decode(name)) for name in ("dev00.wav", "sample.wav")] + [long_recording(long_minutes * 60)]
+        post(client, FIXTURES / "jfk.flac", False)
+        rss["without"] = peak_rss_mb(process.pid)
+        post(client, FIXTURES / "jfk.flac", True)  # first use loads the diarizer
+        rss["with"] = peak_rss_mb(process.pid)
+        for clip in clips:
+            path = write_wav(clip, Path(tmp))
+            times: dict[str, list[float]] = {"base": [], "base+words": [], "plain": [], "diarized": []}
+            bodies: dict[str, dict] = {}
+            texts: dict[str, str] = {}
+            runs = {
+                "base": lambda: baseline.run(clip.samples),
+                "base+words": lambda: baseline.run(clip.samples, word_timestamps=True),
+                "plain": lambda: post(client, path, False),
+                "diarized": lambda: post(client, path, True),
+            }
+            order = list(runs)
+            for round_number in range(repeat + 1):  # round 0 warms up, is not counted
+                for key in order[round_number % 4 :] + order[: round_number % 4]:
+                    seconds, result = runs[key]()
+                    if round_number:
+                        times[key].append(seconds)
+                    if isinstance(result, dict):
+                        bodies[key] = result
+                    else:
+                        texts[key] = result
+            median = {key: statistics.median(values) for key, values in times.items()}
+            for key, label in (("plain", "no"), ("diarized", "yes")):
+                speed_rows.append([
+                    clip.name, label, f"{clip.seconds:.0f}", f"{median['base']:.2f}", f"{clip.seconds / median['base']:.1f}x",
+                    f"{median[key]:.2f}", f"{clip.seconds / median[key]:.1f}x", f"**{median['base'] / median[key]:.2f}**",
+                    f"{median['base'] / median['base+words']:.2f}",
                 ])
-            rss["with" if diarize else "without"] = peak_rss_mb(process.pid)
-    speed = table(
-        ["file", "diarize", "audio s", "/transcribe s", "x-realtime", "faster-whisper direct s", "x-realtime",
-         "service / direct"],
-        rows,
+            beam5 = len(baseline.beam5(clip.samples).split()) if clip.seconds <= 60 else "-"
+            word_rows.append([
+                clip.name, BEFORE_WORDS.get(clip.name, "-"), service_words(bodies["plain"]), len(texts["base"].split()), beam5,
+            ])
+        for name in ("jfk.flac", "dev01.wav"):
+            _, body = post(client, FIXTURES / name, False)
+            _, text = baseline.run(decode(name))
+            word_rows.append([name, BEFORE_WORDS[name], service_words(body), len(text.split()), len(baseline.beam5(decode(name)).split())])
+        rss["with"] = peak_rss_mb(process.pid)
+        wer_rows = []
+        for name, reference in (("sample.wav", stm_text("sample.stm")), ("jfk.flac", JFK_TEXT)):
+            _, body = post(client, FIXTURES / name, False)
+            _, text = baseline.run(decode(name))
+            wer_rows.append([name, f"{BEFORE_WER[name]:.3f}", f"{wer(reference, service_text(body)):.3f}", f"{wer(reference, text):.3f}",
+                             f"{wer(reference, baseline.beam5(decode(name))):.3f}"])
+        boundary = word_boundaries(client, Path(tmp))
+        rss["with"] = peak_rss_mb(process.pid)
+    return {
+        "speed": table(
+            ["audio", "diarize", "audio s", "BatchedInferencePipeline s", "x-realtime", "/transcribe s", "x-realtime",
+             "service / batched (throughput)", "batched+word_timestamps / batched"],
+            speed_rows,
+        ),
+        "words": table(["audio", "words, service before", "words, service now", "words, batched (default VAD)",
+                        "words, sequential beam 5"], word_rows),
+        "wer": table(["audio", "WER service before", "WER service now", "WER batched", "WER sequential beam 5"], wer_rows),
+        "boundary": boundary,
+        "memory": table(
+            ["service", "peak RSS (VmHWM)", "replaced deployment (quoted)"],
+            [["after requests without diarization", f"{rss['without']:.0f} MB", f"~{REPLACED_RSS_MB['without']} MB"],
+             ["after diarized requests (all of the above)", f"{rss['with']:.0f} MB", f"~{REPLACED_RSS_MB['with']} MB"],
+             [f"floor: `python -c 'import torch'` ({torch_build()})", f"{import_torch_rss_mb():.0f} MB", ""]],
+        ),
+    }
+
+
+def word_boundaries(client: httpx.Client, folder: Path) -> str:
+    from tests.whisperx_api.synth import write_wav as write_samples
+
+    samples, truth = build_clip()
+    path = write_samples(samples, folder / "words.wav")
+    _, body = post(client, path, False)
+    words = [word for segment in body["segments"] for word in segment["words"]]
+    errors = sorted(boundary_errors(truth, words))
+    return table(
+        ["word timings", "words matched", "median abs error", "mean", "p90"],
+        [[f"served ({body['alignment']}, from the decoding pass, snapped to speech edges)", f"{len(errors) // 2}/{len(truth)}",
+          f"{statistics.median(errors) * 1000:.0f} ms", f"{statistics.mean(errors) * 1000:.0f} ms",
+          f"{errors[int(0.9 * (len(errors) - 1))] * 1000:.0f} ms"],
+         BEFORE_BOUNDARY],
     )
-    memory = table(
-        ["service", "peak RSS (VmHWM)", "replaced deployment (quoted)"],
-        [[f"{label} diarization", f"{rss[label]:.0f} MB", f"~{REPLACED_RSS_MB[label]} MB"] for label in ("without", "with")]
-        + [["floor: `python -c 'import torch'` in the same venv", f"{import_torch_rss_mb():.0f} MB", ""]],
-    )
-    return speed, memory
 
 
 def der_table() -> str:
-    from whisper_common.uploads import decode_audio
     from whisperx_api.diarize.base import SpeakerBounds
     from whisperx_api.diarize.embedded import EmbeddedDiarizer
 
     diarizer = EmbeddedDiarizer()
-    diarizer(decode_audio(str(FIXTURES / "jfk.flac")).samples, SpeakerBounds())  # warm-up: first torch/ONNX calls
-    rows = []
-    for file_id in DER_FILES:
-        samples = decode_audio(str(FIXTURES / f"{file_id}.wav")).samples
+    diarizer(decode("jfk.flac"), SpeakerBounds())  # warm-up
+    clips = [fixture_clip(file_id) for file_id in ("sample", "dev00", "dev01")] + recuts() + conversations()
+    rows, scores = [], []
+    for clip in clips:
         started = time.perf_counter()
-        turns = diarizer(samples, SpeakerBounds())
+        turns = diarizer(clip.samples, SpeakerBounds())
         elapsed = time.perf_counter() - started
-        result = der_of(file_id, [(t.start, t.end, t.speaker) for t in turns])
+        result = der(clip, [(turn.start, turn.end, turn.speaker) for turn in turns])
+        scores.append(result["der"])
         rows.append([
-            f"{file_id}.wav", f"{result.der:.1%}", f"{result.missed:.1%}", f"{result.false_alarm:.1%}",
-            f"{result.confusion:.1%}", f"{result.speakers} / {result.reference_speakers}", f"{elapsed:.2f}",
+            clip.name, f"{clip.seconds:.0f}", f"{result['der']:.1%}", f"{result['missed']:.1%}", f"{result['false_alarm']:.1%}",
+            f"{result['confusion']:.1%}", f"{result['speakers']} / {result['reference_speakers']}", f"{elapsed:.2f}",
         ])
-    return table(["file", "DER (collar 0.25 s)", "missed", "false alarm", "confusion", "speakers found / reference",
+    rows.append(["**mean**", "", f"**{statistics.mean(scores):.1%}**", "", "", "", "", ""])
+    return table(["clip", "s", "DER (collar 0.25 s)", "missed", "false alarm", "confusion", "speakers found / reference",
                   "seconds"], rows)
-
-
-def word_boundary_table() -> str:
-    from whisperx_api.align import cross_attention_words
-    from whisperx_api.models import LoaderOptions, WhisperXLoader
-    from whisperx_api.settings import WhisperXSettings
-
-    samples, truth = build_clip()
-    model = WhisperXLoader(LoaderOptions("cpu", 0, "int8", THREADS, 1), WhisperXSettings())("tiny.en")
-    raw = model.pipeline.transcribe(samples, batch_size=8, language="en")["segments"]
-    rows = []
-    for label, snap in (("cross-attention, snapped to speech edges (served)", True), ("cross-attention, raw", False)):
-        words = [w for s in cross_attention_words(model, samples, raw, "en", snap=snap) for w in s["words"]]
-        errors = sorted(boundary_errors(truth, words))
-        rows.append([
-            label, f"{len(errors) // 2}/{len(truth)}", f"{statistics.median(errors) * 1000:.0f} ms",
-            f"{statistics.mean(errors) * 1000:.0f} ms", f"{errors[int(0.9 * (len(errors) - 1))] * 1000:.0f} ms",
-        ])
-    return table(["word timings", "words matched", "median abs error", "mean", "p90"], rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--long-minutes", type=float, default=10)
     args = parser.parse_args()
-    speed, memory = speed_and_memory(args.repeat)
-    der = der_table()
-    words = word_boundary_table()
+    measured = run_service(args.repeat, args.long_minutes)
+    ders = der_table()
     body = f"""
-Embedded `tiny.en`, int8, {THREADS} CPU threads, `MAX_CONCURRENCY=1`, offline (so alignment is Whisper's cross-attention
-and diarization the embedded diarizer). The baseline is `faster_whisper.WhisperModel.transcribe` (beam 5, no word
-timestamps) on the same decoded audio, alternated with the service requests; times are medians of {args.repeat}.
-The machine's 2 cores were shared with other engineers' test runs, so absolute times are noisy; the ratios are
-the figure to read.
+Embedded `tiny.en`, int8, {THREADS} CPU threads, batch size {BATCH}, `MAX_CONCURRENCY=1`, offline (so word timings
+are Whisper's cross-attention from the decoding pass and diarization the embedded diarizer). The baseline is
+`faster_whisper.BatchedInferencePipeline.transcribe` (its default Silero VAD, beam 5, batch {BATCH}, **no** word
+timestamps) on the already decoded audio, in this process; the service is timed over HTTP (upload and decoding
+included) with word timings always on. Each round runs baseline, /transcribe, /transcribe with diarization and
+the baseline with word timestamps back to back, the order rotating per round; times are medians of {args.repeat}
+rounds after a warm-up round. The machine's 2 cores were shared with other engineers' test runs the whole time
+(load average 5-11), so absolute times are noisy; the interleaved ratios are the figure to read.
 
-### Speed
+### Speed (service / batched ≥ 0.8 without diarization, ≥ 0.65 with)
 
-{speed}
+{measured["speed"]}
 
-### Diarization error rate (embedded diarizer, no speaker count given)
+### Words and WER (speed must not come from dropping speech)
 
-{der}
+"Before" is the service at commit 7b5c2f4 (WhisperX's pyannote VAD, then a second cross-attention pass for word
+timings), measured on the same audio. The 10-minute recording is the fixtures repeated (sample, dev00, dev01,
+jfk, stereo_diarization, 0.5 s pauses).
+
+{measured["words"]}
+
+{measured["wer"]}
 
 ### Word boundaries (espeak-ng clip, words joined with known silences of 0.15-0.6 s)
 
-{words}
+{measured["boundary"]}
 
-### Memory
+### Diarization error rate (embedded diarizer, no speaker count given)
 
-{memory}
+The fixtures, the AMI excerpts cut differently (halves; both excerpts joined), and six conversations mixed from
+single-speaker turns of the fixtures and two espeak-ng voices (2-4 voices, pauses, a fifth of the changes
+overlapping; `bench/whisperx_clips.py`, fixed seed).
+
+{ders}
+
+### Memory ({torch_build()} in the venv; the images install the CPU wheels)
+
+{measured["memory"]}
 """
     write_section("whisperx", "WhisperX service", body)
 

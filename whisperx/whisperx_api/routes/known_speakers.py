@@ -11,9 +11,9 @@ import binascii
 import io
 from typing import Annotated, Any
 
-from fastapi import Form, Request
+from fastapi import Form, UploadFile
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import UploadFile as FilePart
 
 from whisper_common.errors import ApiError, InvalidParameter
 from whisper_common.uploads import decode_audio
@@ -37,12 +37,18 @@ KnownSpeakerNamesField = Annotated[
         "diarization.",
     ),
 ]
+KnownSpeakerReferencesField = Annotated[
+    list[UploadFile | str] | None,
+    Form(
+        alias=REFERENCES,
+        description=f"One reference clip per `{NAMES}` entry, in the same order: a file part or a data URL "
+        "(`data:audio/wav;base64,...`), 2-10 s of that speaker alone.",
+    ),
+]
 
 
-async def known_speakers(request: Request) -> tuple[KnownSpeaker, ...]:
-    form = await request.form()  # already parsed (and cached) by FastAPI for the declared fields
-    names = [*form.getlist(NAMES), *form.getlist(NAMES[:-2])]
-    references = [*form.getlist(REFERENCES), *form.getlist(REFERENCES[:-2])]
+async def known_speakers(names: list[str] | None, references: list[UploadFile | str] | None) -> tuple[KnownSpeaker, ...]:
+    names, references = names or [], references or []
     if not names and not references:
         return ()
     checked = check_names(names, len(references))
@@ -79,7 +85,7 @@ def check_names(names: list[Any], reference_count: int) -> list[str]:
 def reference_samples(reference: Any, index: int, name: str):  # -> np.ndarray
     """A clip as 16 kHz mono samples; not audio, a bad data URL, under 2 s or over 10 s is a 400."""
     which = f"{REFERENCES} clip {index + 1} (for '{name}')"
-    if isinstance(reference, UploadFile):
+    if isinstance(reference, FilePart):
         reference.file.seek(0)
         source = reference.file
     else:

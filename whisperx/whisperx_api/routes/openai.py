@@ -24,7 +24,6 @@ from whisper_common.openai_formats import (
 from whisper_common.schemas import TRANSCRIPTION_RESPONSES
 from whisper_common.transcript import Transcript
 from whisperx_api.pipeline import TranscribeOptions, check_speaker_bounds, parse_language
-from whisperx_api.routes.known_speakers import NAMES, KnownSpeakerNamesField, known_speakers
 from whisperx_api.routes.fields import (
     BatchSizeField,
     FileField,
@@ -32,6 +31,12 @@ from whisperx_api.routes.fields import (
     MaxSpeakersField,
     MinSpeakersField,
     ModelField,
+)
+from whisperx_api.routes.known_speakers import (
+    NAMES,
+    KnownSpeakerNamesField,
+    KnownSpeakerReferencesField,
+    known_speakers,
 )
 from whisperx_api.service import WhisperXService
 
@@ -70,13 +75,14 @@ async def create_transcription(
     max_speakers: MaxSpeakersField = None,
     batch_size: BatchSizeField = None,
     known_speaker_names: KnownSpeakerNamesField = None,
+    known_speaker_references: KnownSpeakerReferencesField = None,
 ) -> Response:
     service: WhisperXService = request.app.state.service
     output_format = parse_response_format(response_format, allowed=FORMATS)
     granularities = parse_granularities(
         [*(timestamp_granularities or ()), *(timestamp_granularities_plain or ())], output_format
     )
-    known = await known_speakers(request)
+    known = await known_speakers(known_speaker_names, known_speaker_references)
     if known and diarize is False:
         raise InvalidParameter(NAMES, f"{NAMES} names diarized speakers: it cannot be used with diarize=false")
     with_speakers = output_format is ResponseFormat.DIARIZED_JSON or bool(known) if diarize is None else diarize

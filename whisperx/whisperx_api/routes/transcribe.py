@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from whisper_common.errors import InvalidParameter
 from whisper_common.openai_formats import MEDIA_TYPES, ResponseFormat, parse_response_format, render_body
 from whisperx_api.pipeline import PipelineResult, TranscribeOptions, check_speaker_bounds, parse_language
-from whisperx_api.routes.known_speakers import NAMES, KnownSpeakerNamesField, known_speakers
 from whisperx_api.routes.fields import (
     BatchSizeField,
     FileField,
@@ -19,6 +18,12 @@ from whisperx_api.routes.fields import (
     ModelField,
 )
 from whisperx_api.schemas import TRANSCRIBE_RESPONSES
+from whisperx_api.routes.known_speakers import (
+    NAMES,
+    KnownSpeakerNamesField,
+    KnownSpeakerReferencesField,
+    known_speakers,
+)
 from whisperx_api.service import WhisperXService
 
 router = APIRouter(tags=["whisperx"])
@@ -39,10 +44,11 @@ async def transcribe(
     batch_size: BatchSizeField = None,
     response_format: Annotated[str | None, Form(description="`json` (default), `srt`, `vtt` or `text`.")] = None,
     known_speaker_names: KnownSpeakerNamesField = None,
+    known_speaker_references: KnownSpeakerReferencesField = None,
 ) -> Response:
     service: WhisperXService = request.app.state.service
     output_format = parse_response_format(response_format, allowed=FORMATS)
-    known = await known_speakers(request)
+    known = await known_speakers(known_speaker_names, known_speaker_references)
     if known and diarize is False:
         raise InvalidParameter(NAMES, f"{NAMES} names diarized speakers: it cannot be used with diarize=false")
     options = TranscribeOptions(
