@@ -91,13 +91,22 @@ def test_failed_and_canceled_jobs_are_announced_too(http: httpx.Client) -> None:
 
 @contextmanager
 def audio_host() -> Iterator[str]:
-    """Serves jfk.flac at /jfk.flac, a redirect to it at /moved, and a redirect to a private address at /sneaky."""
+    """Serves jfk.flac at /jfk.flac, a redirect to it at /moved, a redirect to a private address at /sneaky, 503 twice
+    then the file at /flaky, and 503 for ever at /down."""
     audio = fixture_path("jfk.flac").read_bytes()
     port = free_port()
+    flaky = [503, 503]
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/jfk.flac":
+            if self.path == "/down" or (self.path == "/flaky" and flaky):
+                if self.path == "/flaky":
+                    flaky.pop()
+                self.send_response(503)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            if self.path in ("/jfk.flac", "/flaky"):
                 self.send_response(200)
                 self.send_header("content-length", str(len(audio)))
                 self.end_headers()
@@ -138,3 +147,15 @@ def test_audio_url_follows_checked_redirects(http: httpx.Client) -> None:
     assert "10.20.30.40" in refused["error"]["message"]
     assert not_found["status"] == "failed" and not_found["attempts"] == 1 and "404" in not_found["error"]["message"]
     assert json.loads(json.dumps(done["metadata"])) == {"src": "url"}
+
+
+def test_a_transient_download_failure_is_retried_with_backoff_and_a_lasting_one_fails(http: httpx.Client) -> None:
+    with audio_host() as base:
+        flaky = http.post("/v1/jobs", json={"audio_url": f"{base}/flaky"}).json()["id"]
+        down = http.post("/v1/jobs", json={"audio_url": f"{base}/down"}).json()["id"]
+        recovered = wait_for(http, flaky)
+        failed = wait_for(http, down)
+    assert recovered["status"] == "succeeded" and recovered["attempts"] == 3, recovered
+    assert failed["status"] == "failed" and failed["attempts"] == 3  # JOB_MAX_ATTEMPTS
+    assert "503" in failed["error"]["message"] and "after 3 attempts" in failed["error"]["message"]
+    assert 'whisper_faster_job_attempts_total{outcome="retried"}' in http.get("/metrics").text
