@@ -116,3 +116,14 @@ def test_the_build_of_the_base_image_needs_no_docker_hub(built_images: BuiltImag
     assert version.startswith("Python 3.11.")
     os_release = docker("run", "--rm", built_images.base, "cat", "/etc/os-release").stdout
     assert "VERSION_CODENAME=bookworm" in os_release
+
+
+def test_the_proxy_image_checks_its_config_read_only_and_not_root(built_images: BuiltImages) -> None:
+    """The container form of the proxy (docs: "As a container") starts as uid 10001 on a read-only root."""
+    result = docker(
+        "run", "--rm", "--read-only", "--cap-drop", "ALL", "--network", "none", f"{PREFIX}/autostart:latest",
+        "--config", "/etc/autostart/config.json", "--check-config",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    uid = docker("run", "--rm", "--entrypoint", "id", f"{PREFIX}/autostart:latest", "-u").stdout.strip()
+    assert uid == "10001"
