@@ -93,19 +93,26 @@ async def replay(url: str, pcm: bytes, start_delay: float = 0.0) -> Run:
                     "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": PREFIX_MS,
                     "silence_duration_ms": SILENCE_MS}}}}}))
 
+            recording_sent = asyncio.Event()
+
             async def send() -> None:
+                """The recording, then silence, as a live microphone goes on sending until it is switched off."""
                 started = time.monotonic()
-                for index, offset in enumerate(range(0, len(pcm), chunk)):
+                silence = base64.b64encode(bytes(chunk)).decode()
+                for index in range(10**6):
+                    offset = index * chunk
+                    if offset >= len(pcm):
+                        recording_sent.set()
+                    audio = base64.b64encode(pcm[offset:offset + chunk]).decode() if offset < len(pcm) else silence
                     await asyncio.sleep(max(0.0, started + index * CHUNK_SECONDS - time.monotonic()))
                     sent_at.append(time.monotonic())
-                    await socket.send(json.dumps({"type": "input_audio_buffer.append",
-                                                  "audio": base64.b64encode(pcm[offset:offset + chunk]).decode()}))
+                    await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
 
             sender = asyncio.create_task(send())
             try:
                 while True:
                     done = [i for i in items.values() if "completed" in i]
-                    if sender.done() and items and len(done) == len(items) and all("stopped" in i for i in items.values()):
+                    if recording_sent.is_set() and items and len(done) == len(items):
                         break
                     try:
                         event = json.loads(await asyncio.wait_for(socket.recv(), timeout=30))
