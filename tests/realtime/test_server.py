@@ -19,7 +19,7 @@ from tests.service_servers import JFK_REFERENCE, Server
 from tests.whisper_faster.helpers import word_error_rate
 
 CHUNK = 4800  # 100 ms of PCM16 at 24 kHz
-PACE = 4.0  # times real time: the protocol does not care, and the test stays short
+PACE = 2.0  # times real time: the protocol does not care, and the test stays short
 
 
 def stream(append, pcm: bytes, pace: float = PACE) -> threading.Thread:
@@ -103,9 +103,9 @@ def test_openai_client_streams_jfk_and_gets_partials_and_finals(realtime_server:
     assert not [e for e in events if e["type"] == "error"], events
     deltas = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
     completed = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
-    assert deltas, "no partial text while speaking"
+    assert deltas, f"no delta events: {events}"
     finals = check_transcription_events(events)
-    assert word_error_rate(JFK_REFERENCE, finals) < 0.2, finals
+    assert word_error_rate(JFK_REFERENCE, finals) < 0.2, (finals, events)
     for event in completed:
         assert event["usage"]["type"] == "duration" and event["usage"]["seconds"] > 0
 
