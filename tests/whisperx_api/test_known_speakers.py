@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import openai
 import pytest
 from openai.types.audio import TranscriptionDiarized
 
+from tests.service_servers import Server
 from tests.support import fixture_path, require
 from tests.whisper_faster.helpers import assert_openai_error
 from tests.whisperx_api.synth import SAMPLE_RATE, espeak_available, write_wav
@@ -72,20 +74,17 @@ def test_names_land_on_their_speakers_turns(http: httpx.Client, clips: dict[str,
     assert "Robot" not in speakers and {"Maria", "Tom"} <= speakers
 
 
-def test_openai_route_takes_data_urls_and_labels_unmatched_speakers_with_letters(
-    http: httpx.Client, clips: dict[str, Path]
-) -> None:
-    """As OpenAI's SDK sends them: data URLs in `known_speaker_references[]`. Only Maria is known here, so the
-    other voice keeps a letter."""
+def test_openai_client_sends_data_urls_and_unmatched_speakers_keep_letters(server: Server, clips: dict[str, Path]) -> None:
+    """As a user would: the `openai` client sends the clip as a data URL. Only Maria is known here, so the other
+    voice keeps a letter."""
     url = "data:audio/wav;base64," + base64.b64encode(clips["Maria"].read_bytes()).decode()
+    client = openai.OpenAI(base_url=server.v1, api_key="unused", timeout=300)
     with fixture_path("dev00.wav").open("rb") as audio:
-        response = http.post(
-            "/v1/audio/transcriptions",
-            files={"file": ("dev00.wav", audio, "audio/wav")},
-            data={"response_format": "diarized_json", NAMES: ["Maria"], REFERENCES: [url]},
+        result = client.audio.transcriptions.create(
+            model="whisper-1", file=audio, response_format="diarized_json",
+            known_speaker_names=["Maria"], known_speaker_references=[url],
         )
-    assert response.status_code == 200, response.text
-    diarized = TranscriptionDiarized.model_validate(response.json(), strict=True)
+    diarized = TranscriptionDiarized.model_validate(result.model_dump(exclude_unset=True), strict=True)
     speakers = [segment.speaker for segment in diarized.segments]
     assert "Maria" in speakers and set(speakers) - {"Maria"} <= {"A", "B", "C"}
     first_maria = next(segment for segment in diarized.segments if segment.speaker == "Maria")
