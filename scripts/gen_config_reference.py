@@ -352,7 +352,7 @@ def jobs_metrics_table() -> str:
     from whisper_common.jobs.model import JobStatus
 
     registry = CollectorRegistry()
-    JobMetrics(registry, "whisper_faster", lambda: {status.value: 0 for status in JobStatus}, lambda: None)
+    JobMetrics(registry, "whisper_faster", lambda: ({status.value: 0 for status in JobStatus}, None))
     return metrics_table(registry)
 
 

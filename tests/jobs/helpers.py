@@ -46,3 +46,15 @@ def long_audio(source: Path, destination: Path, repeats: int) -> Path:
         check=True,
     )
     return destination
+
+
+def wait_for_activity(client: httpx.Client, check: Any, timeout: float = 10) -> dict[str, Any]:
+    """Poll GET /health/activity until `check(body)` holds (its counts are refreshed every second)."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = client.get("/health/activity").json()
+        if check(body):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"activity never matched: {body}")

@@ -3,12 +3,13 @@ idempotency, bad input — over real HTTP against a real server and the embedded
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.jobs.helpers import long_audio, submit, wait_for
+from tests.jobs.helpers import long_audio, submit, wait_for, wait_for_activity
 from tests.service_servers import JFK_REFERENCE, Server
 from tests.support import fixture_path
 
@@ -55,8 +56,10 @@ def test_jfk_and_dev00_succeed_with_srt_and_json_results(http: httpx.Client) -> 
     assert default.headers["content-type"].startswith("application/x-subrip")
     assert len(_words(default.text)) > 20
 
-    metrics = http.get("/metrics").text
-    assert re.search(r'^whisper_faster_jobs\{status="succeeded"\} [2-9]', metrics, re.M), metrics
+    deadline = time.monotonic() + 10  # the job counts are read from the queue every second
+    while not re.search(r'^whisper_faster_jobs\{status="succeeded"\} [2-9]', metrics := http.get("/metrics").text, re.M):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.2)
     assert 'whisper_faster_job_attempts_total{outcome="succeeded"}' in metrics
     assert "whisper_faster_job_run_seconds_count" in metrics
     assert "whisper_faster_jobs_oldest_queued_age_seconds" in metrics
@@ -82,8 +85,7 @@ def test_cancel_running_job_stops_it_and_the_service_is_busy_meanwhile(
     audio = long_audio(fixture_path("dev00.wav"), tmp_path / "long.wav", repeats=8)  # 4 minutes
     job_id = submit(http, audio).json()["id"]
     running = wait_for(http, job_id, {"running"}, until=lambda job: job["progress"]["audio_seconds_done"] > 0)
-    activity = http.get("/health/activity").json()
-    assert activity["busy"] is True and activity["counts"]["jobs_running"] == 1
+    wait_for_activity(http, lambda body: body["busy"] is True and body["counts"]["jobs_running"] == 1)
 
     canceled = http.delete(f"/v1/jobs/{job_id}")
     assert canceled.status_code == 202 and canceled.json()["cancel_requested"] is True
@@ -92,7 +94,7 @@ def test_cancel_running_job_stops_it_and_the_service_is_busy_meanwhile(
     assert final["progress"]["audio_seconds_done"] < running["progress"]["audio_seconds"] / 2
     result = http.get(f"/v1/jobs/{job_id}/result")
     assert result.status_code == 409 and "canceled" in result.json()["error"]["message"]
-    assert http.get("/health/activity").json()["busy"] is False
+    wait_for_activity(http, lambda body: body["busy"] is False)
 
     deleted = http.delete(f"/v1/jobs/{job_id}")
     assert deleted.json() == {"id": job_id, "object": "transcription.job.deleted", "deleted": True}
@@ -105,7 +107,7 @@ def test_cancel_queued_job_at_once(http: httpx.Client, tmp_path: Path) -> None:
     first = submit(http, audio).json()["id"]
     wait_for(http, first, {"running"})
     queued = submit(http, fixture_path("jfk.flac")).json()["id"]  # one worker: it waits behind the first
-    assert http.get("/health/activity").json()["counts"]["jobs_queued"] == 1
+    wait_for_activity(http, lambda body: body["counts"]["jobs_queued"] == 1)
     canceled = http.delete(f"/v1/jobs/{queued}")
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     http.delete(f"/v1/jobs/{first}")

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.jobs.conftest import start_jobs_server
-from tests.jobs.helpers import submit, wait_for
+from tests.jobs.helpers import submit, wait_for, wait_for_activity
 from tests.jobs.postgres import postgres_server
 from tests.support import ARTIFACTS, fixture_path
 
@@ -56,7 +56,7 @@ def test_two_processes_share_one_queue_and_a_killed_one_loses_nothing(database: 
     with start_jobs_server(names[0], data_dir, **env) as first, start_jobs_server(names[1], data_dir, **env) as second:
         clients = [first.client(), second.client()]
         ids = [submit(clients[i % 2], fixture_path("hotwords.mp3"), metadata={"i": i}).json()["id"] for i in range(JOBS)]
-        assert clients[0].get("/health/activity").json()["busy"] is True  # the shared queue, from either process
+        wait_for_activity(clients[0], lambda body: body["busy"] is True)  # the shared queue, from either process
 
         prefix = f"{socket.gethostname()}:{first.process.pid}:"
         deadline = time.monotonic() + 120

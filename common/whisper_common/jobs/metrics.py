@@ -1,7 +1,7 @@
 """The jobs' Prometheus series, on the service's registry and namespace (`whisper_faster_jobs{status="queued"}`).
 
-Counts by status and the oldest queued job's age are read from the store when scraped, so with PostgreSQL they
-describe the shared queue, whichever process is scraped.
+Counts by status and the oldest queued job's age are read from the queue (every second, by the runtime), so with
+PostgreSQL they describe the shared queue, whichever process is scraped.
 """
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ logger = logging.getLogger("whisper_common.jobs")
 _RUN_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 
+Snapshot = Callable[[], tuple[dict[str, int], float | None]]
+"""Counts by status and the oldest queued job's creation time (Unix seconds, None when none waits)."""
+
+
 class _QueueCollector(Collector):
-    def __init__(
-        self, namespace: str, counts: Callable[[], dict[str, int]], oldest_queued: Callable[[], float | None]
-    ) -> None:
+    def __init__(self, namespace: str, snapshot: Snapshot) -> None:
         self.namespace = namespace
-        self.counts = counts
-        self.oldest_queued = oldest_queued
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(f"{self.namespace}_jobs", "Jobs by status (the whole queue).", labels=["status"])
@@ -32,9 +33,9 @@ class _QueueCollector(Collector):
             f"{self.namespace}_jobs_oldest_queued_age_seconds", "Age of the oldest queued job; 0 when none waits."
         )
         try:
-            for status, count in self.counts().items():
+            counts, oldest = self.snapshot()
+            for status, count in counts.items():
                 jobs.add_metric([status], count)
-            oldest = self.oldest_queued()
             age.add_metric([], max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the database is away
             logger.warning("job metrics unavailable", extra={"error": repr(exc)})
@@ -51,8 +52,7 @@ class JobMetrics:
         self,
         registry: CollectorRegistry,
         namespace: str,
-        counts: Callable[[], dict[str, int]],
-        oldest_queued: Callable[[], float | None],
+        snapshot: Snapshot,
     ) -> None:
         self.run_seconds = Histogram(
             "job_run_seconds", "Time one run of a job took (download, decode, transcription).",
@@ -67,4 +67,4 @@ class JobMetrics:
             "webhook_deliveries", "Webhook delivery attempts by outcome: delivered, retrying, failed, disabled.",
             ["outcome"], namespace=namespace, registry=registry,
         )
-        registry.register(_QueueCollector(namespace, counts, oldest_queued))
+        registry.register(_QueueCollector(namespace, snapshot))

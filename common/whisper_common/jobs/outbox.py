@@ -46,7 +46,11 @@ class Outbox:
                 except TimeoutError:
                     pass
                 continue
-            await self.deliver(delivery)
+            try:
+                await self.deliver(delivery)
+            except Exception as exc:  # noqa: BLE001 - the delivery's lease expires and it is sent again
+                logger.error("webhook delivery could not be recorded", extra={"webhook_id": delivery.id}, exc_info=exc)
+                await asyncio.sleep(runtime.poll_seconds)
 
     async def deliver(self, delivery: DeliveryRow) -> None:
         outcome, status_code, error = await self._attempt(delivery)

@@ -322,7 +322,7 @@ async def _accept(
         if isinstance(exc, OSError) and exc.errno not in (28, 122):  # ENOSPC, EDQUOT
             raise
         raise InsufficientStorage() from None
-    runtime.submitted()
+    runtime.accepted()
     return JSONResponse(job.view().model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 

@@ -31,6 +31,8 @@ from whisper_common.settings import ServiceSettings
 logger = logging.getLogger("whisper_common.jobs")
 
 SQLITE_FILE = "jobs.sqlite3"
+COUNTS_INTERVAL_SECONDS = 1.0
+COUNTS_STALE_SECONDS = 30.0
 
 
 def open_store(settings: ServiceSettings, queue: str) -> SqlStore:
@@ -64,6 +66,10 @@ class JobsRuntime:
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), trust_env=False)
         self.metrics = metrics  # type: ignore[assignment]
         self.running: dict[str, threading.Event] = {}
+        self.counts: dict[str, int] = {status.value: 0 for status in JobStatus}
+        self.oldest_queued: float | None = None
+        self.counts_at = 0.0
+        self._accepted_at = 0.0
         self.work_available = asyncio.Event()
         self.outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -75,6 +81,41 @@ class JobsRuntime:
 
     def submitted(self) -> None:
         self.work_available.set()
+
+    def accepted(self) -> None:
+        """A job was just queued here: count it before the next refresh does."""
+        self.counts[JobStatus.QUEUED.value] += 1
+        self._accepted_at = time.time()
+        self.submitted()
+
+    def count(self, status: JobStatus) -> int:
+        """The queue's count, as last read (at most a second old). Called on the event loop (GET /health/activity),
+        so it never touches the database; a stale count raises, which the activity registry reports as busy."""
+        if time.time() - self.counts_at > COUNTS_STALE_SECONDS:
+            raise RuntimeError("job counts are stale: the queue's database has not answered")
+        return self.counts[status.value]
+
+    def snapshot(self) -> tuple[dict[str, int], float | None]:
+        """For the metrics collector (a scrape runs on the event loop too)."""
+        if time.time() - self.counts_at > COUNTS_STALE_SECONDS:
+            raise RuntimeError("job counts are stale")
+        return dict(self.counts), self.oldest_queued
+
+    async def refresh_counts(self) -> None:
+        started = time.time()
+        counts = await asyncio.to_thread(self.store.counts)
+        oldest = await asyncio.to_thread(self.store.oldest_queued_created_at)
+        if self._accepted_at >= started:  # a job accepted while reading may be missing from what was read
+            counts[JobStatus.QUEUED.value] = max(counts[JobStatus.QUEUED.value], self.counts[JobStatus.QUEUED.value])
+        self.counts, self.oldest_queued, self.counts_at = counts, oldest, time.time()
+
+    async def _count_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COUNTS_INTERVAL_SECONDS)
+            try:
+                await self.refresh_counts()
+            except Exception as exc:  # noqa: BLE001 - stale counts say busy; next round
+                logger.warning("reading job counts failed", extra={"error": repr(exc)})
 
     def cancel_local(self, job_id: str) -> None:
         event = self.running.get(job_id)
@@ -89,6 +130,7 @@ class JobsRuntime:
         if workers:
             self._tasks.append(asyncio.create_task(Outbox(self, new_owner()).run_forever(), name="job-outbox"))
         self._tasks.append(asyncio.create_task(self._janitor(), name="job-janitor"))
+        self._tasks.append(asyncio.create_task(self._count_loop(), name="job-counts"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -126,15 +168,13 @@ async def serve_jobs(
 ) -> AsyncIterator[JobsRuntime]:
     """Open the store, start the workers (JOBS_WORKERS), register metrics (on the service's registry, under its
     namespace) and activity; stop them all after."""
-    namespace = metrics_namespace
-    store = await asyncio.to_thread(open_store, settings, namespace)
-    metrics = JobMetrics(
-        app.state.metrics.registry, namespace, store.counts, store.oldest_queued_created_at
-    )
-    runtime = JobsRuntime(settings, engine, metrics, store)
+    store = await asyncio.to_thread(open_store, settings, metrics_namespace)
+    runtime = JobsRuntime(settings, engine, None, store)
+    runtime.metrics = JobMetrics(app.state.metrics.registry, metrics_namespace, runtime.snapshot)
+    await runtime.refresh_counts()
     app.state.jobs = runtime
-    app.state.activity.register("jobs_queued", lambda: store.count(JobStatus.QUEUED))
-    app.state.activity.register("jobs_running", lambda: store.count(JobStatus.RUNNING))
+    app.state.activity.register("jobs_queued", lambda: runtime.count(JobStatus.QUEUED))
+    app.state.activity.register("jobs_running", lambda: runtime.count(JobStatus.RUNNING))
     runtime.start()
     logger.info(
         "jobs ready", extra={"store": store.backend, "workers": settings.jobs_workers, "data_dir": str(settings.data_dir)}
