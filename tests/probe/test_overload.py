@@ -2,6 +2,7 @@
 with Retry-After (never a 500, a hang or a dropped connection), and the server's memory does not grow burst to burst."""
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,12 +25,22 @@ def _rss(pid: int) -> int:
 
 
 def _burst(server: Server, route: str, audio: bytes) -> list[httpx.Response]:
-    def send(_: int) -> httpx.Response:
-        with server.client() as client:
-            return client.post(route, files={"file": ("hotwords.mp3", audio, "audio/mpeg")}, data={"model": "tiny.en"})
+    """BURST requests released together (a barrier), on connections opened beforehand."""
+    start = threading.Barrier(BURST)
 
-    with ThreadPoolExecutor(BURST) as pool:
-        return list(pool.map(send, range(BURST)))
+    def send(client: httpx.Client) -> httpx.Response:
+        start.wait()
+        return client.post(route, files={"file": ("hotwords.mp3", audio, "audio/mpeg")}, data={"model": "tiny.en"})
+
+    clients = [server.client() for _ in range(BURST)]
+    try:
+        for client in clients:
+            client.get("/health")  # connect now, so the burst is only the uploads
+        with ThreadPoolExecutor(BURST) as pool:
+            return list(pool.map(send, clients))
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_bursts_get_200_or_503_with_retry_after_and_memory_stays_flat(service: Server, service_name: str) -> None:
