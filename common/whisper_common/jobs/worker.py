@@ -145,6 +145,7 @@ class Worker:
         try:
             if self.runtime.store.release(job.id, self.owner, run_after):
                 self.runtime.metrics.attempts.labels(outcome="released").inc()
+                logger.info("job released", extra={"job_id": job.id})
         except Exception as exc:  # noqa: BLE001 - the lease expires anyway
             logger.warning("releasing a job failed", extra={"job_id": job.id, "error": repr(exc)})
 
