@@ -69,7 +69,7 @@ def whisperx(tmp_path_factory: pytest.TempPathFactory, base_model: str) -> Itera
 
 AUDIO_ROUTES = {
     "whisper-faster": ("/v1/audio/transcriptions", "/v1/audio/translations"),
-    "whisperx": ("/transcribe", "/v1/audio/transcriptions"),
+    "whisperx": ("/transcribe", "/v1/audio/transcriptions", "/v1/audio/translations"),
 }
 
 

@@ -76,8 +76,9 @@ def audio(filename: str, content: Any, media: str = "application/octet-stream") 
 FASTER = tuple(f"whisper-faster {route}" for route in AUDIO_ROUTES["whisper-faster"])
 WHISPERX = tuple(f"whisperx {route}" for route in AUDIO_ROUTES["whisperx"])
 OPENAI_TRANSCRIPTIONS = ("whisper-faster /v1/audio/transcriptions", "whisperx /v1/audio/transcriptions")
-WITH_LANGUAGE = (*WHISPERX, "whisper-faster /v1/audio/transcriptions")
-WITH_TEMPERATURE = (*FASTER, "whisperx /v1/audio/transcriptions")
+WITH_LANGUAGE = ("whisperx /transcribe", *OPENAI_TRANSCRIPTIONS)
+WITH_SPEAKERS = ("whisperx /transcribe", "whisperx /v1/audio/transcriptions")
+WITH_TEMPERATURE = (*FASTER, "whisperx /v1/audio/transcriptions", "whisperx /v1/audio/translations")
 
 JFK = audio("jfk.flac", lambda: fixture_path("jfk.flac").read_bytes(), "audio/flac")
 UNTERMINATED = (
@@ -125,7 +126,7 @@ CORPUS: dict[str, Case] = {
     "batch_size a million": Case(400, "batch_size", "invalid_parameter", JFK, {"batch_size": "1000000"}, routes=WHISPERX),
     "min_speakers above max_speakers": Case(
         400, "min_speakers", "invalid_parameter", JFK, {"diarize": "true", "min_speakers": "9", "max_speakers": "2"},
-        routes=WHISPERX,
+        routes=WITH_SPEAKERS,
     ),
 }
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from whisper_common.errors import InvalidParameter, UnsupportedTask
 from whisper_common.languages import language_code
-from whisper_common.transcript import Segment, Transcript, Word
-from whisperx_api.align import Segments, WordAligner
+from whisper_common.transcript import Segment, Task, Transcript, Word
+from whisperx_api.align import CROSS_ATTENTION, Segments, WordAligner
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn
 from whisperx_api.diarize.known import KnownSpeaker
 from whisperx_api.diarize.select import Diarizers
@@ -44,6 +44,7 @@ class TranscribeOptions:
     bounds: SpeakerBounds = SpeakerBounds()
     prompt: str | None = None
     known_speakers: tuple[KnownSpeaker, ...] = ()
+    task: Task = "transcribe"  # "translate": English text from speech in any language (no wav2vec2 re-timing)
 
 
 @dataclass
@@ -84,6 +85,11 @@ class TranscriptionPipeline:
         self, model: LoadedModel, audio: np.ndarray, options: TranscribeOptions, cancel: threading.Event | None = None
     ) -> PipelineResult:
         language = options.language
+        if options.task == "translate" and not model.multilingual:
+            raise UnsupportedTask(
+                "model",
+                f"model '{model.model_id}' is English-only and cannot translate; use a multilingual model such as 'small'",
+            )
         if language is not None and not model.multilingual and language != "en":
             raise UnsupportedTask("language", f"model '{model.model_id}' is English-only; it cannot transcribe '{language}'")
         if not model.multilingual:
@@ -92,7 +98,10 @@ class TranscriptionPipeline:
         # Chosen (and loaded) first: a diarizer that cannot load fails the request before any decoding is spent.
         diarizer = self.diarizers.get() if options.diarize or options.known_speakers else None
         segments, language = self.decode(model, audio, options, language, cancel)
-        segments, alignment = self.aligner.align(audio, segments, language)
+        if options.task == "translate":  # English words over speech in `language`: keep the decoder's own timings
+            alignment = CROSS_ATTENTION
+        else:
+            segments, alignment = self.aligner.align(audio, segments, language)
         _check(cancel)
         diarization = NO_DIARIZATION
         if diarizer is not None:
@@ -103,7 +112,7 @@ class TranscriptionPipeline:
             diarization = diarizer.method
         by_speaker = diarizer is not None
         segments = split_segments(segments, language, by_speaker=by_speaker)
-        transcript = Transcript(language=language, duration=duration, segments=to_segments(segments))
+        transcript = Transcript(language=language, duration=duration, segments=to_segments(segments), task=options.task)
         return PipelineResult(transcript=transcript, alignment=alignment, diarization=diarization)
 
     def decode(
@@ -127,6 +136,7 @@ class TranscriptionPipeline:
             decoded, info = model.batched.transcribe(
                 audio,
                 language=language,
+                task=options.task,
                 batch_size=options.batch_size,
                 initial_prompt=options.prompt,
                 word_timestamps=True,

@@ -48,8 +48,9 @@ class WhisperXService:
         return decode_audio(upload, max_seconds=self.settings.max_audio_seconds)
 
     def _record(self, model_id: str, audio: DecodedAudio, result: PipelineResult, seconds: float) -> None:
-        self.metrics.audio_seconds.labels(model=model_id, task="transcribe").inc(audio.duration)
-        self.metrics.inference_seconds.labels(model=model_id, task="transcribe").observe(seconds)
+        task = result.transcript.task
+        self.metrics.audio_seconds.labels(model=model_id, task=task).inc(audio.duration)
+        self.metrics.inference_seconds.labels(model=model_id, task=task).observe(seconds)
         logger.info(
             "inference done",
             extra={

@@ -1,5 +1,6 @@
 """`POST /v1/audio/transcriptions`: OpenAI's form fields and formats (via whisper_common), plus `diarized_json`,
-`transcript.text.segment` events, and the extensions `diarize`, `min_speakers`, `max_speakers`, `batch_size`."""
+`transcript.text.segment` events, and the extensions `diarize`, `min_speakers`, `max_speakers`, `batch_size`.
+`POST /v1/audio/translations`: OpenAI's translation (English text from any language)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -103,6 +104,33 @@ async def create_transcription(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     return render(result.transcript, output_format, granularities)
+
+
+@router.post("/translations", summary="Translate audio into English text (OpenAI-compatible)", responses=TRANSCRIPTION_RESPONSES)
+async def create_translation(
+    request: Request,
+    file: FileField,
+    model: ModelField = None,
+    prompt: Annotated[str | None, Form(description="Text to guide the style or vocabulary (Whisper's initial prompt).")] = None,
+    response_format: Annotated[
+        str | None, Form(description="`json` (default), `text`, `srt`, `verbose_json` or `vtt`.")
+    ] = None,
+    temperature: Annotated[
+        float | None, Form(ge=0.0, le=1.0, description="Accepted for compatibility; WhisperX's batched decoding is beam search.")
+    ] = None,
+    batch_size: BatchSizeField = None,
+) -> Response:
+    """Speech in any language as English text, with a multilingual model (an English-only one is a 400)."""
+    service: WhisperXService = request.app.state.service
+    output_format = parse_response_format(response_format)
+    options = TranscribeOptions(
+        batch_size=batch_size or service.settings.batch_size,
+        prompt=prompt.strip() if prompt and prompt.strip() else None,
+        task="translate",
+    )
+    model_id = service.model_id(model)
+    result = await service.transcribe(request, model_id, file.file, options)
+    return render(result.transcript, output_format, frozenset())
 
 
 async def _events(transcript: Transcript, output_format: ResponseFormat) -> AsyncIterator[str]:
