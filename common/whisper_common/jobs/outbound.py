@@ -12,6 +12,7 @@ of a download is checked the same way; webhooks do not follow redirects.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -138,6 +139,11 @@ async def _save(response: httpx.Response, destination: Path, max_bytes: int) -> 
     except httpx.HTTPError as exc:
         destination.unlink(missing_ok=True)
         raise TransientJobError(f"downloading audio_url failed: {type(exc).__name__}") from None
+    except OSError as exc:
+        destination.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TransientJobError("no space left in DATA_DIR for the audio_url download") from None
+        raise
     except BaseException:
         destination.unlink(missing_ok=True)
         raise
