@@ -15,6 +15,7 @@ import re
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +118,19 @@ def service_words(body: dict) -> int:
     return sum(len(segment["words"]) for segment in body["segments"])
 
 
-def run_service(repeat: int, long_minutes: float) -> dict[str, str]:
+def run_service(repeat: int, long_minutes: float, tmp: str) -> dict[str, str]:
     baseline = Baseline()
     port = free_port()
     env = {
         "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port), "WHISPER__CPU_THREADS": str(THREADS),
         "WHISPER__INFERENCE_DEVICE": "cpu", "BATCH_SIZE": str(BATCH), "MAX_CONCURRENCY": "1", "LOG_LEVEL": "warning",
-        "HF_HUB_OFFLINE": "1", "HF_TOKEN": "",
+        "HF_HUB_OFFLINE": "1", "HF_TOKEN": "", "DATA_DIR": str(Path(tmp) / "data"),
     }
     base = f"http://127.0.0.1:{port}"
     speed_rows: list[list[object]] = []
     word_rows: list[list[object]] = []
     rss: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, server_process(
+    with server_process(
         python_module("whisperx_api"), health_url=f"{base}/health/ready", env=env, log_name="bench-whisperx", timeout=300
     ) as process, httpx.Client(base_url=base, timeout=3600) as client:
         clips = [Clip(name, decode(name)) for name in ("dev00.wav", "sample.wav")] + [long_recording(long_minutes * 60)]
@@ -246,7 +247,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--long-minutes", type=float, default=10)
     args = parser.parse_args()
-    measured = run_service(args.repeat, args.long_minutes)
+    warnings.filterwarnings("ignore", message=".*'uem' was approximated.*")
+    with tempfile.TemporaryDirectory() as tmp:
+        measured = run_service(args.repeat, args.long_minutes, tmp)
     ders = der_table()
     body = f"""
 Embedded `tiny.en`, int8, {THREADS} CPU threads, batch size {BATCH}, `MAX_CONCURRENCY=1`, offline (so word timings
