@@ -109,16 +109,20 @@ async def replay(url: str, pcm: bytes, start_delay: float = 0.0) -> Run:
                     await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
 
             sender = asyncio.create_task(send())
+            last_event = time.monotonic()
             try:
                 while True:
                     done = [i for i in items.values() if "completed" in i]
                     if recording_sent.is_set() and items and len(done) == len(items):
                         break
                     try:
-                        event = json.loads(await asyncio.wait_for(socket.recv(), timeout=30))
+                        event = json.loads(await asyncio.wait_for(socket.recv(), timeout=0.5))
                     except asyncio.TimeoutError:
-                        run.error = "timeout waiting for events"
-                        break
+                        if time.monotonic() - last_event > 30:
+                            run.error = "timeout waiting for events"
+                            break
+                        continue
+                    last_event = time.monotonic()
                     now = time.monotonic()
                     kind = event["type"]
                     if kind == "error":

@@ -1,6 +1,7 @@
 """Runs a session's DecodeRequest on faster-whisper (in a worker thread).
 
-Finals go through `WhisperModel.transcribe` (beam search, the usual 30 s window): they are the text that stays.
+Finals go through `WhisperModel.transcribe` (beam search, the usual 30 s window): they are the text that stays. They
+start from the words already sent as deltas (Whisper's `prefix`), so a final only ever adds to what the client shows.
 Partials only have to agree with the next partial, and there are many of them, so they take a cheaper path: greedy,
 and the encoder sees the utterance plus 1 s of padding instead of 30 s (never under 10 s: shorter windows make
 Whisper repeat itself), which costs a fraction of a full decode; the output length is capped by the audio's length
@@ -33,6 +34,7 @@ def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None
         request.samples,
         language=language,
         initial_prompt=request.prompt,
+        prefix=(request.confirmed or None) if request.final else None,
         beam_size=FINAL_BEAM if request.final else 1,
         temperature=0.0,
         condition_on_previous_text=False,

@@ -108,6 +108,8 @@ class DecodeRequest:
     """Absolute sample where the decoded audio ends."""
     context: str = ""
     """The end of the session's earlier finals: Whisper's prompt (after the client's own), for continuity."""
+    confirmed: str = ""
+    """The words of this utterance already sent as deltas: a final starts with them, so nothing is taken back."""
 
     @property
     def prompt(self) -> str | None:
@@ -403,7 +405,8 @@ class RealtimeSession:
         return self._request(item, self._audio[item.start - self._audio_start:end - self._audio_start], end, final=final)
 
     def _request(self, item: _Item, samples: np.ndarray, end: int, *, final: bool) -> Decode:
-        request = DecodeRequest(next(self._jobs), item.item_id, samples, final, self.config, end, self._context)
+        request = DecodeRequest(next(self._jobs), item.item_id, samples, final, self.config, end, self._context,
+                                item.agreement.text)
         self._in_flight = request
         return Decode(request)
 
