@@ -36,7 +36,8 @@ class Deployment:
     service_ports: dict[str, int] = field(
         default_factory=lambda: {"whisper-faster": free_port(), "whisperx": free_port()}
     )
-    idle_timeout: int = 20
+    # Long enough to check a woken container's health and hardening before the proxy stops it again.
+    idle_timeout: int = 45
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -106,7 +107,12 @@ class Deployment:
 
     def script(self, name: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [shutil.which("bash") or "/bin/bash", str(ROOT / "scripts" / name)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+            [shutil.which("bash") or "/bin/bash", str(ROOT / "scripts" / name)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def url(self, service: str, path: str) -> str:

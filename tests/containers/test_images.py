@@ -20,7 +20,7 @@ from tests.containers.conftest import BuiltImages
 from tests.containers.docker_cli import PREFIX, SERVICES, docker, inspect
 from tests.support import ROOT
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.stack]  # stack: image builds are slow, `make test-fast` leaves them out
 
 
 @pytest.mark.timeout(2400)

@@ -76,6 +76,24 @@ def _healthy(container: str) -> bool:
     return bool(info and info["State"].get("Health", {}).get("Status") == "healthy")
 
 
+def _assert_hardened(container: str) -> None:
+    """A running container as compose made it: healthy, not root, a read-only root with a writable /tmp and /data,
+    named volumes for the model cache and the data."""
+    wait_until(lambda: _healthy(container), 40, f"{container}'s HEALTHCHECK to pass")
+    info = inspect(container)
+    assert info is not None
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert "/tmp" in info["HostConfig"]["Tmpfs"]
+    assert docker("exec", container, "id", "-u").stdout.strip() == "10001"
+    denied = docker("exec", container, "touch", "/opt/venv/written", check=False)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
+    docker("exec", container, "touch", "/tmp/written", "/data/written")
+    volumes = {m["Destination"]: m for m in info["Mounts"]}
+    assert volumes["/data"]["Type"] == "volume"
+    assert volumes["/home/app/.cache/huggingface"]["Type"] == "volume"
+    assert "DATA_DIR=/data" in info["Config"]["Env"]
+
+
 @pytest.mark.timeout(2400)
 def test_make_up_serves_requests_from_woken_containers_and_make_down_removes_them(deployment: Deployment) -> None:
     up = deployment.make("up")
@@ -96,31 +114,16 @@ def test_make_up_serves_requests_from_woken_containers_and_make_down_removes_the
     assert _wer(JFK_REFERENCE, _transcribe_jfk(deployment)) < 0.15
     assert running("faster-whisper")
     assert not running("whisperx"), "waking one service must not start the other"
+    _assert_hardened("faster-whisper")  # checked while the idle timer runs: well within it
 
     # 2. /transcribe with diarization wakes whisperx: two speakers in sample.wav.
     body = _diarize_sample(deployment)
     speakers = {segment["speaker"] for segment in body["segments"] if segment.get("speaker")}
     assert len(speakers) == 2, speakers
     assert running("whisperx")
+    _assert_hardened("whisperx")
 
-    # 3. The running containers as compose made them: healthy, not root, read-only root with a writable /tmp and
-    #    /data, named volumes for the caches and the data.
-    for container in CONTAINERS.values():
-        wait_until(lambda c=container: _healthy(c), 90, f"{container}'s HEALTHCHECK to pass")
-        info = inspect(container)
-        assert info is not None
-        assert info["HostConfig"]["ReadonlyRootfs"] is True
-        assert "/tmp" in info["HostConfig"]["Tmpfs"]
-        assert docker("exec", container, "id", "-u").stdout.strip() == "10001"
-        denied = docker("exec", container, "touch", "/opt/venv/written", check=False)
-        assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
-        docker("exec", container, "touch", "/tmp/written", "/data/written")
-        volumes = {m["Destination"]: m for m in info["Mounts"]}
-        assert volumes["/data"]["Type"] == "volume"
-        assert volumes["/home/app/.cache/huggingface"]["Type"] == "volume"
-        assert "DATA_DIR=/data" in info["Config"]["Env"]
-
-    # 4. Idle: the proxy stops both.
+    # 3. Idle: the proxy stops both.
     wait_until(
         lambda: not running("faster-whisper") and not running("whisperx"),
         deployment.idle_timeout + 120,
@@ -129,14 +132,14 @@ def test_make_up_serves_requests_from_woken_containers_and_make_down_removes_the
     )
     assert deployment.proxy_states() == {host: "stopped" for host in HOSTS.values()}
 
-    # 5. The next requests wake them again; what /data got survives the stop (a volume, not the container's layer).
+    # 4. The next requests wake them again; what /data got survives the stop (a volume, not the container's layer).
     assert _wer(JFK_REFERENCE, _transcribe_jfk(deployment)) < 0.15
     assert running("faster-whisper")
     assert docker("exec", "faster-whisper", "ls", "/data/written", check=False).returncode == 0
     assert len({s["speaker"] for s in _diarize_sample(deployment)["segments"] if s.get("speaker")}) == 2
     assert running("whisperx")
 
-    # 6. make down: no container, network or site of ours left; the proxy is gone.
+    # 5. make down: no container, network or site of ours left; the proxy is gone.
     down = deployment.make("down")
     assert down.returncode == 0, down.stdout[-4000:] + down.stderr[-4000:]
     for container in CONTAINERS.values():
