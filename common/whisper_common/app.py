@@ -6,7 +6,9 @@
     )
 
 It wires, once and in this order (outermost first): request id + JSON access log + request metrics, API-key auth,
-the streamed upload limit, the error handlers (OpenAI error JSON), local Swagger UI at /docs, /openapi.json, /metrics,
+the streamed upload watch (size limit, stalled-body timeout, cut multipart, client gone), the error handlers (OpenAI
+error JSON), the form checks on every router (`check_form_body`), local Swagger UI at /docs, /openapi.json shaped to
+say what the server does (whisper_common.openapi), /metrics,
 `GET /health` (alive) and `GET /health/ready` (503 until `mark_ready(app)`; `mark_not_ready(app, reason)` for a
 failure), `GET /health/activity` (work under way, see whisper_common.activity). `app.state` holds `settings`,
 `metrics` (ServiceMetrics), `gate` (InferenceGate) and `activity` (ActivityRegistry). The service's
