@@ -1,6 +1,7 @@
 """The `/realtime` page in headless Chromium with a fake microphone playing a real recording, through Nginx (TLS +
 basic auth) and the auto-start proxy, starting from a sleeping whisper-faster: the page's final lines must match
-the recording. Also a plain WebSocket client waking the sleeping service with the upgrade itself."""
+the recording. Also a plain WebSocket client waking the sleeping service with the upgrade itself, and an open
+session keeping the service up past the proxy's idle timeout (then the service is stopped once it closes)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ import base64
 import json
 import shutil
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from tests.support import ARTIFACTS, fixture_path, free_port, require
 from tests.whisper_faster.helpers import word_error_rate
 
 pytestmark = pytest.mark.stack
+IDLE_S = 4
+"""The proxy's idle timeout here: short, so a test can see that an open session keeps the service up."""
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     run_dir = tmp_path_factory.mktemp("stack-realtime")
     settings = RunSettings(
         dir=run_dir, https_port=free_port(), http_port=free_port(), proxy_port=free_port(),
-        whisper_faster_port=free_port(), whisperx_port=free_port(), start_timeout=300,
+        whisper_faster_port=free_port(), whisperx_port=free_port(), start_timeout=300, idle_timeout=IDLE_S,
     )
     # The lag and load guards are relaxed: speed is measured by the benchmark, not asserted on a shared machine.
     local = LocalStack(settings, service_env={
@@ -81,6 +85,32 @@ def test_the_upgrade_wakes_the_sleeping_service_and_frames_flow_both_ways(stack:
     created, updated = asyncio.run(talk())
     assert created["type"] == "session.created" and updated["type"] == "session.updated"
     assert proxy_state(stack) == "ready"
+
+
+def test_an_open_session_keeps_the_service_up_past_the_idle_timeout(stack: LocalStack) -> None:
+    async def hold(seconds: float) -> list[str]:
+        async with websockets.connect(
+            f"wss://{stack.settings.whisper_host}:{stack.settings.https_port}/v1/realtime?intent=transcription",
+            ssl=ssl.create_default_context(cafile=str(stack.paths.cert)), host="127.0.0.1",
+            additional_headers={"Authorization": basic(stack)}, open_timeout=300,
+        ) as socket:
+            assert json.loads(await socket.recv())["type"] == "session.created"
+            states = []
+            silence = base64.b64encode(bytes(4800)).decode()
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:  # a quiet microphone: silence, no speech, for longer than idle
+                await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": silence}))
+                states.append(proxy_state(stack))
+                await asyncio.sleep(0.1)
+            return states
+
+    states = asyncio.run(hold(IDLE_S * 2.5))
+    assert set(states) == {"ready"}, sorted(set(states))
+    # Closed, the session no longer holds the service: the idle stop goes ahead.
+    deadline = time.monotonic() + IDLE_S * 10
+    while proxy_state(stack) != "stopped":
+        assert time.monotonic() < deadline, proxy_state(stack)
+        time.sleep(0.5)
 
 
 def fake_microphone(path: Path) -> Path:
