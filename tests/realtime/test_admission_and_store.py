@@ -42,6 +42,19 @@ def test_a_high_realtime_factor_refuses_while_sessions_are_open_and_fades_with_t
     assert admission.factor == 0.0 and admission.refusal() is None
 
 
+def test_slow_finals_refuse_new_sessions_before_the_open_ones_lag() -> None:
+    clock = Clock()
+    admission = Admission(max_sessions=10, max_load=5, window_seconds=30, clock=clock, max_wait=3)
+    admission.opened()
+    admission.record(inference_seconds=2.0, audio_seconds=20.0)
+    assert admission.refusal() is None
+    admission.record(inference_seconds=3.5, audio_seconds=20.0)  # a low factor, but one final waited 3.5 s
+    reason, message = admission.refusal()
+    assert reason == "overloaded" and "3.5 s" in message
+    clock.now += 31
+    assert admission.refusal() is None
+
+
 def test_metrics_are_exported_with_the_names_the_alerts_use() -> None:
     registry = CollectorRegistry()
     clock = Clock()

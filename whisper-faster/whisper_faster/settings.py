@@ -38,7 +38,8 @@ class Settings(ServiceSettings):
         gt=0,
         le=600,
         description="A session whose oldest untranscribed utterance ended longer ago than this (seconds) cannot keep "
-        "up: it gets an `error` event and close code 1013 instead of a growing delay.",
+        "up: it gets an `error` event and close code 1013 instead of a growing delay. While a recent final took more "
+        "than half of this, new sessions are refused.",
     )
     realtime_max_load: float = Field(
         0.7,

@@ -32,9 +32,12 @@ class Admission:
     factor describes the sessions open now: with none open, nothing can be falling behind, so a new one is let in."""
 
     def __init__(self, max_sessions: int, max_load: float, metrics: RealtimeMetrics | None = None,
-                 window_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 window_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 max_wait: float = float("inf")) -> None:
         self.max_sessions = max_sessions
         self.max_load = max_load
+        self.max_wait = max_wait
+        """A final that took longer than this (from asking to answer) also says the open sessions are at the limit."""
         self.metrics = metrics
         self.window_seconds = window_seconds
         self.clock = clock
@@ -51,6 +54,9 @@ class Admission:
         if self.open > 0 and self.factor > self.max_load:
             return "overloaded", (f"the server is not keeping up with its open sessions (realtime factor "
                                   f"{self.factor:.2f} > {self.max_load:g}); try again later")
+        if self.open > 0 and self.slowest > self.max_wait:
+            return "overloaded", (f"the open sessions' transcripts already take up to {self.slowest:.1f} s; try again "
+                                  "later")
         return None
 
     def opened(self) -> None:
@@ -74,10 +80,19 @@ class Admission:
             self.metrics.completed_latency.observe(seconds)
 
     @property
-    def factor(self) -> float:
+    def slowest(self) -> float:
+        """The longest final of the recent window, from asking to answer."""
+        self._expire()
+        return max((sample[1] for sample in self._samples), default=0.0)
+
+    def _expire(self) -> None:
         horizon = self.clock() - self.window_seconds
         while self._samples and self._samples[0][0] < horizon:
             self._samples.popleft()
+
+    @property
+    def factor(self) -> float:
+        self._expire()
         audio = sum(sample[2] for sample in self._samples)
         return sum(sample[1] for sample in self._samples) / audio if audio > 0 else 0.0
 

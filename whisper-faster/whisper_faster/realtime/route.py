@@ -71,7 +71,8 @@ class Realtime:
 def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> Realtime:
     """Build `app.state.realtime` in the lifespan; its open sessions count as activity (no idle stop)."""
     metrics = RealtimeMetrics(app.state.metrics.registry)
-    admission = Admission(settings.max_realtime_sessions, settings.realtime_max_load, metrics)
+    admission = Admission(settings.max_realtime_sessions, settings.realtime_max_load, metrics,
+                          max_wait=settings.realtime_max_lag_seconds / 2)
     store = SqliteSessionStore(settings.data_dir / "realtime.sqlite3")
     realtime = Realtime(settings, manager, app.state.gate, admission, store)
     app.state.realtime = realtime
