@@ -3,6 +3,8 @@
 The CA bundle is a BuildKit secret: mounted for the pip steps, never written to a layer. A bundle identical to
 Debian's own could not be told apart from the image's ca-certificates, so one test builds with a canary: the host's
 bundle plus a certificate made for the test, then searches the image's history, configuration and every file for it.
+The canary build is the proxy's image (the smallest, so the uncached build stays short); the services' Dockerfiles
+mount the secret the same way (`RUN --mount=type=secret,id=pipca`, PIP_CERT set inside that RUN only).
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ def test_the_ca_bundle_leaves_no_trace_in_the_image(built_images: BuiltImages, t
 
     prefix = "whisper-platform-ca-canary"
     env = {**os.environ, "IMAGE_PREFIX": prefix, "PIP_CA_BUNDLE": str(bundle), "PYTHON_IMAGE": built_images.base}
-    image = f"{prefix}/whisper-faster:latest"
+    image = f"{prefix}/autostart:latest"
     try:
         build = subprocess.run(
-            [str(ROOT / "scripts" / "build-images.sh"), "--no-cache", "whisper-faster"],
+            [str(ROOT / "scripts" / "build-images.sh"), "--no-cache", "autostart"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=840,
         )  # fmt: skip
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
