@@ -69,6 +69,10 @@ def test_promql_metric_names() -> None:
 
 def test_the_queue_query_runs_against_the_jobs_schema() -> None:
     assert wiring.check_queue_query("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')") is None
+    assert wiring.check_queue_query(
+        "SELECT count(*) FROM jobs WHERE status = 'queued' AND queue = 'whisperx'", queue="whisperx"
+    ) is None
+    assert "queue 'whisperx'" in (wiring.check_queue_query("SELECT count(*) FROM jobs WHERE status = 'queued'", queue="whisperx") or "")
     assert "waiting" in (wiring.check_queue_query("SELECT count(*) FROM jobs WHERE status = 'waiting'") or "")
     assert "no such table" in (wiring.check_queue_query("SELECT count(*) FROM job_queue") or "")
     assert "one integer" in (wiring.check_queue_query("SELECT id FROM jobs") or "")
@@ -204,9 +208,16 @@ BROKEN: dict[str, tuple[str, Breakage, str]] = {
     "scaled-object-query": (
         "overlays/gpu",
         lambda o: find(o, "ScaledObject", "whisper-faster-worker")["spec"]["triggers"][0]["metadata"].update(
-            query="SELECT count(*) FROM jobs WHERE status = 'pending'"
+            query="SELECT count(*) FROM jobs WHERE status = 'pending' AND queue = 'whisper_faster'"
         ),
         "status 'pending' is no job status",
+    ),
+    "scaled-object-other-queue": (
+        "overlays/gpu",
+        lambda o: find(o, "ScaledObject", "whisperx-worker")["spec"]["triggers"][0]["metadata"].update(
+            query="SELECT count(*) FROM jobs WHERE status = 'queued' AND queue = 'whisper_faster'"
+        ),
+        "must count only queue 'whisperx'",
     ),
     "alert-metric": (
         "monitoring",

@@ -436,11 +436,14 @@ def _jobs_schema() -> tuple[tuple[str, ...], frozenset[str]]:
     return tuple(SCHEMA), frozenset(status.value for status in JobStatus)
 
 
-def check_queue_query(query: str) -> str | None:
-    """None when the query runs against the jobs store's schema, returns one count and names real statuses."""
+def check_queue_query(query: str, queue: str | None = None) -> str | None:
+    """None when the query runs against the jobs store's schema, returns one count, names real statuses and (given
+    `queue`) counts only that service's queue: one database may hold both services' jobs."""
     schema, statuses = _jobs_schema()
-    for literal in re.findall(r"status\s*(?:=|IN\s*\()([^)]*)", query, flags=re.IGNORECASE):
-        for value in re.findall(r"'([^']*)'", literal):
+    if queue is not None and re.search(rf"\bqueue\s*=\s*'{re.escape(queue)}'", query) is None:
+        return f"must count only queue '{queue}' (AND queue = '{queue}')"
+    for equal, listed in re.findall(r"\bstatus\s*(?:=\s*('[^']*')|IN\s*\(([^)]*)\))", query, flags=re.IGNORECASE):
+        for value in re.findall(r"'([^']*)'", equal or listed):
             if value not in statuses:
                 return f"status {value!r} is no job status ({sorted(statuses)})"
     database = sqlite3.connect(":memory:")
@@ -482,7 +485,7 @@ def check_scaled_objects(objects: list[dict[str, Any]]) -> Iterator[Problem]:
                 if key.endswith("FromEnv") and value not in env_names:
                     yield Problem(_name(obj), f"trigger {trigger.get('name', trigger['type'])}: {key} {value} is no env var of container {container['name']}")
             if trigger["type"] == "postgresql" and "query" in metadata:
-                error = check_queue_query(metadata["query"])
+                error = check_queue_query(metadata["query"], queue=container["name"].replace("-", "_"))
                 if error:
                     yield Problem(_name(obj), f"trigger query {error}")
 
