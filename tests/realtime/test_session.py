@@ -217,3 +217,17 @@ def test_long_speech_is_cut_at_the_longest_utterance() -> None:
     completed = driver.events("conversation.item.input_audio_transcription.completed")
     assert len(completed) == 3
     assert all(request.audio_seconds <= 4.1 for request in driver.requests())  # checked once per 100 ms append
+
+
+def test_a_final_that_cannot_be_decoded_fails_its_item_and_the_session_goes_on() -> None:
+    driver = Driver()
+    driver.audio(np.concatenate([tone(1.0), silence(1.0)]), answer=False)
+    while driver.decodes:
+        request = driver.decodes.pop(0)
+        error = ev.ErrorDetail(type="server_error", code="server_busy", message="the server is busy")
+        driver._take(driver.session.decode_failed(request, error, driver.now))
+    failed = driver.events("conversation.item.input_audio_transcription.failed")
+    assert len(failed) == 1 and failed[0].error.code == "server_busy"
+    assert failed[0].item_id == driver.events("input_audio_buffer.committed")[0].item_id
+    driver.audio(np.concatenate([tone(1.0), silence(1.0)]))
+    assert len(driver.events("conversation.item.input_audio_transcription.completed")) == 1
