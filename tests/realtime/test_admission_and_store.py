@@ -76,11 +76,11 @@ def test_the_store_keeps_utterances_in_order_across_reopening(tmp_path: Path) ->
     store.create("sess_1", "tiny.en")
     store.add_utterance("sess_1", StoredUtterance("item_a", 0.5, 2.0, "Hello."))
     store.add_utterance("sess_1", StoredUtterance("item_b", 3.0, 4.5, "Again."))
-    store.close("sess_1")
+    store.close("sess_1", "small")
     store.shutdown()
     reopened = SqliteSessionStore(path)
     stored = reopened.get("sess_1")
-    assert stored is not None and stored.model == "tiny.en" and stored.closed_at is not None
+    assert stored is not None and stored.model == "small" and stored.closed_at is not None
     assert [u.text for u in stored.utterances] == ["Hello.", "Again."]
     assert stored.duration == 4.5
     assert reopened.get("sess_2") is None

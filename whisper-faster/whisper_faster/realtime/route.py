@@ -117,7 +117,7 @@ async def realtime_socket(websocket: WebSocket) -> None:
         await _Connection(websocket, session, realtime).run()
     finally:
         realtime.admission.closed()
-        await asyncio.to_thread(realtime.store.close, session.session_id)
+        await asyncio.to_thread(realtime.store.close, session.session_id, realtime.model_id(session.config.model))
         logger.info("realtime session closed", extra={"session": session.session_id,
                                                       "audio_seconds": round(session.audio_seconds, 1)})
 

@@ -35,7 +35,7 @@ class StoredSession:
 class SessionStore(Protocol):
     def create(self, session_id: str, model: str) -> None: ...
     def add_utterance(self, session_id: str, utterance: StoredUtterance) -> None: ...
-    def close(self, session_id: str) -> None: ...
+    def close(self, session_id: str, model: str) -> None: ...
     def get(self, session_id: str) -> StoredSession | None: ...
 
 
@@ -73,9 +73,11 @@ class SqliteSessionStore:
                 (session_id, session_id, utterance.item_id, utterance.start, utterance.end, utterance.text),
             )
 
-    def close(self, session_id: str) -> None:
+    def close(self, session_id: str, model: str) -> None:
+        """Closed: its time, and the model it ended with (a session.update may have changed it)."""
         with self._lock:
-            self._db.execute("UPDATE realtime_sessions SET closed_at = ? WHERE id = ?", (int(time.time()), session_id))
+            self._db.execute("UPDATE realtime_sessions SET closed_at = ?, model = ? WHERE id = ?",
+                             (int(time.time()), model, session_id))
 
     def get(self, session_id: str) -> StoredSession | None:
         with self._lock:
