@@ -29,7 +29,7 @@ class EmbeddedDiarizerOptions:
     min_speaker_seconds: float = 5.0
     max_speakers_default: int = 8
     min_turn_seconds: float = 0.3
-    max_windows: int = 1500
+    max_windows: int = 600
 
 
 class EmbeddedDiarizer:
