@@ -213,7 +213,8 @@ def compose_environment(compose_file: Path) -> dict[str, str]:
         block = service.get("environment") or {}
         if isinstance(block, list):
             block = dict(item.split("=", 1) if "=" in item else (item, "") for item in block)
-        environment.update({name: str(value) for name, value in block.items()})
+        # A name without a value is passed through from the host's environment only when set there.
+        environment.update({name: "(passed when set)" if value is None else str(value) for name, value in block.items()})
     return environment
 
 
@@ -229,6 +230,8 @@ def compose_table(faster: dict[str, FieldInfo], whisperx: dict[str, FieldInfo]) 
         for fields, environment in columns:
             if env not in fields:
                 row.append("—")
+            elif environment.get(env) == "(passed when set)":
+                row.append("passed when set")
             elif env in environment:
                 row.append(f"`{environment[env]}`")
             else:
