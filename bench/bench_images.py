@@ -177,10 +177,13 @@ def main() -> int:
             f"again (median of {ROUNDS}). faster-whisper: jfk.flac (11 s) on /v1/audio/transcriptions; whisperx: "
             "sample.wav (30 s) on /transcribe with diarize=true; model tiny.en, CPU. Memory as `docker stats` "
             "counts it; ready-idle = after a fresh start, before any transcription; peak = while the requests ran. "
-            "Replaced = the deployment these images replace (figures from the issue, not measured here).",
+            "Replaced = the deployment these images replace (figures from the issue, not measured here). "
+            "whisperx's first request after a wake loads the Whisper model, the diarizer and PyTorch's kernels; its "
+            "numba kernels come from the torch-cache volume (compiled by the first request ever).",
             table(
                 [
                     "service",
+                    "first request ever",
                     "cold request",
                     "warm request",
                     "cold/warm",
