@@ -14,6 +14,7 @@
 #   TORCH_INDEX_URL  where whisperx gets torch: PyTorch's CPU index if reachable (default
 #                  https://download.pytorch.org/whl/cpu), otherwise PyPI's torch (a CUDA build, several GB).
 #   EXTRA_PIP_PACKAGES  more packages for whisper-faster (GPU: "nvidia-cublas-cu12 nvidia-cudnn-cu12").
+#   KEEP_IMAGES    older commit tags kept per image, for rollbacks (3; the newest ones)
 #   IMAGE_PREFIX   whisper-platform
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -149,4 +150,9 @@ for service in "${todo[@]}"; do
     die "building $prefix/$service failed (the output above names the step); nothing was tagged"
   fi
   echo "== built $prefix/$service:latest and :$commit in $((SECONDS - start)) s"
+  # Older commit tags stay for rollbacks, the newest KEEP_IMAGES of them (each whisperx one can hold GBs of its own).
+  "$docker_cli" images --format '{{.Tag}}' "$prefix/$service" | grep -vx -e latest -e "$commit" -e "<none>" \
+    | tail -n +"$(( ${KEEP_IMAGES:-3} + 1 ))" | while read -r old; do
+      "$docker_cli" rmi "$prefix/$service:$old" >/dev/null 2>&1 && echo "== removed the old tag $prefix/$service:$old"
+    done
 done
