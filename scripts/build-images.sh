@@ -151,8 +151,9 @@ for service in "${todo[@]}"; do
   fi
   echo "== built $prefix/$service:latest and :$commit in $((SECONDS - start)) s"
   # Older commit tags stay for rollbacks, the newest KEEP_IMAGES of them (each whisperx one can hold GBs of its own).
-  "$docker_cli" images --format '{{.Tag}}' "$prefix/$service" | grep -vx -e latest -e "$commit" -e "<none>" \
+  "$docker_cli" images --format '{{.Tag}}' "$prefix/$service" | { grep -vx -e latest -e "$commit" -e "<none>" || true; } \
     | tail -n +"$(( ${KEEP_IMAGES:-3} + 1 ))" | while read -r old; do
-      "$docker_cli" rmi "$prefix/$service:$old" >/dev/null 2>&1 && echo "== removed the old tag $prefix/$service:$old"
+      # A tag a container still uses stays (rmi refuses).
+      if "$docker_cli" rmi "$prefix/$service:$old" >/dev/null 2>&1; then echo "== removed the old tag $prefix/$service:$old"; fi
     done
 done
