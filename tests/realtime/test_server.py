@@ -37,14 +37,19 @@ def collect(recv, sender: threading.Thread, timeout: float = 180) -> list[dict]:
     """Events until the audio is sent and every committed utterance is completed (or failed)."""
     events: list[dict] = []
     deadline = time.monotonic() + timeout
+    # Wait for the last append first (events meanwhile wait in the socket): checking `sender.is_alive()` per event
+    # hung when the last utterance completed before the sender had finished, as it does on an idle machine.
+    sender.join(timeout)
     while time.monotonic() < deadline:
         event = recv()
         events.append(event)
         kinds = [e["type"] for e in events]
         done = kinds.count("conversation.item.input_audio_transcription.completed") + kinds.count(
             "conversation.item.input_audio_transcription.failed")
-        if not sender.is_alive() and done and done == kinds.count("input_audio_buffer.committed") and (
+        committed = kinds.count("input_audio_buffer.committed")
+        if not sender.is_alive() and done and done == committed and (
             kinds.count("input_audio_buffer.speech_started") == kinds.count("input_audio_buffer.speech_stopped")
+            == committed
         ):
             return events
     raise TimeoutError(f"no end after {timeout} s: {[e['type'] for e in events]}")
