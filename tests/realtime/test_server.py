@@ -33,25 +33,30 @@ def stream(append, pcm: bytes, pace: float = PACE) -> threading.Thread:
     return thread
 
 
-def collect(recv, sender: threading.Thread, timeout: float = 180) -> list[dict]:
-    """Events until the audio is sent and every committed utterance is completed (or failed)."""
+def collect(recv, sender: threading.Thread, marker, timeout: float = 180) -> list[dict]:
+    """Events until the audio is sent and every utterance in it is completed (or failed).
+
+    After the last append, `marker()` sends a session.update: the server handles events in order and emits the VAD's
+    started/stopped/committed while it handles each append, so once the marker's session.updated is back every
+    utterance has been committed, and only completions can still come."""
     events: list[dict] = []
     deadline = time.monotonic() + timeout
-    # Wait for the last append first (events meanwhile wait in the socket): checking `sender.is_alive()` per event
-    # hung when the last utterance completed before the sender had finished, as it does on an idle machine.
-    sender.join(timeout)
+    sender.join(timeout)  # events meanwhile wait in the socket
+    marker()
+    marked = False
     while time.monotonic() < deadline:
         event = recv()
         events.append(event)
+        marked = marked or event["type"] == "session.updated"
         kinds = [e["type"] for e in events]
         done = kinds.count("conversation.item.input_audio_transcription.completed") + kinds.count(
             "conversation.item.input_audio_transcription.failed")
         committed = kinds.count("input_audio_buffer.committed")
-        if not sender.is_alive() and done and done == committed and (
+        if marked and done == committed and (
             kinds.count("input_audio_buffer.speech_started") == kinds.count("input_audio_buffer.speech_stopped")
             == committed
         ):
-            return events
+            return [e for e in events if e["type"] != "session.updated"]
     raise TimeoutError(f"no end after {timeout} s: {[e['type'] for e in events]}")
 
 
@@ -101,7 +106,8 @@ def test_openai_client_streams_jfk_and_gets_partials_and_finals(realtime_server:
         updated = connection.recv()
         assert updated.type == "session.updated"
         sender = stream(lambda audio: connection.input_audio_buffer.append(audio=audio), pcm)
-        events = collect(lambda: connection.recv().model_dump(exclude_none=True), sender)
+        events = collect(lambda: connection.recv().model_dump(exclude_none=True), sender,
+                         marker=lambda: connection.session.update(session={"type": "transcription"}))
     assert not [e for e in events if e["type"] == "error"], events
     deltas = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
     completed = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
