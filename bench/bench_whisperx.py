@@ -289,7 +289,7 @@ overlapping; `bench/whisperx_clips.py`, fixed seed).
 
 {ders}
 
-### Memory ({torch_build()} in the venv; the images install the CPU wheels)
+### Memory ({torch_build()} in the venv; the image takes the same torch from PyPI, or the CPU wheels where PyTorch's CPU index is reachable)
 
 {measured["memory"]}
 """
