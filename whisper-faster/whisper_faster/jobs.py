@@ -6,19 +6,17 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from whisper_common.concurrency import run_in_worker
-from whisper_common.jobs import ProgressCallback
+from whisper_common.jobs import JobOptions, ProgressCallback
 from whisper_common.languages import language_code
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.openai_formats import (
     TRANSCRIPTION_FORMATS,
-    ResponseFormat,
     TimestampGranularity,
-    parse_granularities,
     parse_response_format,
 )
 from whisper_common.transcript import Transcript
@@ -27,10 +25,8 @@ from whisper_faster.engine import InferenceOptions, SegmentStream
 from whisper_faster.service import TranscriptionService, check_model_supports
 
 
-class FasterJobOptions(BaseModel):
+class FasterJobOptions(JobOptions):
     """The fields of `POST /v1/audio/transcriptions` (and `/translations` with `task=translate`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     task: Literal["transcribe", "translate"] = Field("transcribe", description="`transcribe` or `translate` (to English).")
     model: str | None = Field(None, description="`tiny.en` (embedded), `whisper-1` (= the default), a size or repo id.")
@@ -40,9 +36,6 @@ class FasterJobOptions(BaseModel):
         None, description="Default format of the result: `json`, `text`, `srt`, `verbose_json` or `vtt`."
     )
     temperature: float | None = Field(None, ge=0.0, le=1.0, description="Sampling temperature 0-1.")
-    timestamp_granularities: list[str] | None = Field(
-        None, description="`segment` and/or `word` (`timestamp_granularities[]` in a form): words in verbose_json."
-    )
     beam_size: int = Field(5, ge=1, le=20, description="Extension: beam search width.")
     vad_filter: bool = Field(False, description="Extension: skip non-speech with Silero VAD.")
     hotwords: str | None = Field(None, description="Extension: words or phrases to favour.")
@@ -61,14 +54,6 @@ class FasterJobOptions(BaseModel):
     @classmethod
     def _format(cls, value: str | None) -> str | None:
         return parse_response_format(value).value if value else None
-
-    @field_validator("timestamp_granularities", mode="before")
-    @classmethod
-    def _granularities(cls, value: Any) -> Any:
-        values = [value] if isinstance(value, str) else value
-        if values is None:
-            return None
-        return sorted(item.value for item in parse_granularities(values, ResponseFormat.VERBOSE_JSON))
 
 
 class FasterJobEngine:

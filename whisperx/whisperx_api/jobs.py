@@ -6,16 +6,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from whisper_common.concurrency import run_in_worker
-from whisper_common.jobs import ProgressCallback
+from whisper_common.jobs import JobOptions, ProgressCallback
 from whisper_common.openai_formats import (
     TRANSCRIPTION_FORMATS,
     ResponseFormat,
-    parse_granularities,
     parse_response_format,
 )
 from whisper_common.transcript import Transcript
@@ -26,10 +24,8 @@ from whisperx_api.service import WhisperXService
 FORMATS = (*TRANSCRIPTION_FORMATS, ResponseFormat.DIARIZED_JSON)
 
 
-class WhisperXJobOptions(BaseModel):
+class WhisperXJobOptions(JobOptions):
     """The fields of `POST /transcribe` and `POST /v1/audio/transcriptions`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="`tiny`, `small`, ..., a repo id; unset: WHISPER__MODEL.")
     language: str | None = Field(None, description="ISO 639-1 code of the spoken language; unset: detected.")
@@ -38,7 +34,6 @@ class WhisperXJobOptions(BaseModel):
         None, description="Default format of the result: `json`, `text`, `srt`, `verbose_json`, `vtt`, `diarized_json`."
     )
     temperature: float | None = Field(None, ge=0.0, le=1.0, description="Accepted for compatibility.")
-    timestamp_granularities: list[str] | None = Field(None, description="`segment` and/or `word`.")
     diarize: bool | None = Field(None, description="Label speakers. Default: true for `diarized_json`, else false.")
     min_speakers: int | None = Field(None, ge=1, le=64, description="With diarization: at least this many speakers.")
     max_speakers: int | None = Field(None, ge=1, le=64, description="With diarization: at most this many speakers.")
@@ -53,14 +48,6 @@ class WhisperXJobOptions(BaseModel):
     @classmethod
     def _format(cls, value: str | None) -> str | None:
         return parse_response_format(value, allowed=FORMATS).value if value else None
-
-    @field_validator("timestamp_granularities", mode="before")
-    @classmethod
-    def _granularities(cls, value: Any) -> Any:
-        values = [value] if isinstance(value, str) else value
-        if values is None:
-            return None
-        return sorted(item.value for item in parse_granularities(values, ResponseFormat.VERBOSE_JSON))
 
     @model_validator(mode="after")
     def _bounds(self) -> WhisperXJobOptions:

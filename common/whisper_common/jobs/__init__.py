@@ -15,8 +15,8 @@ Modules: `routes` (the HTTP surface), `intake` (streamed uploads into DATA_DIR),
 queue), `worker` (leases, retries), `outbox`/`signer` (Standard Webhooks), `outbound` (SSRF rules), `runtime` (the
 lifespan), `metrics`, `engine` (the contract a service implements). See docs/jobs.md.
 """
-from whisper_common.jobs.engine import JobEngine, ProgressCallback
+from whisper_common.jobs.engine import JobEngine, JobOptions, ProgressCallback
 from whisper_common.jobs.routes import include_jobs_routes, jobs_router
 from whisper_common.jobs.runtime import JobsRuntime, serve_jobs
 
-__all__ = ["JobEngine", "JobsRuntime", "ProgressCallback", "include_jobs_routes", "jobs_router", "serve_jobs"]
+__all__ = ["JobEngine", "JobOptions", "JobsRuntime", "ProgressCallback", "include_jobs_routes", "jobs_router", "serve_jobs"]

@@ -21,12 +21,31 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from whisper_common.openai_formats import ResponseFormat
+from whisper_common.openai_formats import ResponseFormat, parse_granularities
 from whisper_common.transcript import Segment, Transcript, Word
 
 ProgressCallback = Callable[[float, float | None], None]
+
+
+class JobOptions(BaseModel):
+    """Base of a service's job options: an unknown field is a 400 at submit, and `timestamp_granularities` parses as
+    on the synchronous routes (one value or several; `timestamp_granularities[]` in a form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timestamp_granularities: list[str] | None = Field(
+        None, description="`segment` and/or `word` (`timestamp_granularities[]` in a form): words in verbose_json."
+    )
+
+    @field_validator("timestamp_granularities", mode="before")
+    @classmethod
+    def _granularities(cls, value: Any) -> Any:
+        values = [value] if isinstance(value, str) else value
+        if values is None:
+            return None
+        return sorted(item.value for item in parse_granularities(values, ResponseFormat.VERBOSE_JSON))
 
 
 class JobEngine(Protocol):
