@@ -2,6 +2,7 @@
 idempotency, bad input — over real HTTP against a real server and the embedded tiny.en."""
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -181,3 +182,21 @@ def test_jobs_are_in_the_openapi_document(jobs_server: Server) -> None:
     assert {"file", "webhook_url", "metadata", "beam_size", "task"} <= set(body["multipart/form-data"]["schema"]["properties"])
     assert "audio_url" in body["application/json"]["schema"]["properties"]
     assert {"/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result"} <= set(paths)
+
+
+def test_deeply_nested_metadata_or_body_is_400_and_the_list_still_works(http: httpx.Client) -> None:
+    nested: object = "x"
+    for _ in range(600):  # a few KB, under the 16 KiB cap, but too deep to serialise back
+        nested = {"a": nested}
+    audio = {"file": ("jfk.flac", fixture_path("jfk.flac").read_bytes())}
+    as_form = http.post("/v1/jobs", files=audio, data={"metadata": json.dumps(nested)})
+    assert as_form.status_code == 400, as_form.text
+    assert as_form.json()["error"]["param"] == "metadata"
+    as_json = http.post("/v1/jobs", json={"audio_url": "http://10.1.2.3/a.wav", "metadata": nested})
+    assert as_json.status_code == 400 and as_json.json()["error"]["param"] == "metadata", as_json.text
+    very_deep = http.post("/v1/jobs", content=b"[" * 100_000 + b"]" * 100_000,
+                          headers={"content-type": "application/json"})
+    assert very_deep.status_code == 400 and very_deep.json()["error"]["param"] == "body", very_deep.text
+    deep_string = http.post("/v1/jobs", files=audio, data={"metadata": "[" * 100_000 + "]" * 100_000})
+    assert deep_string.status_code == 400 and deep_string.json()["error"]["param"] == "metadata", deep_string.text
+    assert http.get("/v1/jobs").status_code == 200

@@ -37,6 +37,7 @@ from whisper_common.openai_formats import ResponseFormat, parse_granularities, p
 CORE_FIELDS = ("file", "audio_url", "webhook_url", "metadata")
 MAX_METADATA_BYTES = 16 * 1024
 MAX_JSON_BODY = 1 << 20
+MAX_METADATA_DEPTH = 16  # nested objects/arrays; deeper JSON cannot be serialised back (pydantic's depth limit)
 JOB_ID = Annotated[str, Path(description="The job's id (`job_...`).", max_length=100)]
 
 JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -208,6 +209,8 @@ async def _receive(request: Request, runtime: JobsRuntime) -> Intake:
                 raise InvalidParameter("body", "a JSON job request must be under 1 MiB; upload audio as multipart")
         try:
             data = json.loads(body or b"null")
+        except RecursionError:
+            raise InvalidParameter("body", "the JSON body is nested too deeply") from None
         except ValueError:
             raise InvalidParameter("body", "the request body is not valid JSON") from None
         if not isinstance(data, dict):
@@ -232,13 +235,32 @@ def _metadata(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise InvalidParameter("metadata", f"metadata may nest at most {MAX_METADATA_DEPTH} levels") from None
         except ValueError:
             raise InvalidParameter("metadata", "metadata must be a JSON object, e.g. {\"meeting\": \"weekly\"}") from None
     if not isinstance(value, dict):
         raise InvalidParameter("metadata", "metadata must be a JSON object, e.g. {\"meeting\": \"weekly\"}")
+    if _depth(value) > MAX_METADATA_DEPTH:
+        raise InvalidParameter("metadata", f"metadata may nest at most {MAX_METADATA_DEPTH} levels")
     if len(json.dumps(value)) > MAX_METADATA_BYTES:
         raise InvalidParameter("metadata", "metadata must be at most 16 KiB of JSON")
     return value
+
+
+def _depth(value: Any) -> int:
+    """How many objects/arrays deep `value` nests, counted without recursion (bounded by MAX_METADATA_DEPTH + 1)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_METADATA_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _options(options_model: type[BaseModel], fields: dict[str, list[Any]]) -> dict[str, Any]:
