@@ -61,3 +61,26 @@ def test_signatures_verify_with_the_reference_library_for_each_secret() -> None:
     assert "webhook-signature" not in Signer([]).headers("msg_1", 1, body)  # no secret: unsigned
     with pytest.raises(ValueError):
         Signer(["whsec_not base64!"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::127.0.0.1]/x", "http://[64:ff9b::7f00:1]/x", "http://[2002:7f00:1::]/x", "http://[::ffff:10.0.0.1]/x",
+        "http://[64:ff9b::a9fe:a9fe]/latest", "http://[2002:c0a8:101::1]/x", "http://[::10.1.2.3]/x",
+    ],
+)
+async def test_ipv6_forms_carrying_an_internal_ipv4_are_refused(url: str) -> None:
+    with pytest.raises(OutboundRefused) as refused:
+        await OutboundPolicy().check("webhook_url", url)
+    assert "OUTBOUND_ALLOWLIST" in refused.value.message
+
+
+@pytest.mark.parametrize("address", ["2606:4700:4700::1111", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1"])
+async def test_public_ipv6_and_ipv6_carrying_a_public_ipv4_pass(address: str) -> None:
+    assert (await OutboundPolicy().check("audio_url", f"https://[{address}]/a.mp3")).address == address
+
+
+async def test_the_allowlist_applies_to_the_embedded_ipv4() -> None:
+    target = await OutboundPolicy(["10.0.0.0/8"]).check("audio_url", "http://[64:ff9b::a00:1]/a.wav")
+    assert target.address == "64:ff9b::a00:1"

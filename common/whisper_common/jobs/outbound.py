@@ -26,6 +26,8 @@ from whisper_common.jobs.errors import OutboundRefused, PermanentJobError, Trans
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_REDIRECTS = 5
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class OutboundPolicy:
             return True
         if any(address in network for network in self.networks):
             return True
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            return self._allowed(host, embedded)
         return address.is_global and not address.is_multicast
 
     async def check(self, param: str, url: str) -> Target:
@@ -85,6 +90,20 @@ class OutboundPolicy:
                 "link-local address; the operator must allow it in OUTBOUND_ALLOWLIST",
             )
         return Target(parsed, str(addresses[0]))
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (v4-mapped ::ffff:a.b.c.d, v4-compatible ::a.b.c.d, NAT64 64:ff9b::/96,
+    6to4 2002::/16), which reaches that IPv4 host and so must pass the same checks; None for other addresses."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):  # not :: or ::1
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def transient_status(status: int) -> bool:
