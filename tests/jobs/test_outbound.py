@@ -2,14 +2,16 @@
 Names are resolved for real (literal addresses and `localhost`; no network needed)."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import time
 
 import pytest
 import standardwebhooks
 
 from whisper_common.jobs.errors import OutboundRefused
-from whisper_common.jobs.outbound import OutboundPolicy
+from whisper_common.jobs.outbound import OutboundPolicy, outbound_client
 from whisper_common.jobs.signer import Signer
 
 
@@ -84,3 +86,26 @@ async def test_public_ipv6_and_ipv6_carrying_a_public_ipv4_pass(address: str) ->
 async def test_the_allowlist_applies_to_the_embedded_ipv4() -> None:
     target = await OutboundPolicy(["10.0.0.0/8"]).check("audio_url", "http://[64:ff9b::a00:1]/a.wav")
     assert target.address == "64:ff9b::a00:1"
+
+
+async def test_the_outbound_client_opens_a_new_connection_per_request() -> None:
+    """Pooled connections are keyed by IP, not by Host/SNI: reuse would carry a TLS session checked for one host to
+    another host on the same address. A real loopback server counts the connections it accepts."""
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):  # keep-alive: answer every request on this connection
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, outbound_client() as client:
+        for host in ("a.example", "b.example"):
+            response = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": host})
+            assert response.status_code == 200
+    assert connections == 2

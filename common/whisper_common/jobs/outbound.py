@@ -106,6 +106,15 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
+def outbound_client() -> httpx.AsyncClient:
+    """The client for `audio_url` downloads and webhooks. No keep-alive: requests go to a pinned IP with the name in
+    Host/SNI, and httpcore pools connections by IP alone, so a TLS connection checked for one host would otherwise
+    be reused for another host on the same address."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=10.0), trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+    )
+
+
 def transient_status(status: int) -> bool:
     return status >= 500 or status in (408, 429)
 

@@ -14,14 +14,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from whisper_common.jobs.engine import JobEngine
 from whisper_common.jobs.files import JobFiles
 from whisper_common.jobs.metrics import JobMetrics
 from whisper_common.jobs.model import JobStatus
-from whisper_common.jobs.outbound import OutboundPolicy
+from whisper_common.jobs.outbound import OutboundPolicy, outbound_client
 from whisper_common.jobs.outbox import Outbox
 from whisper_common.jobs.signer import Signer
 from whisper_common.jobs.store import SqlStore
@@ -63,7 +62,7 @@ class JobsRuntime:
         self.webhook_timeout = settings.webhook_timeout_seconds
         self.max_download_bytes = settings.max_upload_bytes
         self.poll_seconds = min(1.0, max(0.05, self.lease_seconds / 4))
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), trust_env=False)
+        self.client = outbound_client()
         self.metrics = metrics  # type: ignore[assignment]
         self.running: dict[str, threading.Event] = {}
         self.counts: dict[str, int] = {status.value: 0 for status in JobStatus}
