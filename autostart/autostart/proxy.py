@@ -37,6 +37,9 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
      "trailer", "transfer-encoding", "upgrade"}
 )
+WEBSOCKET_MAX_MESSAGE_BYTES = 32 * 2**20
+"""aiohttp gathers a whole WebSocket message before relaying it: bounded, so one client cannot exhaust the memory of
+the proxy in front of every service (above the services' own 24 MiB limit, so they answer the too-large ones)."""
 WEBSOCKET_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
@@ -330,7 +333,7 @@ class Proxy:
                 headers.popall(name, None)
         try:
             upstream = await self.session.ws_connect(
-                url, headers=headers, protocols=protocols, autoping=True, max_msg_size=0,
+                url, headers=headers, protocols=protocols, autoping=True, max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES,
                 timeout=aiohttp.ClientWSTimeout(ws_close=10),
             )
         except aiohttp.WSServerHandshakeError as exc:
@@ -340,7 +343,7 @@ class Proxy:
         except (aiohttp.ClientError, OSError) as exc:
             return self._upstream_failed(request, route, None, "connection refused", exc)
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
-                                       autoping=True, max_msg_size=0)
+                                       autoping=True, max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES)
         async with upstream:
             await client.prepare(request)
             pumps = [asyncio.create_task(_pump(upstream, client)), asyncio.create_task(_pump(client, upstream))]

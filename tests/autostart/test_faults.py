@@ -21,7 +21,16 @@ import pytest
 
 from tests.support import free_port
 
-from .conftest import ProxyHandle, alive, command_service, log_events, pids_in, run_proxy, wait_until
+from .conftest import (
+    ProxyHandle,
+    alive,
+    backend_command,
+    command_service,
+    log_events,
+    pids_in,
+    run_proxy,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -240,3 +249,30 @@ async def test_a_websocket_session_wakes_the_service_and_keeps_it_up_while_open(
         wait_until(lambda: proxy.status()[HOST]["state"] == "stopped", 15, "the idle stop after the session")
         [pid] = pids_in(pid_file)
         wait_until(lambda: not alive(pid), 10, "the process to exit")
+
+
+async def test_a_websocket_message_over_the_limit_closes_that_session_only(tmp_path):
+    """aiohttp holds a whole message before relaying it: past WEBSOCKET_MAX_MESSAGE_BYTES the session is closed
+    (1009, message too big) instead of the proxy's memory growing; other sessions and HTTP keep working."""
+    from autostart.proxy import WEBSOCKET_MAX_MESSAGE_BYTES
+
+    port = free_port()
+    # The backend itself accepts far larger messages, so the close can only come from the proxy's limit.
+    backend = backend_command(port) + ["--ws-max-size", str(8 * WEBSOCKET_MAX_MESSAGE_BYTES)]
+    config, _ = _service(tmp_path, port, idleTimeout=30, startCommand=backend)
+    with run_proxy(config, tmp_path) as proxy:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{proxy.base}/ws", headers={"Host": HOST}, max_msg_size=0) as ws:
+                try:
+                    await ws.send_bytes(b"\x00" * (WEBSOCKET_MAX_MESSAGE_BYTES + 1))
+                    message = await ws.receive(timeout=30)
+                except ConnectionError:  # the proxy closed while the message was still being sent
+                    pass
+                else:
+                    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                            aiohttp.WSMsgType.CLOSING), message
+                    assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+            async with session.ws_connect(f"{proxy.base}/ws", headers={"Host": HOST}) as ws:
+                await ws.send_str("still here")
+                assert await ws.receive_str(timeout=5) == "echo: still here"
+        assert proxy.status()[HOST]["state"] == "ready"
