@@ -111,15 +111,24 @@ async def realtime_socket(websocket: WebSocket) -> None:
     beta = "realtime=v1" in websocket.headers.get("openai-beta", "")
     session = RealtimeSession(ev.new_id("sess"), realtime.limits, SileroStream(), beta=beta, now=time.monotonic())
     realtime.admission.opened()
-    await asyncio.to_thread(realtime.store.create, session.session_id, realtime.model_id(None))
-    logger.info("realtime session opened", extra={"session": session.session_id, "beta": beta})
-    try:
-        await _Connection(websocket, session, realtime).run()
+    try:  # the slot is given back whatever happens, or the service would count a session forever (never idle)
+        try:
+            await asyncio.to_thread(realtime.store.create, session.session_id, realtime.model_id(None))
+        except Exception as exc:  # noqa: BLE001 - the client gets an error event, the log the reason
+            logger.error("realtime session could not be stored", extra={"session": session.session_id,
+                                                                        "error": repr(exc)})
+            await _refuse(websocket, "the server could not store the session (DATA_DIR); try again later",
+                          "session_store_failed", 1011, error_type="server_error")
+            return
+        logger.info("realtime session opened", extra={"session": session.session_id, "beta": beta})
+        try:
+            await _Connection(websocket, session, realtime).run()
+        finally:
+            await asyncio.to_thread(realtime.store.close, session.session_id, realtime.model_id(session.config.model))
+            logger.info("realtime session closed", extra={"session": session.session_id,
+                                                          "audio_seconds": round(session.audio_seconds, 1)})
     finally:
         realtime.admission.closed()
-        await asyncio.to_thread(realtime.store.close, session.session_id, realtime.model_id(session.config.model))
-        logger.info("realtime session closed", extra={"session": session.session_id,
-                                                      "audio_seconds": round(session.audio_seconds, 1)})
 
 
 async def _refuse(websocket: WebSocket, message: str, code: str, close_code: int,
