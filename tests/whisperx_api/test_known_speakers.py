@@ -91,11 +91,11 @@ def test_openai_client_sends_data_urls_and_unmatched_speakers_keep_letters(serve
     assert first_maria.start < DEV00_SPANS["Maria"][1]
 
 
-def _tone(seconds: float) -> bytes:
+def _tone(seconds: float, amplitude: float = 0.2) -> bytes:
     import io
     import wave
 
-    samples = (0.2 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE) * 32767).astype("<i2")
+    samples = (amplitude * np.sin(2 * np.pi * 220 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE) * 32767).astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
@@ -111,6 +111,7 @@ def _tone(seconds: float) -> bytes:
         ("/transcribe", ["Ann"], [b"this is not audio at all"], REFERENCES, "not usable audio"),
         ("/transcribe", ["Ann"], [_tone(1.0)], REFERENCES, "2-10 s"),
         ("/transcribe", ["Ann"], [_tone(11.0)], REFERENCES, "2-10 s"),
+        ("/transcribe", ["Ann"], [_tone(3.0, amplitude=0.0)], REFERENCES, "silent"),
         ("/transcribe", ["Ann", "Bob"], [_tone(3.0)], NAMES, "one clip per name"),
         ("/transcribe", ["Ann"], [_tone(3.0), _tone(3.0)], REFERENCES, "one name per clip"),
         ("/v1/audio/transcriptions", ["Ann", "Ann"], [_tone(3.0), _tone(3.0)], NAMES, "twice"),

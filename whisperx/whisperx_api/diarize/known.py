@@ -53,6 +53,7 @@ class SpeakerMatcher:
         from scipy.optimize import linear_sum_assignment
 
         labels, similarity = self.similarities(audio, turns, known)
+        similarity = np.nan_to_num(similarity, nan=-1.0)  # a voiceless turn or clip matches nobody
         rows, columns = linear_sum_assignment(-similarity)
         names = {
             labels[row]: known[column].name

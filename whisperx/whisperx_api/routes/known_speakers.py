@@ -11,6 +11,7 @@ import binascii
 import io
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as FilePart
@@ -82,6 +83,10 @@ def check_names(names: list[Any], reference_count: int) -> list[str]:
     return checked
 
 
+SILENT_RMS = 1e-3
+"""Below this RMS (about -60 dBFS) a clip holds no voice; the speaker encoder would turn it into NaNs."""
+
+
 def reference_samples(reference: Any, index: int, name: str):  # -> np.ndarray
     """A clip as 16 kHz mono samples; not audio, a bad data URL, under 2 s or over 10 s is a 400."""
     which = f"{REFERENCES} clip {index + 1} (for '{name}')"
@@ -100,6 +105,8 @@ def reference_samples(reference: Any, index: int, name: str):  # -> np.ndarray
             f"{which} lasts {audio.duration:.1f} s; a reference clip must last "
             f"{MIN_REFERENCE_SECONDS:g}-{MAX_REFERENCE_SECONDS:g} s",
         )
+    if float(np.sqrt(np.mean(np.square(audio.samples, dtype=np.float64)))) < SILENT_RMS:
+        raise InvalidParameter(REFERENCES, f"{which} is silent: a reference clip must hold the speaker's voice")
     return audio.samples
 
 
