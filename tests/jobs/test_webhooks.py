@@ -159,3 +159,47 @@ def test_a_transient_download_failure_is_retried_with_backoff_and_a_lasting_one_
     assert failed["status"] == "failed" and failed["attempts"] == 3  # JOB_MAX_ATTEMPTS
     assert "503" in failed["error"]["message"] and "after 3 attempts" in failed["error"]["message"]
     assert 'whisper_faster_job_attempts_total{outcome="retried"}' in http.get("/metrics").text
+
+
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_deadline_and_retried(http: httpx.Client) -> None:
+    """The first POST is answered one byte every 0.3 s for up to a minute (each byte resets httpx's per-read
+    timeout); the attempt must end at WEBHOOK_TIMEOUT_SECONDS (10 s here) as a retried timeout, and the retry lands."""
+    port = free_port()
+    posts: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            posts.append(time.monotonic())
+            if len(posts) > 1:
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
+            self.wfile.flush()
+            try:
+                for _ in range(200):
+                    time.sleep(0.3)
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                self.wfile.write(b"\r\ncontent-length: 0\r\n\r\n")
+            except OSError:
+                pass  # the service hung up: what the deadline should do
+            self.close_connection = True
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job_id = submit(http, fixture_path("jfk.flac"), webhook_url=f"http://127.0.0.1:{port}/slow").json()["id"]
+        job = wait_for(http, job_id, until=_deliveries_settled)
+    finally:
+        server.shutdown()
+        server.server_close()
+    [delivery] = job["webhook"]["deliveries"]
+    assert [attempt["outcome"] for attempt in delivery["attempts"]] == ["retrying", "delivered"], delivery
+    assert "WEBHOOK_TIMEOUT_SECONDS" in delivery["attempts"][0]["error"]
+    assert delivery["status"] == "delivered"

@@ -89,13 +89,18 @@ class Outbox:
             "user-agent": "whisper-jobs-webhook",
         }
         try:
-            response = await runtime.client.post(
-                target.request_url(), content=body, headers=headers, extensions=target.extensions(),
-                timeout=runtime.webhook_timeout, follow_redirects=False,
-            )
+            # One deadline for the whole attempt (httpx's timeouts are per read/write: a receiver trickling a byte at a
+            # time would hold the outbox forever). Only the status is used; the reply's body is never read.
+            async with asyncio.timeout(runtime.webhook_timeout):
+                async with runtime.client.stream(
+                    "POST", target.request_url(), content=body, headers=headers, extensions=target.extensions(),
+                    timeout=runtime.webhook_timeout, follow_redirects=False,
+                ) as response:
+                    status = response.status_code
+        except TimeoutError:
+            return "retrying", None, f"no answer within {runtime.webhook_timeout:g} s (WEBHOOK_TIMEOUT_SECONDS)"
         except httpx.HTTPError as exc:
             return "retrying", None, f"{type(exc).__name__}"
-        status = response.status_code
         if 200 <= status < 300:
             return "delivered", status, None
         if status == 410:
