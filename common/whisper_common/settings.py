@@ -143,8 +143,12 @@ class ServiceSettings(BaseSettings):
         repr=False,
     )
     webhook_max_attempts: int = Field(8, ge=1, le=100, description="Attempts to deliver one webhook before giving up.")
-    webhook_timeout_seconds: float = Field(10, gt=0, le=300, description="Timeout of one webhook delivery attempt.")
+    webhook_timeout_seconds: float = Field(10, gt=0, le=300, description="Deadline of one whole webhook delivery attempt.")
     allow_audio_urls: bool = Field(False, description="Accept `audio_url` (a URL the service downloads) on `POST /v1/jobs`.")
+    audio_url_timeout_seconds: float = Field(
+        600, gt=0, le=86400, description="Deadline of one whole `audio_url` download (redirects and body together); "
+        "past it the attempt counts as a transient failure and is retried.",
+    )
     outbound_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated hosts or CIDRs that `audio_url` and `webhook_url` may reach although they resolve "

@@ -6,12 +6,13 @@ import asyncio
 import base64
 import contextlib
 import time
+from pathlib import Path
 
 import pytest
 import standardwebhooks
 
-from whisper_common.jobs.errors import OutboundRefused
-from whisper_common.jobs.outbound import OutboundPolicy, outbound_client
+from whisper_common.jobs.errors import OutboundRefused, TransientJobError
+from whisper_common.jobs.outbound import OutboundPolicy, download, outbound_client
 from whisper_common.jobs.signer import Signer
 
 
@@ -92,20 +93,60 @@ async def test_the_outbound_client_opens_a_new_connection_per_request() -> None:
     """Pooled connections are keyed by IP, not by Host/SNI: reuse would carry a TLS session checked for one host to
     another host on the same address. A real loopback server counts the connections it accepts."""
     connections = 0
+    handlers: list[asyncio.Task[object]] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while await reader.readuntil(b"\r\n\r\n"):  # keep-alive: answer every request on this connection
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 await writer.drain()
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with server, outbound_client() as client:
-        for host in ("a.example", "b.example"):
-            response = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": host})
-            assert response.status_code == 200
+    async with server:
+        async with outbound_client() as client:
+            for host in ("a.example", "b.example"):
+                response = await client.get(f"http://127.0.0.1:{port}/", headers={"Host": host})
+                assert response.status_code == 200
+        await asyncio.gather(*handlers)
     assert connections == 2
+
+
+async def test_a_trickling_audio_url_download_ends_at_its_deadline(tmp_path: Path) -> None:
+    """A real loopback server sends headers, then one body byte every 0.2 s (each resets httpx's per-read timeout)
+    for up to a minute: the download must stop at its overall deadline as a transient (retried) failure."""
+    sent = 0
+    finished = asyncio.Event()
+    handlers: list[asyncio.Task[object]] = []
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 300\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while sent < 300 and not finished.is_set():
+                writer.write(b"a")
+                await writer.drain()
+                sent += 1
+                await asyncio.sleep(0.2)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    destination = tmp_path / "audio"
+    async with server, outbound_client() as client:
+        with pytest.raises(TransientJobError) as slow:
+            await download(OutboundPolicy(["127.0.0.1"]), client, f"http://127.0.0.1:{port}/a.wav", destination,
+                           1 << 20, deadline_seconds=1)
+        finished.set()
+        await asyncio.gather(*handlers)
+    assert "AUDIO_URL_TIMEOUT_SECONDS" in str(slow.value)
+    assert not destination.exists() and sent < 300  # cut off, not finished

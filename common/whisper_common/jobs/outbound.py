@@ -7,7 +7,7 @@ of a download is checked the same way; webhooks do not follow redirects.
 
     policy = OutboundPolicy.from_settings(settings)
     await policy.check("webhook_url", url)                   # OutboundRefused (400) naming the field
-    size = await download(policy, client, url, path, max_bytes)
+    size = await download(policy, client, url, path, max_bytes, deadline_seconds)
 """
 from __future__ import annotations
 
@@ -120,10 +120,25 @@ def transient_status(status: int) -> bool:
 
 
 async def download(
+    policy: OutboundPolicy, client: httpx.AsyncClient, url: str, destination: Path, max_bytes: int,
+    deadline_seconds: float,
+) -> int:
+    """Fetch `url` into `destination` (at most `max_bytes`, within `deadline_seconds` in all), following checked
+    redirects. TransientJobError for timeouts, connection errors, 5xx and 429; PermanentJobError for refused
+    addresses, other 4xx and too large."""
+    try:
+        async with asyncio.timeout(deadline_seconds):  # httpx's timeouts are per read: a trickle would never end
+            return await _download(policy, client, url, destination, max_bytes)
+    except TimeoutError:
+        destination.unlink(missing_ok=True)
+        raise TransientJobError(
+            f"downloading audio_url took longer than {deadline_seconds:g} s (AUDIO_URL_TIMEOUT_SECONDS)"
+        ) from None
+
+
+async def _download(
     policy: OutboundPolicy, client: httpx.AsyncClient, url: str, destination: Path, max_bytes: int
 ) -> int:
-    """Fetch `url` into `destination` (at most `max_bytes`), following checked redirects. TransientJobError for
-    timeouts, connection errors, 5xx and 429; PermanentJobError for refused addresses, other 4xx and too large."""
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         try:

@@ -61,6 +61,7 @@ class JobsRuntime:
         self.webhook_max_attempts = settings.webhook_max_attempts
         self.webhook_timeout = settings.webhook_timeout_seconds
         self.max_download_bytes = settings.max_upload_bytes
+        self.download_seconds = settings.audio_url_timeout_seconds
         self.poll_seconds = min(1.0, max(0.05, self.lease_seconds / 4))
         self.client = outbound_client()
         self.metrics = metrics  # type: ignore[assignment]

@@ -179,7 +179,10 @@ class Worker:
             raise PermanentJobError("the job has no audio", "audio_missing")
         destination = runtime.files.audio_path(job.id)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        await download(runtime.policy, runtime.client, job.audio_url, destination, runtime.max_download_bytes)
+        await download(
+            runtime.policy, runtime.client, job.audio_url, destination, runtime.max_download_bytes,
+            runtime.download_seconds,
+        )
         await asyncio.to_thread(runtime.store.set_audio, job.id, self.owner, runtime.files.relative(destination))
         return destination
 
