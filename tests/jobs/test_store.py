@@ -116,3 +116,21 @@ def test_idempotency_keys_and_queues_are_per_service(make_store) -> None:
     assert whisperx.claim("x", time.time(), 30).id == other.id  # type: ignore[union-attr]
     assert whisperx.claim("x", time.time(), 30) is None
     assert faster.counts()["queued"] == 1 and whisperx.counts()["running"] == 1
+
+
+def test_one_job_that_cannot_be_recovered_does_not_block_the_others(make_store) -> None:
+    """Metadata too deep to serialise (written before submit refused it) breaks that job's webhook payload: recovery
+    skips it (rolled back to its savepoint, logged) and still recovers the other expired job."""
+    store = make_store()
+    deep = "1"
+    for _ in range(600):
+        deep = '{"a":' + deep + "}"
+    bad = store.insert(_job(max_attempts=1, webhook_url="http://hooks.example/x", metadata=deep))
+    good = store.insert(_job(max_attempts=1, webhook_url="http://hooks.example/y"))
+    now = time.time()
+    assert store.claim("dead", now, 1) is not None and store.claim("dead", now, 1) is not None
+    [recovered] = store.recover_expired(now + 2, 0)
+    assert recovered.id == good.id and recovered.status is JobStatus.FAILED
+    assert len(store.deliveries(good.id)) == 1
+    stuck = store.get(bad.id)
+    assert stuck is not None and stuck.status is JobStatus.RUNNING and store.deliveries(bad.id) == []

@@ -14,6 +14,7 @@ KEDA's `SELECT COUNT(*) FROM jobs WHERE status = 'queued'`.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -31,6 +32,8 @@ from whisper_common.jobs.model import (
     iso,
     new_delivery_id,
 )
+
+logger = logging.getLogger("whisper_common.jobs.store")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -369,26 +372,34 @@ class SqlStore:
                 f"SELECT * FROM jobs WHERE queue = ? AND status = ? AND lease_expires_at < ?{self.skip_locked}",
                 (self.queue, JobStatus.RUNNING.value, now),
             )
-            for row in rows:
-                job = JobRow(**row)
-                lost = f"the worker running it stopped (attempt {job.attempts} of {job.max_attempts})"
-                if job.cancel_requested or job.attempts >= job.max_attempts:
-                    outcome = (
-                        Finish(JobStatus.CANCELED) if job.cancel_requested
-                        else Finish(JobStatus.FAILED, error_message=lost, error_code="worker_lost")
-                    )
-                    ended = self._finish(tx, job.id, job.lease_owner, outcome, now)
-                    if ended is not None:
-                        finished.append(ended)
+            for row in rows:  # each row on a savepoint of its own: one that cannot be recovered does not block the rest
+                tx.execute("SAVEPOINT recover_row")
+                try:
+                    ended = self._recover(tx, JobRow(**row), now, retry_base)
+                except Exception as exc:  # noqa: BLE001 - logged; the other expired jobs still recover
+                    tx.execute("ROLLBACK TO SAVEPOINT recover_row")
+                    logger.error("an expired job could not be recovered", extra={"job_id": row.get("id")}, exc_info=exc)
                     continue
-                tx.execute(
-                    "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, run_after = ?, error = ? "
-                    "WHERE id = ? AND lease_owner = ? AND status = ?",
-                    (JobStatus.QUEUED.value, now + backoff(retry_base, job.attempts),
-                     json.dumps({"message": lost, "code": "worker_lost"}), job.id, job.lease_owner,
-                     JobStatus.RUNNING.value),
-                )
+                tx.execute("RELEASE SAVEPOINT recover_row")
+                if ended is not None:
+                    finished.append(ended)
         return finished
+
+    def _recover(self, tx: Tx, job: JobRow, now: float, retry_base: float) -> JobRow | None:
+        lost = f"the worker running it stopped (attempt {job.attempts} of {job.max_attempts})"
+        if job.cancel_requested or job.attempts >= job.max_attempts:
+            outcome = (
+                Finish(JobStatus.CANCELED) if job.cancel_requested
+                else Finish(JobStatus.FAILED, error_message=lost, error_code="worker_lost")
+            )
+            return self._finish(tx, job.id, job.lease_owner, outcome, now)
+        tx.execute(
+            "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, run_after = ?, error = ? "
+            "WHERE id = ? AND lease_owner = ? AND status = ?",
+            (JobStatus.QUEUED.value, now + backoff(retry_base, job.attempts),
+             json.dumps({"message": lost, "code": "worker_lost"}), job.id, job.lease_owner, JobStatus.RUNNING.value),
+        )
+        return None
 
     # --- the webhook outbox ---
 
