@@ -209,6 +209,7 @@ def test_bad_input_gets_error_events_and_the_session_goes_on(realtime_server: Se
 
 
 def test_sessions_beyond_the_limit_get_an_error_and_1013(tight_server: Server) -> None:
+    wait_for_no_sessions(tight_server)
     with open_socket(tight_server, key=None) as first:
         assert next_event(first)["type"] == "session.created"
         with tight_server.client() as http:
@@ -226,7 +227,16 @@ def test_sessions_beyond_the_limit_get_an_error_and_1013(tight_server: Server) -
     assert 'whisper_faster_realtime_sessions_rejected_total{reason="limit"} 1.0' in metrics
 
 
+def wait_for_no_sessions(server: Server, timeout: float = 10) -> None:
+    """A session another test closed is released when the server has seen the disconnect, a moment later."""
+    deadline = time.monotonic() + timeout
+    with server.client() as http:
+        while http.get("/health/activity").json()["counts"]["realtime_sessions"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def test_a_session_without_audio_is_closed_after_the_idle_time(tight_server: Server) -> None:
+    wait_for_no_sessions(tight_server)  # one session at most on this server
     with open_socket(tight_server, key=None) as socket:
         assert next_event(socket)["type"] == "session.created"
         started = time.monotonic()
