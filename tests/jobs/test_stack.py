@@ -14,10 +14,9 @@ import httpx
 import pytest
 
 from scripts.stack.local_stack import LocalStack
-from scripts.stack.settings import RunSettings
 from tests.jobs.helpers import long_audio, submit
-from tests.stack.harness import LoopbackTransport, require_nginx
-from tests.support import fixture_path, free_port
+from tests.stack.harness import LoopbackTransport, running_local_stack
+from tests.support import fixture_path
 
 pytestmark = pytest.mark.stack
 
@@ -26,20 +25,10 @@ IDLE_TIMEOUT = 1.0
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    require_nginx()
     run_dir = tmp_path_factory.mktemp("jobs-stack")
-    settings = RunSettings(
-        dir=run_dir, https_port=free_port(), http_port=free_port(), proxy_port=free_port(),
-        whisper_faster_port=free_port(), whisperx_port=free_port(), start_timeout=300, idle_timeout=IDLE_TIMEOUT,
-    )
-    local = LocalStack(settings, service_env={"HF_HUB_OFFLINE": "1", "DATA_DIR": str(run_dir / "data")})
-    local.prepare()
-    try:
-        local.start()
+    service_env = {"HF_HUB_OFFLINE": "1", "DATA_DIR": str(run_dir / "data")}
+    with running_local_stack(run_dir, service_env, idle_timeout=IDLE_TIMEOUT) as local:
         yield local
-    finally:
-        problems = local.stop()
-        assert not problems, problems
 
 
 def _state(stack: LocalStack) -> str:

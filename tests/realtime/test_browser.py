@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import ssl
 import time
 from collections.abc import Iterator
@@ -21,11 +20,10 @@ import websockets
 from faster_whisper.audio import decode_audio
 
 from scripts.stack.local_stack import LocalStack
-from scripts.stack.settings import RunSettings
 from tests.service_servers import JFK_REFERENCE
 from tests.stack.chromium import chromium_binary, headless_page
-from tests.stack.harness import require_nginx
-from tests.support import ARTIFACTS, fixture_path, free_port, require
+from tests.stack.harness import running_local_stack
+from tests.support import ARTIFACTS, fixture_path, require
 from tests.whisper_faster.helpers import word_error_rate
 
 pytestmark = pytest.mark.stack
@@ -35,25 +33,12 @@ IDLE_S = 4
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    require_nginx()
     run_dir = tmp_path_factory.mktemp("stack-realtime")
-    settings = RunSettings(
-        dir=run_dir, https_port=free_port(), http_port=free_port(), proxy_port=free_port(),
-        whisper_faster_port=free_port(), whisperx_port=free_port(), start_timeout=300, idle_timeout=IDLE_S,
-    )
     # The lag and load guards are relaxed: speed is measured by the benchmark, not asserted on a shared machine.
-    local = LocalStack(settings, service_env={
-        "HF_HUB_OFFLINE": "1", "DATA_DIR": str(run_dir / "data"), "REALTIME_MAX_LAG_SECONDS": "300",
-        "REALTIME_MAX_LOAD": "10",
-    })
-    local.prepare()
-    try:
-        local.start()
+    service_env = {"HF_HUB_OFFLINE": "1", "DATA_DIR": str(run_dir / "data"), "REALTIME_MAX_LAG_SECONDS": "300",
+                   "REALTIME_MAX_LOAD": "10"}
+    with running_local_stack(run_dir, service_env, logs_name="stack-realtime-logs", idle_timeout=IDLE_S) as local:
         yield local
-    finally:
-        problems = local.stop()
-        shutil.copytree(local.paths.logs, ARTIFACTS / "stack-realtime-logs", dirs_exist_ok=True)
-        assert not problems, problems
 
 
 def proxy_state(stack: LocalStack) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -14,7 +16,10 @@ from scripts.stack.credentials import Credentials, ensure_credentials, write_htp
 from scripts.stack.nginx_config import NginxConfig, Site, installed_nginx_version, nginx_binary, write_local_tree
 from scripts.stack.nginx_process import start_nginx, stop_nginx
 from scripts.stack.tls import ensure_self_signed
-from tests.support import free_port, require
+from tests.support import ARTIFACTS, free_port, require
+
+if TYPE_CHECKING:
+    from scripts.stack.local_stack import LocalStack
 
 HOSTNAMES = ("whisper.localhost", "whisperx.localhost")
 PORTAL_ORIGIN = "https://portal.example.com"
@@ -105,3 +110,29 @@ def running_nginx(
         yield NginxStack(run_dir, http_port, https_port, cert, credentials)
     finally:
         stop_nginx(nginx)
+
+
+@contextmanager
+def running_local_stack(
+    run_dir: Path, service_env: dict[str, str], *, logs_name: str | None = None, **settings: object
+) -> Iterator["LocalStack"]:
+    """The `make run` stack (Nginx, the proxy, both services started on demand) on free ports in `run_dir`; after it
+    stops, its logs are copied to test-artifacts/<logs_name> and any problem stopping it fails the test."""
+    from scripts.stack.local_stack import LocalStack
+    from scripts.stack.settings import RunSettings
+
+    require_nginx()
+    run_settings = RunSettings(
+        dir=run_dir, https_port=free_port(), http_port=free_port(), proxy_port=free_port(),
+        whisper_faster_port=free_port(), whisperx_port=free_port(), start_timeout=300, **settings,
+    )
+    local = LocalStack(run_settings, service_env=service_env)
+    local.prepare()
+    try:
+        local.start()
+        yield local
+    finally:
+        problems = local.stop()
+        if logs_name is not None:
+            shutil.copytree(local.paths.logs, ARTIFACTS / logs_name, dirs_exist_ok=True)
+        assert not problems, problems

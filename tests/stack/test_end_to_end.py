@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import ssl
 from collections.abc import Iterator
 
@@ -18,10 +17,9 @@ import pytest
 from openai import OpenAI
 
 from scripts.stack.local_stack import LocalStack
-from scripts.stack.settings import RunSettings
 from tests.stack.chromium import chromium_binary, headless_page
-from tests.stack.harness import LoopbackTransport, require_nginx
-from tests.support import ARTIFACTS, fixture_path, free_port, require
+from tests.stack.harness import LoopbackTransport, running_local_stack
+from tests.support import ARTIFACTS, fixture_path, require
 
 pytestmark = pytest.mark.stack
 
@@ -32,29 +30,13 @@ JFK_REFERENCE = (
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    require_nginx()
-    run_dir = tmp_path_factory.mktemp("stack-e2e")
-    settings = RunSettings(
-        dir=run_dir,
-        https_port=free_port(),
-        http_port=free_port(),
-        proxy_port=free_port(),
-        whisper_faster_port=free_port(),
-        whisperx_port=free_port(),
-        start_timeout=300,
-        cors_origins=["https://portal.example.com"],
-    )
     # No model hub here: whisperx's alignment model download fails at once instead of timing out.
-    local = LocalStack(settings, service_env={"HF_HUB_OFFLINE": "1", "HF_TOKEN": ""})
-    local.prepare()
-    try:
-        local.start()
+    with running_local_stack(
+        tmp_path_factory.mktemp("stack-e2e"), {"HF_HUB_OFFLINE": "1", "HF_TOKEN": ""},
+        logs_name="stack-e2e-logs",  # nginx, proxy and service logs, kept for reading a failure after the run
+        cors_origins=["https://portal.example.com"],
+    ) as local:
         yield local
-    finally:
-        problems = local.stop()
-        # nginx, proxy and service logs, kept for reading a failure after the run
-        shutil.copytree(local.paths.logs, ARTIFACTS / "stack-e2e-logs", dirs_exist_ok=True)
-        assert not problems, problems
 
 
 def proxy_state(stack: LocalStack, host: str) -> str:
