@@ -72,6 +72,7 @@ def check_transcription_events(events: list[dict]) -> str:
         if "item_id" in event:
             by_item.setdefault(event["item_id"], []).append(event)
     finals = []
+    agreed_words = sent_words = 0
     for item_events in by_item.values():
         kinds = [e["type"] for e in item_events]
         assert kinds[0] == "input_audio_buffer.speech_started", kinds
@@ -80,9 +81,13 @@ def check_transcription_events(events: list[dict]) -> str:
         completed = item_events[-1]
         deltas = "".join(e["delta"] for e in item_events if e["type"].endswith(".delta"))
         assert all(e["delta"] for e in item_events if e["type"].endswith(".delta"))
-        # What was sent stands: the final text is the deltas, continued.
-        assert words(completed["transcript"]) == words(deltas), item_events
+        # The final is decoded afresh from the whole utterance: it continues the deltas, or corrects them (then it
+        # is sent whole in `completed`). Most of what was sent while speaking stands.
+        sent, final = words(deltas), words(completed["transcript"])
+        agreed_words += sum(1 for a, b in zip(sent, final) if a == b)
+        sent_words += len(sent)
         finals.append(completed["transcript"])
+    assert agreed_words >= 0.5 * sent_words, by_item
     return " ".join(finals)
 
 

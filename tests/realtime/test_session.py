@@ -20,7 +20,7 @@ SDK_EVENT = TypeAdapter(RealtimeServerEvent)
 
 def scripted(request: DecodeRequest) -> str:
     """Two words per second of audio; finals also end with a full stop (the final may correct the tail)."""
-    count = max(1, int(request.audio_seconds * 2))
+    count = max(1, int((request.audio_seconds - request.context_seconds) * 2))
     text = " ".join(WORDS[:count])
     return text + "." if request.final else text
 
@@ -104,6 +104,25 @@ def test_deltas_are_append_only_and_the_final_completes_them() -> None:
     assert deltas == completed
 
 
+def test_a_final_that_disagrees_with_the_deltas_is_sent_whole_in_completed_and_no_delta_contradicts() -> None:
+    # Partials agree on "what you" while "your" is still being spoken; the final, decoded afresh from the whole
+    # utterance, hears "what your country": it is not forced to begin with the words already sent.
+    driver = Driver()
+
+    def answer() -> None:
+        while driver.decodes:
+            request = driver.decodes.pop(0)
+            text = "what your country." if request.final else "what you"
+            driver._take(driver.session.decoded(request, text, driver.now))
+
+    driver.answer = answer  # type: ignore[method-assign]
+    driver.audio(np.concatenate([silence(0.5), tone(3.0), silence(1.0)]))
+    deltas = [event.delta for event in driver.events("conversation.item.input_audio_transcription.delta")]
+    completed = driver.events("conversation.item.input_audio_transcription.completed")
+    assert "".join(deltas) == "what you"
+    assert [event.transcript for event in completed] == ["what your country."]
+
+
 def test_partials_are_bounded_one_decode_at_a_time_and_at_most_every_interval() -> None:
     driver = Driver(Limits(partial_interval_ms=500))
     # Nobody answers the decodes while 3 s of speech arrive: the session must not queue more work.
@@ -148,6 +167,48 @@ def test_turn_detection_null_means_manual_commits() -> None:
     assert len(driver.events("input_audio_buffer.committed")) == 1
     completed = driver.events("conversation.item.input_audio_transcription.completed")
     assert completed and completed[0].usage.seconds == pytest.approx(2.5, abs=0.05)
+
+
+def test_manual_commits_each_hold_only_the_audio_since_the_last_one_and_hear_it_as_context() -> None:
+    driver = Driver()
+    driver.send(ev.parse_client_event(
+        '{"type": "session.update", "session": {"type": "transcription", "audio": {"input": {"turn_detection": null}}}}'
+    ))
+    for _ in range(2):
+        driver.audio(np.concatenate([tone(1.5), silence(0.5)]))
+        driver.send(ev.AudioCommit(type="input_audio_buffer.commit"))
+        driver.answer()
+    completed = driver.events("conversation.item.input_audio_transcription.completed")
+    assert [event.usage.seconds for event in completed] == pytest.approx([2.0, 2.0], abs=0.05)
+    second = [request for request in driver.requests() if request.final][-1]
+    assert second.context_seconds == pytest.approx(2.0, abs=0.05) and second.context_text == completed[0].transcript
+
+
+def test_a_decode_hears_the_previous_utterance_as_left_context_and_only_the_new_words_come_back() -> None:
+    driver = Driver()
+    driver.audio(np.concatenate([silence(0.5), tone(2.0), silence(1.0), tone(2.0), silence(1.0)]))
+    completed = driver.events("conversation.item.input_audio_transcription.completed")
+    assert len(completed) == 2
+    second_item = completed[1].item_id
+    second = [request for request in driver.requests() if request.item_id == second_item]
+    assert second and all(request.context_text == completed[0].transcript for request in second)
+    # The context is the first utterance from its start (with its padding) up to where the second begins.
+    assert all(2.4 <= request.context_seconds <= 3.4 for request in second)
+    assert second[-1].without_context(completed[0].transcript + " one two three four.") == "one two three four."
+
+
+def test_no_left_context_after_a_clear_or_when_the_previous_utterance_is_far_back() -> None:
+    driver = Driver()
+    driver.audio(np.concatenate([silence(0.5), tone(1.0), silence(1.0)]))
+    driver.send(ev.AudioClear(type="input_audio_buffer.clear"))
+    driver.audio(np.concatenate([tone(1.0), silence(1.0)]))
+    assert len(driver.events("conversation.item.input_audio_transcription.completed")) == 2
+    assert all(request.context_text == "" for request in driver.requests()[-2:])
+
+    driver = Driver()
+    driver.audio(np.concatenate([silence(0.5), tone(1.0), silence(11.0), tone(1.0), silence(1.0)]))
+    last = driver.events("conversation.item.input_audio_transcription.completed")[-1].item_id
+    assert all(request.context_samples == 0 for request in driver.requests() if request.item_id == last)
 
 
 def test_committing_an_empty_buffer_is_an_error_event() -> None:
@@ -216,7 +277,8 @@ def test_long_speech_is_cut_at_the_longest_utterance() -> None:
     driver.audio(np.concatenate([tone(9.0), silence(1.0)]))
     completed = driver.events("conversation.item.input_audio_transcription.completed")
     assert len(completed) == 3
-    assert all(request.audio_seconds <= 4.1 for request in driver.requests())  # checked once per 100 ms append
+    # checked once per 100 ms append (a decode also hears the utterance before, as context)
+    assert all(request.audio_seconds - request.context_seconds <= 4.1 for request in driver.requests())
 
 
 def test_a_final_that_cannot_be_decoded_fails_its_item_and_the_session_goes_on() -> None:

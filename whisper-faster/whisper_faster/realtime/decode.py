@@ -1,11 +1,16 @@
 """Runs a session's DecodeRequest on faster-whisper (in a worker thread).
 
-Finals go through `WhisperModel.transcribe` (beam search, the usual 30 s window): they are the text that stays. They
-start from the words already sent as deltas (Whisper's `prefix`), so a final only ever adds to what the client shows.
+Finals go through `WhisperModel.transcribe` (beam search, the usual 30 s window): they are the text that stays. A final
+is decoded afresh from the whole utterance, not forced to begin with the words already sent as deltas: those were
+agreed on while the last word was still being spoken ("what you" before "what your country"), and forcing them made
+one early mishearing permanent. Where the final differs, `completed` carries the correction (the session sends no
+delta that contradicts the earlier ones).
 Partials only have to agree with the next partial, and there are many of them, so they take a cheaper path: greedy,
 and the encoder sees the utterance plus 1 s of padding instead of 30 s (never under 10 s: shorter windows make
 Whisper repeat itself), which costs a fraction of a full decode; the output length is capped by the audio's length
-for the same reason. Both are prompted with the client's prompt and the end of the session's earlier finals."""
+for the same reason. Both are prompted with the client's prompt and the end of the session's earlier finals, and both
+hear the previous utterance as left context when the session gives one (its transcript is the forced prefix, cut from
+what comes back)."""
 from __future__ import annotations
 
 import ctranslate2
@@ -34,14 +39,20 @@ def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None
         request.samples,
         language=language,
         initial_prompt=request.prompt,
-        prefix=(request.confirmed or None) if request.final else None,
+        prefix=_prefix(request.context_text),
         beam_size=FINAL_BEAM if request.final else 1,
         temperature=0.0,
         condition_on_previous_text=False,
         without_timestamps=True,
         vad_filter=False,
     )
-    return "".join(segment.text for segment in segments if segment.no_speech_prob < 0.6 or segment.avg_logprob > -1)
+    return request.without_context(
+        "".join(segment.text for segment in segments if segment.no_speech_prob < 0.6 or segment.avg_logprob > -1)
+    )
+
+
+def _prefix(text: str) -> str | None:
+    return text.strip() or None
 
 
 def _partial(model: LoadedModel, request: DecodeRequest, language: str) -> str:
@@ -53,8 +64,8 @@ def _partial(model: LoadedModel, request: DecodeRequest, language: str) -> str:
     encoded = whisper.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None, :, :frames])))
     tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe", language=language)
     previous = tokenizer.encode(" " + request.prompt.strip()) if request.prompt else []
-    prompt = whisper.get_prompt(tokenizer, previous, without_timestamps=True)
-    budget = int(10 + request.audio_seconds * TOKENS_PER_SECOND)
+    prompt = whisper.get_prompt(tokenizer, previous, without_timestamps=True, prefix=_prefix(request.context_text))
+    budget = int(10 + (request.audio_seconds - request.context_seconds) * TOKENS_PER_SECOND)
     result = whisper.model.generate(encoded, [prompt], beam_size=1, max_length=min(448, len(prompt) + budget),
                                     suppress_blank=True, suppress_tokens=[-1])[0]
-    return tokenizer.decode([token for token in result.sequences_ids[0] if token < tokenizer.eot])
+    return request.without_context(tokenizer.decode([token for token in result.sequences_ids[0] if token < tokenizer.eot]))
