@@ -1,11 +1,13 @@
 """Admission (the session limit and the realtime factor, with an injected clock) and the SQLite session store."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from whisper_faster.realtime.admission import Admission, RealtimeMetrics
+from whisper_faster.realtime.admission import Admission, RealtimeMetrics, usable_cores
 from whisper_faster.realtime.store import SqliteSessionStore, StoredUtterance
 
 
@@ -53,6 +55,62 @@ def test_slow_finals_refuse_new_sessions_before_the_open_ones_lag() -> None:
     assert reason == "overloaded" and "3.5 s" in message
     clock.now += 31
     assert admission.refusal() is None
+
+
+class CpuClock:
+    """The process's CPU seconds, advanced by the test."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+def test_a_session_that_would_push_cpu_use_past_the_limit_is_refused_once_a_session_has_shown_its_cost() -> None:
+    clock, cpu = Clock(), CpuClock()
+    admission = Admission(max_sessions=10, max_load=5, clock=clock, max_cpu=0.6, cpu_clock=cpu, cores=2)
+    admission.opened()
+    assert admission.refusal() is None  # nothing measured yet: let it in
+    admission.closed()
+    admission.opened()
+    for _ in range(10):  # one session uses 0.9 CPU seconds per second of 2 cores: 45 %
+        clock.now += 1
+        cpu.seconds += 0.9
+        admission.sample()
+    assert admission.session_cost == pytest.approx(0.45, abs=0.01)
+    reason, message = admission.refusal()
+    assert reason == "overloaded" and "REALTIME_MAX_CPU=0.6" in message and "45%" in message
+    admission.closed()
+    assert admission.refusal() is None  # the first session always opens
+    # Long idle: the CPU window is quiet, but a session that just opened still counts as what one costs.
+    clock.now += 300
+    admission.opened()
+    assert admission.refusal()[0] == "overloaded"
+
+
+def test_cheap_sessions_on_many_cores_are_let_in_up_to_the_cpu_limit() -> None:
+    clock, cpu = Clock(), CpuClock()
+    admission = Admission(max_sessions=100, max_load=5, clock=clock, max_cpu=0.6, cpu_clock=cpu, cores=16)
+    admission.opened()
+    for _ in range(10):
+        clock.now += 1
+        cpu.seconds += 0.9  # 0.9 / 16 = 5.6 % per session
+        admission.sample()
+    admitted = 1
+    while admission.refusal() is None:
+        admission.opened()
+        admitted += 1
+    assert admitted == 10  # 10 x 5.6 % = 56 %; the 11th would pass 60 %
+
+
+def test_usable_cores_reads_a_containers_cpu_quota(tmp_path: Path) -> None:
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    assert usable_cores(quota) == pytest.approx(min(1.5, len(os.sched_getaffinity(0))))
+    quota.write_text("max 100000\n")
+    assert usable_cores(quota) == len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
 
 
 def test_metrics_are_exported_with_the_names_the_alerts_use() -> None:

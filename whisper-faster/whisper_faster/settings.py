@@ -48,3 +48,12 @@ class Settings(ServiceSettings):
         description="Refuse new realtime sessions (close 1013) while sessions are open and the realtime factor of "
         "the last 30 s (inference seconds per second of utterance audio, queueing included) is above this.",
     )
+    realtime_max_cpu: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Refuse a new realtime session (close 1013) when the service's CPU use over the last 30 s plus "
+        "what one session costs (learned while sessions run) would pass this share of the CPUs it may use (its "
+        "affinity, or a container's CPU quota). The rest is headroom: decodes come in bursts, and a machine near "
+        "full use answers late.",
+    )

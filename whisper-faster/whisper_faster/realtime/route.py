@@ -72,7 +72,7 @@ def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[Load
     """Build `app.state.realtime` in the lifespan; its open sessions count as activity (no idle stop)."""
     metrics = RealtimeMetrics(app.state.metrics.registry)
     admission = Admission(settings.max_realtime_sessions, settings.realtime_max_load, metrics,
-                          max_wait=settings.realtime_max_lag_seconds / 2)
+                          max_wait=settings.realtime_max_lag_seconds / 2, max_cpu=settings.realtime_max_cpu)
     store = SqliteSessionStore(settings.data_dir / "realtime.sqlite3")
     realtime = Realtime(settings, manager, app.state.gate, admission, store)
     app.state.realtime = realtime
@@ -194,6 +194,7 @@ class _Connection:
         period = min(1.0, self.realtime.settings.realtime_idle_seconds / 4)
         while not self.session.closed:
             await asyncio.sleep(period)
+            self.realtime.admission.sample()
             await self._apply(self.session.tick(time.monotonic()))
 
     async def _apply(self, outputs: list[Output]) -> None:
