@@ -123,6 +123,15 @@ def test_a_final_that_disagrees_with_the_deltas_is_sent_whole_in_completed_and_n
     assert [event.transcript for event in completed] == ["what your country."]
 
 
+def test_no_partial_starts_while_the_speaker_pauses() -> None:
+    driver = Driver(Limits(partial_interval_ms=200))
+    driver.audio(np.concatenate([silence(0.5), tone(2.0), silence(0.45)]))  # a pause shorter than the VAD's 500 ms
+    pause_starts = 2.5 * 16_000
+    assert not [request for request in driver.requests()
+                if not request.final and request.end > pause_starts + 0.1 * 16_000]
+    assert [request for request in driver.requests() if request.final]  # the speculative final did start
+
+
 def test_partials_are_bounded_one_decode_at_a_time_and_at_most_every_interval() -> None:
     driver = Driver(Limits(partial_interval_ms=500))
     # Nobody answers the decodes while 3 s of speech arrive: the session must not queue more work.

@@ -434,7 +434,10 @@ class RealtimeSession:
             item.speculated_end = silence + FINAL_TAIL_SAMPLES
             return [self._decode(item, item.speculated_end, final=True)]
         interval = self.limits.partial_interval_ms * VAD_RATE // 1000
-        if self._total - item.partial_from >= interval and self._total - item.start >= MIN_PARTIAL_SAMPLES:
+        # No partial while the speaker pauses: there are no new words to hear, and a partial still running when the
+        # speculative final is due would hold it up (one decode per session at a time).
+        if (silence is None and self._total - item.partial_from >= interval
+                and self._total - item.start >= MIN_PARTIAL_SAMPLES):
             item.partial_from = self._total
             return [self._decode(item, self._total, final=False)]
         return []
