@@ -39,6 +39,8 @@ CHUNK_SECONDS = 0.1
 SILENCE_MS = 500
 PREFIX_MS = 300
 REALTIME_P90_S = 1.5
+KEEPS_UP_MAX_S = 3.0
+"""Half of REALTIME_MAX_LAG_SECONDS (6 s): past it the service itself counts a session as near its limit."""
 NORMALISE = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(),
                            jiwer.ReduceToListOfListOfWords()])
 
@@ -52,7 +54,9 @@ def stm_reference(name: str) -> str:
     return " ".join(parts[5] for parts in sorted(lines, key=lambda parts: float(parts[3])) if len(parts) > 5)
 
 
-RECORDINGS = {"jfk.flac": JFK_REFERENCE, "sample.wav": stm_reference("sample.stm")}
+RECORDINGS: dict[str, str | None] = {"jfk.flac": JFK_REFERENCE, "sample.wav": stm_reference("sample.stm"),
+                                     "dev00.wav": None, "dev01.wav": None}
+"""The meeting excerpts have no reference transcript (only speaker turns): they count for latency, not WER."""
 
 
 def pcm16(name: str) -> bytes:
@@ -193,21 +197,26 @@ def main() -> None:
             cpu_before = cpu_seconds(pid)
             run = asyncio.run(replay(url, pcm))
             cpu_per_audio.append((cpu_seconds(pid) - cpu_before) / (len(pcm) / 2 / RATE))
-            baseline = one_request_text(server.base_url, name)
             latencies += run.end_latencies
             first_deltas += run.first_delta_latencies
-            streamed_wer, request_wer = wer(reference, " ".join(run.finals)), wer(reference, baseline)
-            ratio = f"{streamed_wer / request_wer:.2f}x" if request_wer > 0 else "n/a (one request is exact)"
+            if reference is None:
+                streamed, request, ratio = "-", "-", "- (no reference)"
+            else:
+                streamed_wer = wer(reference, " ".join(run.finals))
+                request_wer = wer(reference, one_request_text(server.base_url, name))
+                streamed, request = f"{streamed_wer:.3f}", f"{request_wer:.3f}"
+                ratio = f"{streamed_wer / request_wer:.2f}x" if request_wer > 0 else "n/a (one request is exact)"
             single_rows.append([name, f"{len(pcm) / 2 / RATE:.1f} s", len(run.finals),
                                 f"{p(run.end_latencies, 50):.2f} / {p(run.end_latencies, 90):.2f}",
                                 f"{p(run.first_delta_latencies, 50):.2f} / {p(run.first_delta_latencies, 90):.2f}",
-                                f"{streamed_wer:.3f}", f"{request_wer:.3f}", ratio, f"{cpu_per_audio[-1]:.2f}",
+                                streamed, request, ratio, f"{cpu_per_audio[-1]:.2f}",
                                 run.error or "-"])
             time.sleep(2)
 
         pcm = pcm16("sample.wav")
         level_rows = []
         realtime_sessions = 0
+        keeping_up_sessions = 0
         for level in range(1, args.max_sessions + 1):
             async def together(n: int = level) -> list[Run]:
                 return list(await asyncio.gather(*(replay(url, pcm, start_delay=i * 1.0) for i in range(n))))
@@ -217,13 +226,17 @@ def main() -> None:
             errors = [run.error for run in runs if run.error]
             refused = sum(1 for run in runs if run.error in ("session_limit_reached", "server_overloaded")
                           or run.close_code == 1013)
-            keeps_up = not errors and p(ends, 90) <= REALTIME_P90_S
-            if keeps_up and realtime_sessions == level - 1:
+            real_time = not errors and p(ends, 90) <= REALTIME_P90_S
+            keeps_up = not errors and max(ends, default=float("inf")) <= KEEPS_UP_MAX_S
+            if real_time and realtime_sessions == level - 1:
                 realtime_sessions = level
+            if keeps_up and keeping_up_sessions == level - 1:
+                keeping_up_sessions = level
             level_rows.append([level, f"{p(ends, 50):.2f}", f"{p(ends, 90):.2f}", f"{max(ends, default=float('nan')):.2f}",
-                               refused, ", ".join(sorted(set(errors))) or "-", "yes" if keeps_up else "no"])
+                               refused, ", ".join(sorted(set(errors))) or "-", "yes" if real_time else "no",
+                               "yes" if keeps_up else "no"])
             time.sleep(3)
-            if not keeps_up and level > realtime_sessions + 1:
+            if not keeps_up and level > keeping_up_sessions + 1:
                 break
         load_after = os.getloadavg()[0]
     cores = os.cpu_count() or 1
@@ -236,23 +249,25 @@ The VAD alone waits {SILENCE_MS} ms of silence before it ends an utterance, so t
 {table(["recording", "length", "utterances", "end → completed p50 / p90 (s)", "speech → first delta p50 / p90 (s)",
         "WER finals", "WER one request", "ratio", "CPU s per audio s", "errors"], single_rows)}
 
-All utterances of both recordings together: end → completed p50 **{p(latencies, 50):.2f} s** (target ≤ 0.70 s),
+All utterances of all recordings together ({len(latencies)} utterances): end → completed p50 **{p(latencies, 50):.2f} s** (target ≤ 0.70 s),
 speech start → first delta p50 **{p(first_deltas, 50):.2f} s** (target ≤ 1.5 s).
 
-Concurrent sessions (each replays sample.wav, 30 s, started 1 s apart); real-time = no error and p90 end → completed
-≤ {REALTIME_P90_S} s:
+Concurrent sessions (each replays sample.wav, 30 s, started 1 s apart). Real-time = no error and p90 end → completed
+≤ {REALTIME_P90_S} s; keeps up = no error and every utterance's end → completed ≤ {KEEPS_UP_MAX_S:g} s (half of
+`REALTIME_MAX_LAG_SECONDS`, where the service itself counts a session as near its limit: the latency is bounded, not
+growing):
 
-{table(["sessions", "end → completed p50 (s)", "p90 (s)", "max (s)", "refused / closed 1013", "errors", "real-time"],
-       level_rows)}
+{table(["sessions", "end → completed p50 (s)", "p90 (s)", "max (s)", "refused / closed 1013", "errors", "real-time",
+        "keeps up"], level_rows)}
 
-**{realtime_sessions}** concurrent session(s) stayed real-time in this run. The machine's load average was
+**{realtime_sessions}** concurrent session(s) stayed real-time and **{keeping_up_sessions}** kept up in this run. The machine's load average was
 {load_before:.1f} before and {load_after:.1f} after ({cores} cores): other work competed for the CPU, so these
 latencies are pessimistic. A figure that load does not change: one session costs the service **{cpu_cost:.2f} CPU
 seconds per second of audio** (server VAD, partials and finals), so {cores} idle cores have room for about
 **{cores / cpu_cost:.1f}** sessions at full use, less the headroom that keeps latency low. Beyond that, sessions are refused
-(`error` + close 1013, `whisper_faster_realtime_sessions_rejected_total`) once the realtime factor passes
-`REALTIME_MAX_LOAD` or an utterance waits longer than `REALTIME_MAX_LAG_SECONDS`; set `MAX_REALTIME_SESSIONS` to the
-figure measured on the production machine.
+(`error` + close 1013, `whisper_faster_realtime_sessions_rejected_total`) once one more session would push the
+service's CPU use past `REALTIME_MAX_CPU`, the realtime factor passes `REALTIME_MAX_LOAD`, or an utterance waits
+longer than `REALTIME_MAX_LAG_SECONDS`; `MAX_REALTIME_SESSIONS` caps them whatever the machine.
 """
     write_section("realtime", "Realtime transcription (WebSocket)", body)
 

@@ -1,16 +1,21 @@
 """Runs a session's DecodeRequest on faster-whisper (in a worker thread).
 
-Finals go through `WhisperModel.transcribe` (beam search, the usual 30 s window): they are the text that stays. A final
-is decoded afresh from the whole utterance, not forced to begin with the words already sent as deltas: those were
-agreed on while the last word was still being spoken ("what you" before "what your country"), and forcing them made
-one early mishearing permanent. Where the final differs, `completed` carries the correction (the session sends no
-delta that contradicts the earlier ones).
-Partials only have to agree with the next partial, and there are many of them, so they take a cheaper path: greedy,
-and the encoder sees the utterance plus 1 s of padding instead of 30 s (never under 10 s: shorter windows make
-Whisper repeat itself), which costs a fraction of a full decode; the output length is capped by the audio's length
-for the same reason. Both are prompted with the client's prompt and the end of the session's earlier finals, and both
-hear the previous utterance as left context when the session gives one (its transcript is the forced prefix, cut from
-what comes back)."""
+Decodes encode only the audio they have plus 3 s of padding (never under 10 s: shorter windows make Whisper repeat
+itself) instead of Whisper's 30 s window, and cap the output length by the audio's length for the same reason. (With
+1 s of padding, a 14 s passage once came back as its first sentence only.) The
+encoder dominates the cost of a short decode, and its attention grows with the square of the window: with tiny.en on
+2 threads, 30 s took 0.58 s to encode and 10 s 0.065 s, while a whole 3 s beam-5 transcription took 0.67 s. Utterance
+decoding is what the session waits for after the end of speech, so this is its latency and most of its CPU cost.
+
+Finals use beam search (5) and faster-whisper's no-speech rule: they are the text that stays. A final is decoded afresh
+from the whole utterance, not forced to begin with the words already sent as deltas: those were agreed on while the
+last word was still being spoken ("what you" before "what your country"), and forcing them made one early mishearing
+permanent. Where the final differs, `completed` carries the correction (the session sends no delta that contradicts
+the earlier ones). Partials only have to agree with the next partial, and there are many of them: greedy.
+Both are prompted with the client's prompt and the end of the session's earlier finals, and both hear the previous
+utterance as left context when the session gives one (its transcript is the forced prefix, cut from what comes back).
+Without a language (a multilingual model and none configured) decoding goes through `WhisperModel.transcribe`, which
+detects it."""
 from __future__ import annotations
 
 import ctranslate2
@@ -21,20 +26,30 @@ from whisper_faster.models import LoadedModel
 from whisper_faster.realtime.session import DecodeRequest
 
 FINAL_BEAM = 5
-PARTIAL_MIN_FRAMES = 1000  # 10 s of 10 ms mel frames
-PARTIAL_PADDING_FRAMES = 100
+MIN_FRAMES = 1000  # 10 s of 10 ms mel frames
+PADDING_FRAMES = 300
 FULL_FRAMES = 3000
-TOKENS_PER_SECOND = 6
+PARTIAL_TOKENS_PER_SECOND = 6
+FINAL_TOKENS_PER_SECOND = 10
+WINDOWED_FINAL_MAX_SECONDS = (MIN_FRAMES - PADDING_FRAMES) / 100
+"""Finals up to this long (context included) take the short window, where it saves the most; longer ones take
+faster-whisper's 30 s window, where Whisper ends long passages more reliably (in a window cut close to the speech it
+sometimes repeated or dropped the last sentences) and the saving would be small."""
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
 
 
 def transcribe_utterance(model: LoadedModel, request: DecodeRequest) -> str:
     language = request.config.language or (None if model.is_multilingual else "en")
-    if request.final or language is None:
+    if language is None or (request.final and request.audio_seconds > WINDOWED_FINAL_MAX_SECONDS):
         return _transcribe(model, request, language)
-    return _partial(model, request, language)
+    if request.final:
+        return _windowed(model, request, language, beam_size=FINAL_BEAM, tokens_per_second=FINAL_TOKENS_PER_SECOND)
+    return _windowed(model, request, language, beam_size=1, tokens_per_second=PARTIAL_TOKENS_PER_SECOND)
 
 
 def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None) -> str:
+    """faster-whisper's own path (it detects the language first)."""
     segments, _ = model.whisper.transcribe(
         request.samples,
         language=language,
@@ -47,25 +62,37 @@ def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None
         vad_filter=False,
     )
     return request.without_context(
-        "".join(segment.text for segment in segments if segment.no_speech_prob < 0.6 or segment.avg_logprob > -1)
+        "".join(segment.text for segment in segments if not _silence(segment.no_speech_prob, segment.avg_logprob))
     )
+
+
+def _silence(no_speech_prob: float, avg_logprob: float) -> bool:
+    """faster-whisper's rule for a window that holds no speech."""
+    return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
 
 
 def _prefix(text: str) -> str | None:
     return text.strip() or None
 
 
-def _partial(model: LoadedModel, request: DecodeRequest, language: str) -> str:
+def _windowed(model: LoadedModel, request: DecodeRequest, language: str, beam_size: int,
+              tokens_per_second: float) -> str:
+    """Encode only the audio plus padding (at least 10 s) and decode once with CTranslate2."""
     whisper = model.whisper
     features = whisper.feature_extractor(request.samples)
-    frames = min(FULL_FRAMES, max(PARTIAL_MIN_FRAMES, features.shape[1] + PARTIAL_PADDING_FRAMES))
+    frames = min(FULL_FRAMES, max(MIN_FRAMES, features.shape[1] + PADDING_FRAMES))
     if features.shape[1] < frames:
         features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
     encoded = whisper.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None, :, :frames])))
     tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe", language=language)
     previous = tokenizer.encode(" " + request.prompt.strip()) if request.prompt else []
     prompt = whisper.get_prompt(tokenizer, previous, without_timestamps=True, prefix=_prefix(request.context_text))
-    budget = int(10 + (request.audio_seconds - request.context_seconds) * TOKENS_PER_SECOND)
-    result = whisper.model.generate(encoded, [prompt], beam_size=1, max_length=min(448, len(prompt) + budget),
-                                    suppress_blank=True, suppress_tokens=[-1])[0]
-    return request.without_context(tokenizer.decode([token for token in result.sequences_ids[0] if token < tokenizer.eot]))
+    budget = int(10 + (request.audio_seconds - request.context_seconds) * tokens_per_second)
+    result = whisper.model.generate(encoded, [prompt], beam_size=beam_size, max_length=min(448, len(prompt) + budget),
+                                    suppress_blank=True, suppress_tokens=[-1], return_scores=True,
+                                    return_no_speech_prob=True)[0]
+    tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+    avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length penalty 1: the score is per token
+    if _silence(result.no_speech_prob, avg_logprob):
+        return ""
+    return request.without_context(tokenizer.decode(tokens))
