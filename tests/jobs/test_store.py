@@ -105,6 +105,20 @@ def test_cancel_of_a_running_job_is_a_flag_its_worker_reads(make_store) -> None:
     assert canceled is not None and canceled.status is JobStatus.CANCELED
 
 
+def test_a_job_whose_cancel_was_asked_is_not_requeued_after_a_transient_failure(make_store) -> None:
+    store = make_store()
+    job = store.insert(_job())
+    store.claim("w", time.time(), 30)
+    store.cancel_or_delete(job.id, time.time())
+    assert store.retry_later(job.id, "w", time.time(), "the server is busy", "server_busy") is False
+    assert store.claim("other", time.time() + 60, 30) is None  # not back in the queue
+    ended = store.finish(job.id, "w", Finish(JobStatus.CANCELED), time.time())
+    assert ended is not None and ended.status is JobStatus.CANCELED
+    other = store.insert(_job())
+    store.claim("w", time.time(), 30)
+    assert store.retry_later(other.id, "w", time.time(), "the server is busy", "server_busy") is True
+
+
 def test_idempotency_keys_and_queues_are_per_service(make_store) -> None:
     faster, whisperx = make_store("whisper_faster"), make_store("whisperx")
     first = faster.insert(_job(idempotency_key="k"))

@@ -343,12 +343,13 @@ class SqlStore:
             tx.execute("UPDATE jobs SET audio_file = ? WHERE id = ? AND lease_owner = ?", (audio_file, job_id, owner))
 
     def retry_later(self, job_id: str, owner: str, run_after: float, message: str, code: str) -> bool:
-        """Back to the queue after a transient failure (the error stays visible until the next run ends)."""
+        """Back to the queue after a transient failure (the error stays visible until the next run ends). False when
+        the lease is lost or a cancel was asked meanwhile (the job is not requeued: its worker ends it canceled)."""
         error = json.dumps({"message": message, "code": code})
         with self.transaction() as tx:
             tx.execute(
                 "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, run_after = ?, error = ? "
-                "WHERE id = ? AND lease_owner = ? AND status = ?",
+                "WHERE id = ? AND lease_owner = ? AND status = ? AND cancel_requested = 0",
                 (JobStatus.QUEUED.value, run_after, error, job_id, owner, JobStatus.RUNNING.value),
             )
             return tx.rowcount == 1

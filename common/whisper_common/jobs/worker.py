@@ -139,6 +139,10 @@ class Worker:
         if await asyncio.to_thread(self.runtime.store.retry_later, job.id, self.owner, run_after, message, code):
             self.runtime.metrics.attempts.labels(outcome="retried").inc()
             logger.info("job will be retried", extra={"job_id": job.id, "attempt": job.attempts, "error": message})
+            return None
+        current = await asyncio.to_thread(self.runtime.store.get, job.id)
+        if current is not None and current.cancel_requested and current.status is JobStatus.RUNNING:
+            return Finish(JobStatus.CANCELED)  # a cancel asked during the failed attempt wins over the retry
         return None
 
     def _release(self, job: JobRow, run_after: float) -> None:
