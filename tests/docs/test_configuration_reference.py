@@ -68,6 +68,16 @@ def _compose_environment(path: Path) -> set[str]:
     return names
 
 
+def test_every_setting_of_each_service_reaches_its_container() -> None:
+    # Each compose file hands every setting of its service to the container (a value, or passed when set), so an
+    # operator's .env line is never silently dropped.
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    table = page[page.index("<!-- generated:compose-env:start -->"):]
+    table = table[:table.index("<!-- generated:compose-env:end -->")]
+    assert "| `MAX_QUEUE` |" in table
+    assert "**not passed**" not in table, [line for line in table.splitlines() if "**not passed**" in line]
+
+
 def test_every_variable_the_docker_files_set_is_documented() -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()
     compose_files = [ROOT / "whisper-faster" / "docker-compose.yml", ROOT / "whisperx" / "docker-compose.yml"]
