@@ -20,7 +20,7 @@ def _server(name: str, data_dir: Path, **env: str):
     # Speed is the benchmark's business (bench/bench_realtime.py): on a busy test machine the lag and load guards
     # would refuse sessions, so they are relaxed here, and tested without a clock in test_session.py.
     base = {"HF_HUB_OFFLINE": "0", "DATA_DIR": str(data_dir), "REALTIME_MAX_LAG_SECONDS": "300",
-            "REALTIME_MAX_LOAD": "10"}
+            "REALTIME_MAX_LOAD": "10", "REALTIME_MAX_CPU": "10"}
     return start_service("whisper_faster", name, {**base, **env})
 
 
@@ -34,9 +34,9 @@ def realtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 @pytest.fixture(scope="session")
 def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One session at most, closed after 2 s without audio."""
+    """One session at most, closed after 2 s without audio, kept 3 s after it ends."""
     with _server("whisper_faster-realtime-tight", tmp_path_factory.mktemp("realtime-tight"),
-                 MAX_REALTIME_SESSIONS="1", REALTIME_IDLE_SECONDS="2") as server:
+                 MAX_REALTIME_SESSIONS="1", REALTIME_IDLE_SECONDS="2", REALTIME_RETENTION="3") as server:
         yield server
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from whisper_faster.realtime.admission import Admission, RealtimeMetrics, usable_cores
+from whisper_faster.settings import Settings
 from whisper_faster.realtime.store import SqliteSessionStore, StoredUtterance
 
 
@@ -142,3 +144,21 @@ def test_the_store_keeps_utterances_in_order_across_reopening(tmp_path: Path) ->
     assert [u.text for u in stored.utterances] == ["Hello.", "Again."]
     assert stored.duration == 4.5
     assert reopened.get("sess_2") is None
+
+
+def test_sessions_past_their_retention_are_removed_with_their_utterances(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "realtime.sqlite3")
+    store.create("sess_old", "tiny.en")
+    store.add_utterance("sess_old", StoredUtterance("item_a", 0.5, 2.0, "Hello."))
+    store.close("sess_old", "tiny.en")
+    store.create("sess_crashed", "tiny.en")  # never closed: the process died
+    assert store.remove_ended_before(time.time() - 60) == 0
+    assert store.remove_ended_before(time.time() + 1) == 2
+    assert store.get("sess_old") is None and store.get("sess_crashed") is None
+    store.create("sess_old", "tiny.en")  # the id is free again, and no orphan utterance comes back with it
+    assert store.get("sess_old").utterances == []
+
+
+def test_realtime_retention_takes_durations() -> None:
+    assert Settings(realtime_retention="12h").realtime_retention == 12 * 3600
+    assert Settings().realtime_retention == 7 * 86400

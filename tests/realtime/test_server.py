@@ -240,6 +240,19 @@ def wait_for_no_sessions(server: Server, timeout: float = 10) -> None:
             time.sleep(0.05)
 
 
+def test_a_finished_session_is_removed_after_realtime_retention(tight_server: Server) -> None:
+    wait_for_no_sessions(tight_server)
+    with open_socket(tight_server, key=None) as socket:
+        session_id = next_event(socket)["session"]["id"]
+    with tight_server.client() as http:
+        assert http.get(f"/v1/realtime/sessions/{session_id}").status_code == 200
+        deadline = time.monotonic() + 20
+        while http.get(f"/v1/realtime/sessions/{session_id}").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        gone = http.get(f"/v1/realtime/sessions/{session_id}")
+    assert gone.status_code == 404, gone.text
+
+
 def test_a_session_without_audio_is_closed_after_the_idle_time(tight_server: Server) -> None:
     wait_for_no_sessions(tight_server)  # one session at most on this server
     with open_socket(tight_server, key=None) as socket:

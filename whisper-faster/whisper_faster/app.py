@@ -32,9 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with serve_models(app, settings, partial(load_model, settings=settings)) as manager:
             app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics)
-            realtime.create_realtime(app, settings, manager)
             engine = FasterJobEngine(app.state.service)
-            async with serve_jobs(app, settings, engine, metrics_namespace="whisper_faster"):
+            async with (realtime.serve_realtime(app, settings, manager),
+                        serve_jobs(app, settings, engine, metrics_namespace="whisper_faster")):
                 yield
 
     app = create_service_app(

@@ -1,9 +1,12 @@
 """whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn)."""
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated, Any
 
-from whisper_common.settings import ServiceSettings
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from whisper_common.settings import ServiceSettings, parse_duration
 
 
 class Settings(ServiceSettings):
@@ -41,6 +44,12 @@ class Settings(ServiceSettings):
         "up: it gets an `error` event and close code 1013 instead of a growing delay. While a recent final took more "
         "than half of this, new sessions are refused.",
     )
+    realtime_retention: Annotated[float, NoDecode] = Field(
+        7 * 86400,
+        gt=0,
+        description="How long a finished realtime session's transcript is kept for `GET /v1/realtime/sessions/{id}` "
+        "(`7d`, `12h`, `30m` or seconds); then it is removed.",
+    )
     realtime_max_load: float = Field(
         0.7,
         gt=0,
@@ -51,9 +60,14 @@ class Settings(ServiceSettings):
     realtime_max_cpu: float = Field(
         0.6,
         gt=0,
-        le=1,
+        le=10,
         description="Refuse a new realtime session (close 1013) when the service's CPU use over the last 30 s plus "
         "what one session costs (learned while sessions run) would pass this share of the CPUs it may use (its "
         "affinity, or a container's CPU quota). The rest is headroom: decodes come in bursts, and a machine near "
-        "full use answers late.",
+        "full use answers late. A value above 1 turns this check off.",
     )
+
+    @field_validator("realtime_retention", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: Any) -> Any:
+        return parse_duration(value)

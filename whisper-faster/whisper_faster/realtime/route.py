@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
@@ -66,6 +67,33 @@ class Realtime:
         if requested is None or requested == "whisper-1" or requested.startswith("gpt-"):
             requested = None
         return resolve_model_id(requested, self.settings)
+
+
+@contextlib.asynccontextmanager
+async def serve_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> AsyncIterator[Realtime]:
+    """`app.state.realtime` for the lifespan, with a janitor that removes stored sessions past REALTIME_RETENTION."""
+    realtime = create_realtime(app, settings, manager)
+    janitor = asyncio.create_task(_remove_expired_sessions(realtime.store, settings.realtime_retention))
+    try:
+        yield realtime
+    finally:
+        janitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await janitor
+        if isinstance(realtime.store, SqliteSessionStore):
+            realtime.store.shutdown()
+
+
+async def _remove_expired_sessions(store: SessionStore, retention: float) -> None:
+    interval = max(1.0, min(3600.0, retention / 4))
+    while True:
+        try:
+            removed = await asyncio.to_thread(store.remove_ended_before, time.time() - retention)
+            if removed:
+                logger.info("realtime sessions removed after REALTIME_RETENTION", extra={"sessions": removed})
+        except Exception as exc:  # noqa: BLE001 - next round
+            logger.warning("removing old realtime sessions failed", extra={"error": repr(exc)})
+        await asyncio.sleep(interval)
 
 
 def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> Realtime:

@@ -37,6 +37,7 @@ class SessionStore(Protocol):
     def add_utterance(self, session_id: str, utterance: StoredUtterance) -> None: ...
     def close(self, session_id: str, model: str) -> None: ...
     def get(self, session_id: str) -> StoredSession | None: ...
+    def remove_ended_before(self, cutoff: float) -> int: ...
 
 
 _SCHEMA = """
@@ -90,6 +91,17 @@ class SqliteSessionStore:
                 (session_id,),
             )]
         return StoredSession(row[0], row[1], row[2], row[3], utterances)
+
+    def remove_ended_before(self, cutoff: float) -> int:
+        """Remove the sessions (with their utterances) that closed before `cutoff` (or, never closed because the
+        process died, began before it); returns how many."""
+        with self._lock:
+            ids = [row[0] for row in self._db.execute(
+                "SELECT id FROM realtime_sessions WHERE COALESCE(closed_at, created_at) < ?", (cutoff,))]
+            for session_id in ids:
+                self._db.execute("DELETE FROM realtime_utterances WHERE session_id = ?", (session_id,))
+                self._db.execute("DELETE FROM realtime_sessions WHERE id = ?", (session_id,))
+        return len(ids)
 
     def shutdown(self) -> None:
         with self._lock:
