@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 InferenceDevice = Literal["auto", "cpu", "cuda"]
@@ -35,6 +35,10 @@ def parse_duration(value: Any) -> Any:
             except ValueError:
                 return value
     return value
+
+
+Duration = Annotated[float, NoDecode, BeforeValidator(parse_duration)]
+"""A setting in seconds that also takes `7d`, `12h`, `30m` or `90s`."""
 
 
 class WhisperSettings(BaseModel):
@@ -132,7 +136,7 @@ class ServiceSettings(BaseSettings):
     job_retry_seconds: float = Field(
         10, ge=0, le=3600, description="Backoff before the second attempt of a job or a webhook; doubles each attempt."
     )
-    job_retention: Annotated[float, NoDecode] = Field(
+    job_retention: Duration = Field(
         7 * 86400, gt=0, description="How long a finished job, its audio and result are kept (`7d`, `12h`, `30m` or "
         "seconds); then they are removed."
     )
@@ -164,11 +168,6 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         return split_comma_list(value)
-
-    @field_validator("job_retention", mode="before")
-    @classmethod
-    def _parse_duration(cls, value: Any) -> Any:
-        return parse_duration(value)
 
     @field_validator("preload_models", mode="before")
     @classmethod

@@ -59,18 +59,8 @@ def test_slow_finals_refuse_new_sessions_before_the_open_ones_lag() -> None:
     assert admission.refusal() is None
 
 
-class CpuClock:
-    """The process's CPU seconds, advanced by the test."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def __call__(self) -> float:
-        return self.seconds
-
-
 def test_a_session_that_would_push_cpu_use_past_the_limit_is_refused_once_a_session_has_shown_its_cost() -> None:
-    clock, cpu = Clock(), CpuClock()
+    clock, cpu = Clock(), Clock()  # wall time, and the process's CPU seconds
     admission = Admission(max_sessions=10, max_load=5, clock=clock, max_cpu=0.6, cpu_clock=cpu, cores=2)
     admission.opened()
     assert admission.refusal() is None  # nothing measured yet: let it in
@@ -78,7 +68,7 @@ def test_a_session_that_would_push_cpu_use_past_the_limit_is_refused_once_a_sess
     admission.opened()
     for _ in range(10):  # one session uses 0.9 CPU seconds per second of 2 cores: 45 %
         clock.now += 1
-        cpu.seconds += 0.9
+        cpu.now += 0.9
         admission.sample()
     assert admission.session_cost == pytest.approx(0.45, abs=0.01)
     reason, message = admission.refusal()
@@ -91,13 +81,26 @@ def test_a_session_that_would_push_cpu_use_past_the_limit_is_refused_once_a_sess
     assert admission.refusal()[0] == "overloaded"
 
 
+def test_the_tickers_of_several_sessions_take_one_cpu_sample_between_them() -> None:
+    clock, cpu = Clock(), Clock()
+    admission = Admission(max_sessions=10, max_load=5, clock=clock, max_cpu=0.6, cpu_clock=cpu, cores=2)
+    for _ in range(3):
+        admission.opened()
+    for _ in range(8):
+        clock.now += 1
+        cpu.now += 1.2  # three sessions, 0.4 CPU seconds a second each
+        for _ in range(3):  # each session's ticker samples
+            admission.sample()
+    assert admission.session_cost == pytest.approx(0.2, abs=0.01)  # 60 % of 2 cores over 3 sessions
+
+
 def test_cheap_sessions_on_many_cores_are_let_in_up_to_the_cpu_limit() -> None:
-    clock, cpu = Clock(), CpuClock()
+    clock, cpu = Clock(), Clock()  # wall time, and the process's CPU seconds
     admission = Admission(max_sessions=100, max_load=5, clock=clock, max_cpu=0.6, cpu_clock=cpu, cores=16)
     admission.opened()
     for _ in range(10):
         clock.now += 1
-        cpu.seconds += 0.9  # 0.9 / 16 = 5.6 % per session
+        cpu.now += 0.9  # 0.9 / 16 = 5.6 % per session
         admission.sample()
     admitted = 1
     while admission.refusal() is None:

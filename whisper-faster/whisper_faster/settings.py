@@ -1,12 +1,9 @@
 """whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn)."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pydantic import Field
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
-
-from whisper_common.settings import ServiceSettings, parse_duration
+from whisper_common.settings import Duration, ServiceSettings
 
 
 class Settings(ServiceSettings):
@@ -44,7 +41,7 @@ class Settings(ServiceSettings):
         "up: it gets an `error` event and close code 1013 instead of a growing delay. While a recent final took more "
         "than half of this, new sessions are refused.",
     )
-    realtime_retention: Annotated[float, NoDecode] = Field(
+    realtime_retention: Duration = Field(
         7 * 86400,
         gt=0,
         description="How long a finished realtime session's transcript is kept for `GET /v1/realtime/sessions/{id}` "
@@ -66,8 +63,3 @@ class Settings(ServiceSettings):
         "affinity, or a container's CPU quota). The rest is headroom: decodes come in bursts, and a machine near "
         "full use answers late. A value above 1 turns this check off.",
     )
-
-    @field_validator("realtime_retention", mode="before")
-    @classmethod
-    def _parse_retention(cls, value: Any) -> Any:
-        return parse_duration(value)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -15,6 +15,8 @@ _LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0, 1.5, 2, 3, 5, 
 MIN_CPU_SPAN_SECONDS = 5.0
 """CPU use is only judged over at least this much time (one decode is a burst, not a load)."""
 COST_SMOOTHING = 0.3
+MIN_SAMPLE_INTERVAL_SECONDS = 0.5
+"""Every open session's ticker calls `sample()`; one sample per interval serves them all."""
 
 
 def usable_cores(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
@@ -98,6 +100,8 @@ class Admission:
     def sample(self) -> None:
         """Note the process's CPU time now; while sessions are open, update what one session costs."""
         now = self.clock()
+        if self._cpu and now - self._cpu[-1][0] < MIN_SAMPLE_INTERVAL_SECONDS:
+            return
         self._cpu.append((now, self.cpu_clock()))
         while len(self._cpu) > 2 and self._cpu[0][0] < now - self.window_seconds:
             self._cpu.popleft()

@@ -2,10 +2,10 @@
 
 Decodes encode only the audio they have plus 3 s of padding (never under 10 s: shorter windows make Whisper repeat
 itself) instead of Whisper's 30 s window, and cap the output length by the audio's length for the same reason. (With
-1 s of padding, a 14 s passage once came back as its first sentence only.) The
-encoder dominates the cost of a short decode, and its attention grows with the square of the window: with tiny.en on
-2 threads, 30 s took 0.58 s to encode and 10 s 0.065 s, while a whole 3 s beam-5 transcription took 0.67 s. Utterance
-decoding is what the session waits for after the end of speech, so this is its latency and most of its CPU cost.
+1 s of padding, a 14 s passage once came back as its first sentence only.) The encoder dominates the cost of a short
+decode, and its attention grows with the square of the window: with tiny.en on 2 threads, 30 s took 0.58 s to encode
+and 10 s 0.065 s, while a whole 3 s beam-5 transcription took 0.67 s. Utterance decoding is what the session waits for
+after the end of speech, so this is its latency and most of its CPU cost.
 
 Finals use beam search (5) and faster-whisper's no-speech rule: they are the text that stays. A final is decoded afresh
 from the whole utterance, not forced to begin with the words already sent as deltas: those were agreed on while the
@@ -49,7 +49,7 @@ def transcribe_utterance(model: LoadedModel, request: DecodeRequest) -> str:
 
 
 def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None) -> str:
-    """faster-whisper's own path (it detects the language first)."""
+    """faster-whisper's own path (it detects the language first, and drops windows by its no-speech rule itself)."""
     segments, _ = model.whisper.transcribe(
         request.samples,
         language=language,
@@ -61,13 +61,11 @@ def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None
         without_timestamps=True,
         vad_filter=False,
     )
-    return request.without_context(
-        "".join(segment.text for segment in segments if not _silence(segment.no_speech_prob, segment.avg_logprob))
-    )
+    return request.without_context("".join(segment.text for segment in segments))
 
 
 def _silence(no_speech_prob: float, avg_logprob: float) -> bool:
-    """faster-whisper's rule for a window that holds no speech."""
+    """faster-whisper's rule for a window that holds no speech (its `transcribe` defaults), for the windowed path."""
     return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
 
 

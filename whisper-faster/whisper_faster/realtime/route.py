@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket

@@ -37,9 +37,9 @@ LEFT_CONTEXT_SAMPLES = 5 * VAD_RATE
 """Audio kept from before an utterance: when the previous utterance began at most this long before it, a decode
 hears that utterance too (its final text is forced as Whisper's prefix and cut from the result). Whisper then
 transcribes the new words with the acoustic context it was trained with, instead of from a cold start on a short
-clip ("ask not" alone is easily heard as "yes, not"). The encoder's 30 s window costs the same either way, but the
-forced prefix costs decoder time: 5 s keeps it to a short earlier utterance (measured in bench/bench_realtime.py:
-with 10 s, end -> completed p50 rose from 0.69 s to 0.76 s)."""
+clip ("ask not" alone is easily heard as "yes, not"). It costs decoder time for the forced prefix, and encoder time
+where it makes a short decode's window longer than its 10 s minimum: 5 s keeps it to a short earlier utterance
+(measured in bench/bench_realtime.py: with 10 s, end -> completed p50 rose from 0.69 s to 0.76 s)."""
 MAX_DECODE_SAMPLES = 28 * VAD_RATE
 """A decode with context stays inside one Whisper window (30 s); longer, it goes without the context."""
 
@@ -397,7 +397,7 @@ class RealtimeSession:
         item = self._item
         assert item is not None
         self._item = None
-        samples_start = max(self._audio_start, item.start - LEFT_CONTEXT_SAMPLES)
+        samples_start = self._context_start(item)
         samples = self._audio[samples_start - self._audio_start:end - self._audio_start]
         self._committed_until = end
         self._finals.append(_Final(item, end, samples, samples_start, speech_end_at, now))
@@ -444,7 +444,7 @@ class RealtimeSession:
 
     def _decode(self, item: _Item, end: int, *, final: bool) -> Decode:
         """Decode the open utterance up to `end` (a view: appends and trims make new arrays, never write in place)."""
-        samples_start = max(self._audio_start, item.start - LEFT_CONTEXT_SAMPLES)
+        samples_start = self._context_start(item)
         return self._request(item, self._audio[samples_start - self._audio_start:end - self._audio_start],
                              samples_start, end, final=final)
 
@@ -518,6 +518,10 @@ class RealtimeSession:
     def _new_detector(self) -> TurnDetector:
         vad = self.config.turn_detection or ev.ServerVad()
         return TurnDetector(vad.threshold, vad.silence_duration_ms)
+
+    def _context_start(self, item: _Item) -> int:
+        """Where the audio a decode of `item` may hear begins: up to LEFT_CONTEXT_SAMPLES before it, as kept."""
+        return max(self._audio_start, item.start - LEFT_CONTEXT_SAMPLES)
 
     def _uncommitted_start(self) -> int:
         """Where audio not yet committed or cleared begins (the buffer also keeps left context before it)."""

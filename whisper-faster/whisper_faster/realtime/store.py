@@ -95,13 +95,10 @@ class SqliteSessionStore:
     def remove_ended_before(self, cutoff: float) -> int:
         """Remove the sessions (with their utterances) that closed before `cutoff` (or, never closed because the
         process died, began before it); returns how many."""
+        ended = "SELECT id FROM realtime_sessions WHERE COALESCE(closed_at, created_at) < ?"
         with self._lock:
-            ids = [row[0] for row in self._db.execute(
-                "SELECT id FROM realtime_sessions WHERE COALESCE(closed_at, created_at) < ?", (cutoff,))]
-            for session_id in ids:
-                self._db.execute("DELETE FROM realtime_utterances WHERE session_id = ?", (session_id,))
-                self._db.execute("DELETE FROM realtime_sessions WHERE id = ?", (session_id,))
-        return len(ids)
+            self._db.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({ended})", (cutoff,))
+            return self._db.execute(f"DELETE FROM realtime_sessions WHERE id IN ({ended})", (cutoff,)).rowcount
 
     def shutdown(self) -> None:
         with self._lock:
