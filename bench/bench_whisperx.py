@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from bench.report import table, write_section
-from bench.whisperx_clips import Clip, conversations, decode, der, fixture_clip, join, recuts, write_wav
+from bench.whisperx_clips import Clip, decode, join, write_wav
 from tests.support import FIXTURES, free_port, python_module, server_process
 from tests.whisperx_api.synth import boundary_errors, build_clip
 
@@ -222,26 +222,9 @@ def word_boundaries(client: httpx.Client, folder: Path) -> str:
 
 
 def der_table() -> str:
-    from whisperx_api.diarize.base import SpeakerBounds
-    from whisperx_api.diarize.embedded import EmbeddedDiarizer
+    from bench.der_eval import dev_clips, new_diarizer, render, score
 
-    diarizer = EmbeddedDiarizer()
-    diarizer(decode("jfk.flac"), SpeakerBounds())  # warm-up
-    clips = [fixture_clip(file_id) for file_id in ("sample", "dev00", "dev01")] + recuts() + conversations()
-    rows, scores = [], []
-    for clip in clips:
-        started = time.perf_counter()
-        turns = diarizer(clip.samples, SpeakerBounds())
-        elapsed = time.perf_counter() - started
-        result = der(clip, [(turn.start, turn.end, turn.speaker) for turn in turns])
-        scores.append(result["der"])
-        rows.append([
-            clip.name, f"{clip.seconds:.0f}", f"{result['der']:.1%}", f"{result['missed']:.1%}", f"{result['false_alarm']:.1%}",
-            f"{result['confusion']:.1%}", f"{result['speakers']} / {result['reference_speakers']}", f"{elapsed:.2f}",
-        ])
-    rows.append(["**mean**", "", f"**{statistics.mean(scores):.1%}**", "", "", "", "", ""])
-    return table(["clip", "s", "DER (collar 0.25 s)", "missed", "false alarm", "confusion", "speakers found / reference",
-                  "seconds"], rows)
+    return render(score(new_diarizer(), dev_clips()))
 
 
 def main() -> None:

