@@ -1,37 +1,73 @@
-"""resemblyzer's VoiceEncoder (a d-vector LSTM shipped inside the PyPI package), shared by the embedded diarizer
-and the known-speaker matcher: loaded once, used by one thread at a time."""
+"""The speaker encoder shared by the embedded diarizer and the known-speaker matcher: resemblyzer's d-vector model
+(the weights ship inside its PyPI package), run in numpy (`speaker_net`, `mel`) so neither torch nor librosa is
+imported; loaded once, used by one thread at a time.
+
+`utterance` follows resemblyzer's `VoiceEncoder.embed_utterance` (volume raised to -30 dBFS, 1.6 s partials at
+1.3 per second, the last kept when it is at least 75 % covered, their mean L2-normalised).
+"""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
+from whisperx_api.diarize.mel import HOP, mel_spectrogram
+from whisperx_api.diarize.speaker_net import SpeakerNet
+
 SAMPLE_RATE = 16000
+TARGET_DBFS = -30.0
+PARTIAL_FRAMES = 160  # 1.6 s
+PARTIALS_PER_SECOND = 1.3
+MIN_LAST_COVERAGE = 0.75
+BATCH = 128  # windows per pass: the LSTM keeps time × batch × 256 floats per layer (~20 MB at 128)
+
+
+def normalize_volume(samples: np.ndarray, target_dbfs: float = TARGET_DBFS) -> np.ndarray:
+    """Raises quiet audio to `target_dbfs` (mean power); louder audio is left as it is."""
+    samples = np.asarray(samples, dtype=np.float32)
+    power = float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
+    if power <= 0.0:
+        return samples
+    change_db = target_dbfs - 10 * np.log10(power)
+    return samples if change_db < 0 else samples * np.float32(10 ** (change_db / 20))
+
+
+def partial_starts(n_samples: int) -> list[int]:
+    """First mel frame of each 1.6 s partial covering an utterance of `n_samples` (always at least one)."""
+    n_frames = int(np.ceil((n_samples + 1) / HOP))
+    frame_step = int(np.round(SAMPLE_RATE / PARTIALS_PER_SECOND / HOP))
+    starts = list(range(0, max(1, n_frames - PARTIAL_FRAMES + frame_step + 1), frame_step))
+    coverage = (n_samples - starts[-1] * HOP) / (PARTIAL_FRAMES * HOP)
+    if coverage < MIN_LAST_COVERAGE and len(starts) > 1:
+        starts.pop()
+    return starts
 
 
 class SpeakerEncoder:
-    def __init__(self, device: str = "cpu") -> None:
-        from resemblyzer import VoiceEncoder
-
-        self._encoder = VoiceEncoder(device, verbose=False)
+    def __init__(self, device: str = "cpu", weights_path: Path | None = None) -> None:
+        del device  # the numpy network runs on the CPU whatever the service's device (it is small)
+        self._net = SpeakerNet(weights_path)
         self._lock = threading.Lock()
 
-    def windows(self, mels: np.ndarray, batch: int = 256) -> np.ndarray:
-        """One unit-length d-vector per mel window (`mels`: windows × frames × 40). Large batches: torch's CPU
-        LSTM ran 10x slower in batches of 32 (for ~50 MB less peak memory)."""
-        import torch
+    @staticmethod
+    def mel(samples: np.ndarray) -> np.ndarray:
+        """The encoder's input features of a stretch of audio, its volume normalised first (frames × 40)."""
+        return mel_spectrogram(normalize_volume(samples))
 
-        with self._lock, torch.inference_mode():
-            return np.concatenate([
-                self._encoder(torch.from_numpy(mels[i : i + batch]).to(self._encoder.device)).cpu().numpy()
-                for i in range(0, len(mels), batch)
-            ])
+    def windows(self, mels: np.ndarray) -> np.ndarray:
+        """One unit-length d-vector per mel window (`mels`: windows × frames × 40)."""
+        with self._lock:
+            return np.concatenate([self._net(mels[i : i + BATCH]) for i in range(0, len(mels), BATCH)])
 
     def utterance(self, samples: np.ndarray) -> np.ndarray:
-        """The unit-length d-vector of a whole utterance (resemblyzer's average over 1.6 s partials)."""
-        from resemblyzer.audio import normalize_volume
-        from resemblyzer.hparams import audio_norm_target_dBFS
-
-        wav = normalize_volume(samples.astype(np.float32), audio_norm_target_dBFS, increase_only=True)
-        with self._lock:
-            return np.asarray(self._encoder.embed_utterance(wav), dtype=np.float32)
+        """The unit-length d-vector of a whole utterance: the normalised mean of its partials' d-vectors."""
+        samples = normalize_volume(samples)
+        starts = partial_starts(len(samples))
+        needed = (starts[-1] + PARTIAL_FRAMES) * HOP
+        if needed >= len(samples):
+            samples = np.pad(samples, (0, needed - len(samples)))
+        mel = mel_spectrogram(samples)
+        partials = self.windows(np.stack([mel[start : start + PARTIAL_FRAMES] for start in starts]))
+        mean = partials.mean(axis=0)
+        return (mean / np.linalg.norm(mean)).astype(np.float32)
