@@ -1,8 +1,8 @@
 """DER of the embedded diarizer on two clip sets: `python -m bench.der_eval` prints both tables.
 
 - dev: the 14 clips the diarizer was developed on (fixtures, recuts, `conversations()` seed 12);
-- held-out: never tuned on: `conversations(8, seed=2027)`, the fixtures cut at other offsets, and joins of
-  different fixtures (four voices: two telephone, two AMI).
+- held-out: never tuned on: `conversations(8, seed=2027)`, the fixtures cut at other offsets, joins of
+  different fixtures (four voices: two telephone, two AMI), and single voices (a count of one must stay one).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.report import table
-from bench.whisperx_clips import Clip, conversations, cut, decode, der, fixture_clip, join, recuts
+from bench.whisperx_clips import SAMPLE_RATE, Clip, conversations, cut, decode, der, fixture_clip, join, recuts, utterances
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,16 @@ def held_out_clips() -> list[Clip]:
     return [
         cut(dev00, 10, 25, "dev00 10-25 s"), cut(dev01, 10, 25, "dev01 10-25 s"), cut(sample, 5, 20, "sample 5-20 s"),
         join([sample, dev00], "sample + dev00"), join([dev01, sample], "dev01 + sample"),
-    ] + conversations(count=8, seed=2027)
+    ] + conversations(count=8, seed=2027) + single_voices(("JFK", "MEE009", "MEE012", "speaker91"))
+
+
+def single_voices(names: tuple[str, ...]) -> list[Clip]:
+    """Each voice's solo stretches from the fixtures, 0.5 s apart: one speaker throughout."""
+    voices = utterances()
+    return [
+        join([Clip(who, piece, [(0.0, len(piece) / SAMPLE_RATE, who)]) for piece in voices[who]], f"{who} alone")
+        for who in names
+    ]
 
 
 def new_diarizer() -> Any:

@@ -2,9 +2,10 @@
 
 Speech regions come from the Silero VAD bundled with faster-whisper, speaker embeddings (d-vectors) from
 resemblyzer's VoiceEncoder on sliding windows over the concatenated speech, and the windows are clustered by
-spectral clustering (clustering.py, numpy/scipy) on their cosine affinity. Without a fixed count, the count is estimated by
-normalised maximum eigengap (NME-SC), bounded by min/max_speakers and by how much speech there is (a voice needs
-`min_speaker_seconds` of speech to be told apart). Labels are SPEAKER_00, SPEAKER_01, ... by first appearance.
+spectral clustering (clustering.py, numpy/scipy) on their cosine affinity. Without a fixed count, the count is
+estimated there (eigengap for one voice or several, silhouette for how many), bounded by min/max_speakers and by how
+much speech there is (a voice needs `min_speaker_seconds` of speech to be told apart). Labels are SPEAKER_00,
+SPEAKER_01, ... by first appearance.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn, relabel_by_first_appearance
-from whisperx_api.diarize.clustering import estimate_speaker_count, spectral_labels
+from whisperx_api.diarize.clustering import cluster_speakers, spectral_labels
 from whisperx_api.diarize.encoder import SpeakerEncoder
 
 SAMPLE_RATE = 16000
@@ -48,7 +49,7 @@ class EmbeddedDiarizer:
             return []
         speech, offsets = _concatenate(audio, regions)
         starts, embeddings = self._window_embeddings(speech)
-        labels = self._cluster(embeddings, bounds, len(speech) / SAMPLE_RATE)
+        labels = self._cluster(embeddings, starts, bounds, len(speech) / SAMPLE_RATE)
         frame_labels = self._frame_labels(len(speech), starts, labels)
         turns = _turns_from_frames(frame_labels, offsets, regions)
         return relabel_by_first_appearance(_absorb_short_turns(turns, self.options.min_turn_seconds))
@@ -79,21 +80,18 @@ class EmbeddedDiarizer:
             batch = np.stack([mel[s : s + window] for s in starts])
         return starts, self.encoder.windows(batch)
 
-    def _cluster(self, embeddings: np.ndarray, bounds: SpeakerBounds, speech_seconds: float) -> np.ndarray:
-        count = len(embeddings)
-        affinity = np.clip(embeddings @ embeddings.T, 0.0, 1.0)
+    def _cluster(
+        self, embeddings: np.ndarray, starts: np.ndarray, bounds: SpeakerBounds, speech_seconds: float
+    ) -> np.ndarray:
         if bounds.min_speakers is not None and bounds.min_speakers == bounds.max_speakers:
-            speakers = bounds.min_speakers
-        else:
-            # A voice needs a few seconds of speech before its d-vectors form a cluster of their own.
-            supported = max(1, int(speech_seconds // self.options.min_speaker_seconds))
-            highest = bounds.max_speakers or min(self.options.max_speakers_default, supported)
-            lowest = bounds.min_speakers or 1
-            speakers = estimate_speaker_count(affinity, max(lowest, 1), max(highest, lowest))
-        speakers = min(speakers, count)
-        if speakers <= 1:
-            return np.zeros(count, dtype=int)
-        return spectral_labels(affinity, speakers)
+            return spectral_labels(np.clip(embeddings @ embeddings.T, 0.0, 1.0), bounds.min_speakers)
+        # A voice needs a few seconds of speech before its d-vectors form a cluster of their own.
+        supported = max(1, int(speech_seconds // self.options.min_speaker_seconds))
+        highest = bounds.max_speakers or min(self.options.max_speakers_default, supported)
+        lowest = max(bounds.min_speakers or 1, 1)
+        window = round(self.options.window_seconds / FRAME_SECONDS)
+        shared = np.abs(starts[:, None] - starts[None, :]) < window
+        return cluster_speakers(embeddings, lowest, min(highest, len(embeddings)), shared)
 
     def _frame_labels(self, n_samples: int, starts: np.ndarray, labels: np.ndarray) -> np.ndarray:
         window = round(self.options.window_seconds / FRAME_SECONDS)
