@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn, relabel_by_first_appearance
-from whisperx_api.diarize.clustering import cluster_speakers, spectral_labels
+from whisperx_api.diarize.clustering import cluster_speakers
 from whisperx_api.diarize.encoder import SpeakerEncoder
 
 SAMPLE_RATE = 16000
@@ -83,14 +83,14 @@ class EmbeddedDiarizer:
     def _cluster(
         self, embeddings: np.ndarray, starts: np.ndarray, bounds: SpeakerBounds, speech_seconds: float
     ) -> np.ndarray:
+        window = round(self.options.window_seconds / FRAME_SECONDS)
+        shared = np.abs(starts[:, None] - starts[None, :]) < window
         if bounds.min_speakers is not None and bounds.min_speakers == bounds.max_speakers:
-            return spectral_labels(np.clip(embeddings @ embeddings.T, 0.0, 1.0), bounds.min_speakers)
+            return cluster_speakers(embeddings, bounds.min_speakers, bounds.min_speakers, shared)
         # A voice needs a few seconds of speech before its d-vectors form a cluster of their own.
         supported = max(1, int(speech_seconds // self.options.min_speaker_seconds))
         highest = bounds.max_speakers or min(self.options.max_speakers_default, supported)
         lowest = max(bounds.min_speakers or 1, 1)
-        window = round(self.options.window_seconds / FRAME_SECONDS)
-        shared = np.abs(starts[:, None] - starts[None, :]) < window
         return cluster_speakers(embeddings, lowest, min(highest, len(embeddings)), shared)
 
     def _frame_labels(self, n_samples: int, starts: np.ndarray, labels: np.ndarray) -> np.ndarray:
