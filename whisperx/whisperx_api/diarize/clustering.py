@@ -30,7 +30,11 @@ def cluster_speakers(embeddings: np.ndarray, lowest: int, highest: int, shared: 
     distances = np.where(shared, np.nan, 1.0 - embeddings @ embeddings.T)
     # Neighbouring windows are neighbouring moments: a slight blur along time evens out single odd windows.
     blurred = gaussian_filter(affinity, 1.0)
-    candidates = [spectral_labels(blurred, count) for count in range(max(2, lowest), highest + 1)]
+    counts = range(max(2, lowest), min(highest, len(embeddings)) + 1)
+    if not counts:
+        return spectral_labels(blurred, lowest)
+    embedding = spectral_embedding(blurred, counts[-1])  # one eigendecomposition serves every candidate count
+    candidates = [kmeans(embedding[:, :count], count) for count in counts]
     return max(candidates, key=lambda labels: silhouette(distances, labels))
 
 
@@ -100,6 +104,7 @@ def estimate_speaker_count(affinity: np.ndarray, lowest: int, highest: int) -> i
     For each neighbourhood size p the affinity is binarised to its p nearest neighbours per row; the p whose
     Laplacian shows the sharpest eigengap relative to p wins, and that gap's position is the count.
     """
+    from scipy.linalg import eigh
     from scipy.sparse.csgraph import laplacian
 
     if highest <= lowest:
@@ -110,7 +115,14 @@ def estimate_speaker_count(affinity: np.ndarray, lowest: int, highest: int) -> i
     for p in range(max(2, n // 8), max(3, n // 2) + 1, max(1, n // 80)):
         binary = np.zeros_like(affinity)
         np.put_along_axis(binary, order[:, :p], 1.0, axis=1)
-        eigenvalues = np.sort(np.linalg.eigvalsh(laplacian((binary + binary.T) / 2, normed=False)))
+        graph = laplacian((binary + binary.T) / 2, normed=False)
+        if highest + 2 < n:  # the lowest highest+1 and the largest are all that is used: much cheaper than all
+            eigenvalues = np.append(
+                eigh(graph, eigvals_only=True, subset_by_index=[0, highest]),
+                eigh(graph, eigvals_only=True, subset_by_index=[n - 1, n - 1]),
+            )
+        else:
+            eigenvalues = np.linalg.eigvalsh(graph)
         gaps = np.diff(eigenvalues[: highest + 1])
         window = gaps[lowest - 1 : highest]
         if len(window) == 0:
