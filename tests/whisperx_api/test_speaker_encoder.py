@@ -14,8 +14,6 @@ import pytest
 
 from tests.support import fixture_path, require
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-
 
 def require_import(module: str) -> ModuleType:
     require(importlib.util.find_spec(module) is not None, module)
