@@ -33,6 +33,13 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 REPLACED_MB = {"whisper-faster": "~400", "whisperx": "~500 (~800 with diarization)"}
 
 
+def process_peak_rss_mb(container: str) -> float:
+    """VmHWM of the service process (PID 1, `python -m ...`) in the container: its peak resident memory since it
+    started."""
+    status = docker("exec", container, "python", "-c", "print(open('/proc/1/status').read())").stdout
+    return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
 def memory_mb(container: str) -> float:
     """What `docker stats` shows: the cgroup's usage minus its inactive file cache (cgroup v1 or v2)."""
     info = inspect(container)
@@ -144,6 +151,7 @@ def main() -> int:
                 with PeakSampler(container) as warm_peak:
                     for _ in range(ROUNDS):
                         warm.append(request(deployment, service))
+                peak_rss = process_peak_rss_mb(container)
                 # Ready-idle: a fresh start (no transcription yet), woken by a health request.
                 docker("stop", container)
                 ready = wake_for_idle(deployment, service)
@@ -159,6 +167,7 @@ def main() -> int:
                         f"{ready:.1f} s",
                         f"{idle:.0f} MB",
                         f"{max(cold_peak.peak, warm_peak.peak):.0f} MB",
+                        f"{peak_rss:.0f} MB",
                         f"{REPLACED_MB[service]} MB",
                     ]
                 )
@@ -177,9 +186,10 @@ def main() -> int:
             f"again (median of {ROUNDS}). faster-whisper: jfk.flac (11 s) on /v1/audio/transcriptions; whisperx: "
             "sample.wav (30 s) on /transcribe with diarize=true; model tiny.en, CPU. Memory as `docker stats` "
             "counts it; ready-idle = after a fresh start, before any transcription; peak = while the requests ran. "
+            "Service process peak RSS = VmHWM of the service's process (PID 1) after the cold and warm requests. "
             "Replaced = the deployment these images replace (figures from the issue, not measured here). "
-            "whisperx's first request after a wake loads the Whisper model, the diarizer and PyTorch's kernels; its "
-            "numba kernels come from the torch-cache volume (compiled by the first request ever).",
+            "whisperx's first request after a wake loads the Whisper model and the embedded diarizer (numpy; PyTorch "
+            "is not imported on this path).",
             table(
                 [
                     "service",
@@ -190,6 +200,7 @@ def main() -> int:
                     "wake to ready",
                     "memory ready-idle",
                     "memory peak",
+                    "service process peak RSS",
                     "replaced deployment",
                 ],
                 rows,

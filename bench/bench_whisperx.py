@@ -237,9 +237,13 @@ def word_boundaries(client: httpx.Client, folder: Path) -> str:
 
 
 def der_table() -> str:
-    from bench.der_eval import dev_clips, new_diarizer, render, score
+    from bench.der_eval import dev_clips, held_out_clips, new_diarizer, render, score
 
-    return render(score(new_diarizer(), dev_clips()))
+    diarizer = new_diarizer()
+    return (
+        f"Developed on:\n\n{render(score(diarizer, dev_clips()))}\n\n"
+        f"Held out (never tuned on; `bench/der_eval.py`):\n\n{render(score(diarizer, held_out_clips()))}"
+    )
 
 
 def main() -> None:
@@ -281,9 +285,12 @@ jfk, stereo_diarization, 0.5 s pauses).
 
 ### Diarization error rate (embedded diarizer, no speaker count given)
 
-The fixtures, the AMI excerpts cut differently (halves; both excerpts joined), and six conversations mixed from
-single-speaker turns of the fixtures and two espeak-ng voices (2-4 voices, pauses, a fifth of the changes
-overlapping; `bench/whisperx_clips.py`, fixed seed).
+Developed on: the fixtures, the AMI excerpts cut differently (halves; both excerpts joined), and six conversations
+mixed from single-speaker turns of the fixtures and two espeak-ng voices (2-4 voices, pauses, a fifth of the changes
+overlapping; `bench/whisperx_clips.py`, seed 12). Held out, to check that changes generalise: the fixtures cut at
+other offsets, joins of different recordings (four voices), eight conversations from another seed, and single voices
+(a recording of one speaker must stay one speaker). Before this round's clustering changes (scikit-learn's spectral
+clustering, the eigengap count alone) the means were 29.9 % and 29.7 %.
 
 {ders}
 
