@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from whisperx_api.align import Wav2Vec2Models, fill_missing_word_times, snap_to_speech, voiced_frames
+from whisperx_api.align import Wav2Vec2Models, any_host_reachable, fill_missing_word_times, snap_to_speech, voiced_frames
 from whisperx_api.settings import AlignmentSettings
 
 
@@ -83,3 +83,31 @@ def test_wav2vec2_path_times_every_word(tmp_path, monkeypatch) -> None:
     assert [word["word"] for word in words] == text.split()
     for word in words:
         assert 0.3 - 1e-6 <= word["start"] <= word["end"] <= 10.9 + 1e-6, word
+
+
+def test_reachability_check_is_bounded_even_when_dns_hangs(monkeypatch) -> None:
+    """A resolver with no upstream (a container without internet) hung each lookup for 10 s, and the first request
+    after every wake waited for two of them. getaddrinfo is replaced by a slow one: a hung resolver cannot be made
+    on loopback."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: time.sleep(10) or [])
+    started = time.monotonic()
+    assert any_host_reachable(["https://download.pytorch.org", "https://huggingface.co"], timeout=0.5) is False
+    assert time.monotonic() - started < 1.5
+
+
+def test_reachability_check_finds_a_listening_host_and_honours_offline_mode(monkeypatch) -> None:
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        assert any_host_reachable(["http://127.0.0.1:1", url], timeout=2.0) is True
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        assert any_host_reachable([url], timeout=2.0) is False

@@ -8,6 +8,7 @@ and every word gets a start and an end, numbers and symbols included (wav2vec2 h
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,7 +118,7 @@ class Wav2Vec2Models:
         logger.info("alignment model loaded", extra={"language": language})
 
     def _obtainable(self) -> bool:
-        return wav2vec2_cached(self.settings) or any(host_reachable(url) for url in download_hosts())
+        return wav2vec2_cached(self.settings) or any_host_reachable(download_hosts())
 
 
 def wav2vec2_cached(settings: AlignmentSettings) -> bool:
@@ -154,6 +155,7 @@ def download_hosts() -> list[str]:
 
 
 def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Does a TCP connection to the URL's host open? (The timeout bounds the connect, not the DNS lookup.)"""
     import socket
     from urllib.parse import urlsplit
 
@@ -166,6 +168,27 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def any_host_reachable(urls: list[str], timeout: float = 3.0) -> bool:
+    """Is any of the hosts reachable, answered within `timeout` in all? The hosts are tried at once, each in a
+    daemon thread: a DNS lookup ignores socket timeouts, and where the resolver has no upstream (a container
+    without internet) each lookup hung 10 s, which the first request after every wake used to wait for."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    answers: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    for url in urls:
+        threading.Thread(target=lambda url=url: answers.put(host_reachable(url, timeout)), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    for _ in urls:
+        try:
+            if answers.get(timeout=max(0.0, deadline - time.monotonic())):
+                return True
+        except queue.Empty:
+            return False
+    return False
 
 
 class WordAligner:
