@@ -262,8 +262,8 @@ are Whisper's cross-attention from the decoding pass and diarization the embedde
 timestamps) on the already decoded audio, in this process; the service is timed over HTTP (upload and decoding
 included) with word timings always on. Each round runs baseline, /transcribe, /transcribe with diarization and
 the baseline with word timestamps back to back, the order rotating per round; times are medians of {args.repeat}
-rounds after a warm-up round. The machine's 2 cores were shared with other engineers' test runs the whole time
-(load average 5-11), so absolute times are noisy; the interleaved ratios are the figure to read.
+rounds after a warm-up round. Absolute times move with whatever else the machine runs; the interleaved ratios
+are the figure to read.
 
 ### Speed (service / batched ≥ 0.8 without diarization, ≥ 0.65 with)
 
