@@ -13,7 +13,7 @@ import httpx
 import standardwebhooks
 
 from tests.jobs.conftest import OLD_SECRET, WEBHOOK_SECRET
-from tests.jobs.helpers import submit, wait_for
+from tests.jobs.helpers import submit, wait_for, wait_for_activity
 from tests.jobs.receiver import webhook_receiver
 from tests.service_servers import JFK_REFERENCE
 from tests.support import fixture_path, free_port
@@ -22,6 +22,21 @@ from tests.support import fixture_path, free_port
 def _deliveries_settled(job: dict) -> bool:
     deliveries = job["webhook"]["deliveries"]
     return bool(deliveries) and all(delivery["status"] != "pending" for delivery in deliveries)
+
+
+def test_a_delivery_between_retries_keeps_the_service_busy(http: httpx.Client) -> None:
+    """/health/activity counts webhook deliveries still to be made, so the proxy does not stop the service between
+    retries (backoff here 0.2 s doubling: the five failures span about 6 s)."""
+    with webhook_receiver({"/down": [500] * 5}) as receiver:
+        job_id = submit(http, fixture_path("jfk.flac"), webhook_url=receiver.url("/down")).json()["id"]
+        receiver.wait_for(2, "/down")
+        busy = wait_for_activity(http, lambda body: body["counts"].get("webhooks_pending") == 1)
+        assert busy["busy"] is True
+        assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+        receiver.wait_for(6, "/down")
+        wait_for(http, job_id, until=_deliveries_settled)
+        idle = wait_for_activity(http, lambda body: body["counts"].get("webhooks_pending") == 0)
+    assert idle["busy"] is False
 
 
 def test_500_twice_then_200_is_three_attempts_of_one_signed_delivery(http: httpx.Client) -> None:

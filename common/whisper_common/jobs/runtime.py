@@ -69,6 +69,7 @@ class JobsRuntime:
         self.counts: dict[str, int] = {status.value: 0 for status in JobStatus}
         self.oldest_queued: float | None = None
         self.counts_at = 0.0
+        self.deliveries_pending = 0
         self._accepted_at = 0.0
         self.work_available = asyncio.Event()
         self.outbox_ready = asyncio.Event()
@@ -91,23 +92,34 @@ class JobsRuntime:
     def count(self, status: JobStatus) -> int:
         """The queue's count, as last read (at most a second old). Called on the event loop (GET /health/activity),
         so it never touches the database; a stale count raises, which the activity registry reports as busy."""
-        if time.time() - self.counts_at > COUNTS_STALE_SECONDS:
-            raise RuntimeError("job counts are stale: the queue's database has not answered")
+        self._raise_if_stale()
         return self.counts[status.value]
+
+    def webhooks_pending(self) -> int:
+        """Webhook deliveries still to be made, as last read (like `count`). The activity route reports them so
+        that the proxy does not stop the service between a delivery's retries (at most WEBHOOK_MAX_ATTEMPTS, with
+        doubling backoff), which would hold the webhook until the next wake."""
+        self._raise_if_stale()
+        return self.deliveries_pending
 
     def snapshot(self) -> tuple[dict[str, int], float | None]:
         """For the metrics collector (a scrape runs on the event loop too)."""
-        if time.time() - self.counts_at > COUNTS_STALE_SECONDS:
-            raise RuntimeError("job counts are stale")
+        self._raise_if_stale()
         return dict(self.counts), self.oldest_queued
+
+    def _raise_if_stale(self) -> None:
+        if time.time() - self.counts_at > COUNTS_STALE_SECONDS:
+            raise RuntimeError("job counts are stale: the queue's database has not answered")
 
     async def refresh_counts(self) -> None:
         started = time.time()
         counts = await asyncio.to_thread(self.store.counts)
         oldest = await asyncio.to_thread(self.store.oldest_queued_created_at)
+        pending = await asyncio.to_thread(self.store.pending_deliveries)
         if self._accepted_at >= started:  # a job accepted while reading may be missing from what was read
             counts[JobStatus.QUEUED.value] = max(counts[JobStatus.QUEUED.value], self.counts[JobStatus.QUEUED.value])
-        self.counts, self.oldest_queued, self.counts_at = counts, oldest, time.time()
+        self.counts, self.oldest_queued, self.deliveries_pending = counts, oldest, pending
+        self.counts_at = time.time()
 
     async def _count_loop(self) -> None:
         while True:
@@ -175,6 +187,7 @@ async def serve_jobs(
     app.state.jobs = runtime
     app.state.activity.register("jobs_queued", lambda: runtime.count(JobStatus.QUEUED))
     app.state.activity.register("jobs_running", lambda: runtime.count(JobStatus.RUNNING))
+    app.state.activity.register("webhooks_pending", runtime.webhooks_pending)
     runtime.start()
     logger.info(
         "jobs ready", extra={"store": store.backend, "workers": settings.jobs_workers, "data_dir": str(settings.data_dir)}

@@ -226,6 +226,14 @@ class SqlStore:
         counts.update({row["status"]: int(row["n"]) for row in rows})
         return counts
 
+    def pending_deliveries(self) -> int:
+        """Webhook deliveries of this queue still to be made (first attempt or a retry)."""
+        with self.transaction() as tx:
+            rows = tx.execute(
+                "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE queue = ? AND status = 'pending'", (self.queue,)
+            )
+        return int(rows[0]["n"])
+
     def count(self, status: JobStatus) -> int:
         with self.transaction() as tx:
             rows = tx.execute(
