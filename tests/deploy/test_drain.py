@@ -47,10 +47,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     thread.start()
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health/ready", timeout=60)
-        work = {"sessions_under_test": 0, "jobs_queued": 0}
+        work = {"sessions_under_test": 0, "jobs_queued": 0, "webhooks_pending": 0}
         # The same registry the realtime route and the jobs runtime register their counters on.
         app.state.activity.register("sessions_under_test", lambda: work["sessions_under_test"])
         app.state.activity.register("jobs_queued", lambda: work["jobs_queued"])
+        app.state.activity.register("webhooks_pending", lambda: work["webhooks_pending"])
         yield Service(app, port, work)
     finally:
         server.should_exit = True
@@ -60,7 +61,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture(autouse=True)
 def idle(service: Service) -> Iterator[None]:
     yield
-    service.work.update(sessions_under_test=0, jobs_queued=0)
+    service.work.update(sessions_under_test=0, jobs_queued=0, webhooks_pending=0)
     service.app.state.metrics.inference_active.set(0)
 
 
@@ -102,8 +103,9 @@ def test_waits_for_an_inference_reading_metrics_with_the_first_key(service: Serv
     assert not any(line["drain"] == "metrics unreadable" for line in lines)
 
 
-def test_queued_jobs_do_not_hold_the_pod(service: Service) -> None:
-    service.work["jobs_queued"] = 3
+@pytest.mark.parametrize("left_for_others", ["jobs_queued", "webhooks_pending"])
+def test_queued_jobs_and_pending_webhooks_do_not_hold_the_pod(service: Service, left_for_others: str) -> None:
+    service.work[left_for_others] = 3
     assert httpx.get(f"http://127.0.0.1:{service.port}/health/activity").json()["busy"] is True
     assert finish(start_drain(service.port))[-1]["drain"] == "idle"
 

@@ -3,8 +3,8 @@
 By the time this runs the pod is leaving the Service's endpoints, so no new request arrives (after `--settle`
 seconds for the Ingress and the interceptor to notice). It then polls the service on 127.0.0.1 until nothing is in
 flight: inferences running or waiting (`*_inference_active`, `*_inference_queue_depth` on /metrics) and the
-activities of /health/activity except queued jobs (they stay in the queue for the next worker or the next start;
-running ones hold a lease that another worker takes over if this pod dies anyway). It gives up at `--deadline`
+activities of /health/activity except queued jobs and pending webhook deliveries (both stay in the database for the
+next worker or the next start; running jobs hold a lease that another worker takes over if this pod dies anyway). It gives up at `--deadline`
 seconds, leaving the rest to SIGTERM and terminationGracePeriodSeconds. Standard library only: it runs in the
 service image, on a read-only root filesystem.
 """
@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 
-QUEUED_ONLY = frozenset({"jobs_queued"})
+LEFT_FOR_OTHERS = frozenset({"jobs_queued", "webhooks_pending"})
 IN_FLIGHT_SUFFIXES = ("_inference_active", "_inference_queue_depth")
 
 
@@ -43,7 +43,7 @@ def in_flight_inferences(exposition: str) -> int:
 def busy(base_url: str, token: str | None, timeout: float) -> dict[str, int]:
     """What still runs, by name; empty when the pod may stop."""
     counts = json.loads(fetch(f"{base_url}/health/activity", None, timeout))["counts"]
-    work = {name: int(count) for name, count in counts.items() if name not in QUEUED_ONLY and count > 0}
+    work = {name: int(count) for name, count in counts.items() if name not in LEFT_FOR_OTHERS and count > 0}
     try:
         inferences = in_flight_inferences(fetch(f"{base_url}/metrics", token, timeout).decode())
     except urllib.error.HTTPError as exc:  # a key that /metrics refuses: wait on the activities alone, and say so
