@@ -124,3 +124,18 @@ def test_two_processes_share_one_queue_and_a_killed_one_loses_nothing(topology: 
     with psycopg.connect(database) as connection:  # the count KEDA's scaler runs (docs/jobs.md)
         queued = connection.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND queue = 'whisper_faster'")
         assert queued.fetchone() == (0,)
+
+
+def test_running_jobs_keep_only_the_process_that_runs_them_busy(tmp_path: Path) -> None:
+    """`jobs_running` on /health/activity is the process's own: a service (or a pod being drained) that runs none of
+    the shared queue's jobs is not held up by another's. Queued jobs stay queue-wide (any worker may take them)."""
+    with postgres_server() as database:
+        env = {"JOBS_DATABASE_URL": database}
+        with start_jobs_server(f"jobs-pg-idle-{uuid.uuid4().hex[:8]}", tmp_path / "shared", JOBS_WORKERS="0", **env) as idle, \
+                start_jobs_server(f"jobs-pg-busy-{uuid.uuid4().hex[:8]}", tmp_path / "shared", **env) as busy, \
+                idle.client() as idle_http, busy.client() as busy_http:
+            job_id = submit(idle_http, fixture_path("hotwords.mp3")).json()["id"]  # accepted by the one without workers
+            wait_for_activity(busy_http, lambda body: body["counts"]["jobs_running"] == 1, timeout=60)
+            assert idle_http.get("/health/activity").json()["counts"]["jobs_running"] == 0
+            assert wait_for(idle_http, job_id, timeout=120)["status"] == "succeeded"
+            wait_for_activity(busy_http, lambda body: body["counts"]["jobs_running"] == 0)

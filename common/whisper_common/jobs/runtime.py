@@ -66,6 +66,7 @@ class JobsRuntime:
         self.client = outbound_client()
         self.metrics = metrics  # type: ignore[assignment]
         self.running: dict[str, threading.Event] = {}
+        self.held_here = 0  # jobs this process's workers hold, from their claim until their end is written
         self.counts: dict[str, int] = {status.value: 0 for status in JobStatus}
         self.oldest_queued: float | None = None
         self.counts_at = 0.0
@@ -186,7 +187,9 @@ async def serve_jobs(
     await runtime.refresh_counts()
     app.state.jobs = runtime
     app.state.activity.register("jobs_queued", lambda: runtime.count(JobStatus.QUEUED))
-    app.state.activity.register("jobs_running", lambda: runtime.count(JobStatus.RUNNING))
+    # Running jobs: this process's own. With PostgreSQL the queue's other running jobs belong to other processes,
+    # which neither an idle stop nor a pod's drain here would interrupt.
+    app.state.activity.register("jobs_running", lambda: runtime.held_here)
     app.state.activity.register("webhooks_pending", runtime.webhooks_pending)
     runtime.start()
     logger.info(

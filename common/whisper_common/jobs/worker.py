@@ -64,11 +64,14 @@ class Worker:
             if job is None:
                 await runtime.wait_for_work()
                 continue
+            runtime.held_here += 1
             try:
                 await self.run(job)
             except Exception as exc:  # noqa: BLE001 - e.g. the database went away at the end; the lease expires
                 logger.error("job run could not be recorded", extra={"job_id": job.id}, exc_info=exc)
                 await asyncio.sleep(runtime.poll_seconds)
+            finally:
+                runtime.held_here -= 1
 
     async def run(self, job: JobRow) -> None:
         runtime = self.runtime
