@@ -129,7 +129,7 @@ def test_idempotency_keys_and_queues_are_per_service(make_store) -> None:
     assert whisperx.get(first.id) is None and faster.get(other.id) is None
     assert whisperx.claim("x", time.time(), 30).id == other.id  # type: ignore[union-attr]
     assert whisperx.claim("x", time.time(), 30) is None
-    assert faster.counts()["queued"] == 1 and whisperx.counts()["running"] == 1
+    assert faster.queue_state().counts["queued"] == 1 and whisperx.queue_state().counts["running"] == 1
 
 
 def test_one_job_that_cannot_be_recovered_does_not_block_the_others(make_store) -> None:

@@ -114,9 +114,7 @@ class JobsRuntime:
 
     async def refresh_counts(self) -> None:
         started = time.time()
-        counts = await asyncio.to_thread(self.store.counts)
-        oldest = await asyncio.to_thread(self.store.oldest_queued_created_at)
-        pending = await asyncio.to_thread(self.store.pending_deliveries)
+        counts, oldest, pending = await asyncio.to_thread(self.store.queue_state)
         if self._accepted_at >= started:  # a job accepted while reading may be missing from what was read
             counts[JobStatus.QUEUED.value] = max(counts[JobStatus.QUEUED.value], self.counts[JobStatus.QUEUED.value])
         self.counts, self.oldest_queued, self.deliveries_pending = counts, oldest, pending

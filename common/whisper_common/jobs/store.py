@@ -19,7 +19,7 @@ import random
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from whisper_common.jobs.model import (
     FINISHED,
@@ -133,6 +133,12 @@ def backoff(base: float, attempt: int, cap: float = 3600.0) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
+class QueueState(NamedTuple):
+    counts: dict[str, int]  # jobs by status
+    oldest_queued_created_at: float | None
+    pending_deliveries: int  # webhook deliveries still to be made (first attempt or a retry)
+
+
 class SqlStore:
     """The queue's SQL. Subclasses implement `transaction()` (and set `skip_locked` where the database has it).
 
@@ -219,34 +225,20 @@ class SqlStore:
             for row in deliveries
         ]
 
-    def counts(self) -> dict[str, int]:
+    def queue_state(self) -> QueueState:
+        """What the activity route and the metrics report, read in one transaction (the runtime does so every
+        second): job counts by status, the oldest queued job's creation time, webhook deliveries still to be made."""
         with self.transaction() as tx:
-            rows = tx.execute("SELECT status, COUNT(*) AS n FROM jobs WHERE queue = ? GROUP BY status", (self.queue,))
-        counts = {status.value: 0 for status in JobStatus}
-        counts.update({row["status"]: int(row["n"]) for row in rows})
-        return counts
-
-    def pending_deliveries(self) -> int:
-        """Webhook deliveries of this queue still to be made (first attempt or a retry)."""
-        with self.transaction() as tx:
-            rows = tx.execute(
-                "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE queue = ? AND status = 'pending'", (self.queue,)
-            )
-        return int(rows[0]["n"])
-
-    def count(self, status: JobStatus) -> int:
-        with self.transaction() as tx:
-            rows = tx.execute(
-                "SELECT COUNT(*) AS n FROM jobs WHERE queue = ? AND status = ?", (self.queue, status.value)
-            )
-        return int(rows[0]["n"])
-
-    def oldest_queued_created_at(self) -> float | None:
-        with self.transaction() as tx:
-            rows = tx.execute(
+            by_status = tx.execute("SELECT status, COUNT(*) AS n FROM jobs WHERE queue = ? GROUP BY status", (self.queue,))
+            oldest = tx.execute(
                 "SELECT MIN(created_at) AS t FROM jobs WHERE queue = ? AND status = ?", (self.queue, JobStatus.QUEUED.value)
             )
-        return rows[0]["t"] if rows else None
+            pending = tx.execute(
+                "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE queue = ? AND status = 'pending'", (self.queue,)
+            )
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({row["status"]: int(row["n"]) for row in by_status})
+        return QueueState(counts, oldest[0]["t"] if oldest else None, int(pending[0]["n"]))
 
     # --- canceling and deleting ---
 
