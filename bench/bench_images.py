@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.report import table, write_section
+from bench.report import table, vm_hwm_mb, write_section
 from tests.containers.deployment import Deployment
 from tests.containers.docker_cli import CONTAINERS, PREFIX, SERVICES, docker, engine_answers, image_size_mb, inspect
 from tests.support import ROOT, fixture_path
@@ -37,7 +37,7 @@ def process_peak_rss_mb(container: str) -> float:
     """VmHWM of the service process (PID 1, `python -m ...`) in the container: its peak resident memory since it
     started."""
     status = docker("exec", container, "python", "-c", "print(open('/proc/1/status').read())").stdout
-    return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    return vm_hwm_mb(status)
 
 
 def memory_mb(container: str) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from faster_whisper import WhisperModel
 
-from bench.report import table, write_section
+from bench.report import peak_rss_mb, table, write_section
 from whisper_common.model_catalog import embedded_model_dir
 from whisper_faster.engine import InferenceOptions
 
@@ -62,13 +62,6 @@ def start_service(port: int, threads: int) -> subprocess.Popen:
             pass
         time.sleep(0.2)
     raise TimeoutError("whisper-faster did not become ready")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("VmHWM missing")
 
 
 def load_average() -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench.report import table, write_section
+from bench.report import peak_rss_mb, table, write_section
 from bench.whisperx_clips import Clip, decode, join, write_wav
 from tests.support import FIXTURES, free_port, python_module, server_process
 from tests.whisperx_api.synth import boundary_errors, build_clip
@@ -43,13 +43,6 @@ def long_recording(seconds: float) -> Clip:
     return join(clips, f"{seconds / 60:g}-minute", limit=seconds)
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def torch_build() -> str:
     import torch
 
@@ -63,12 +56,11 @@ def engine_peak_rss_mb(minutes: float) -> float:
     import sys
 
     code = (
-        "from bench.bench_whisperx import Baseline, long_recording; "
-        f"Baseline().run(long_recording({minutes * 60}).samples, word_timestamps=True); "
-        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+        "import os; from bench.bench_whisperx import Baseline, long_recording; from bench.report import peak_rss_mb; "
+        f"Baseline().run(long_recording({minutes * 60}).samples, word_timestamps=True); print(peak_rss_mb(os.getpid()))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(done.stdout.split()[-1]) / 1024
+    return float(done.stdout.split()[-1])
 
 
 def torch_loaded(pid: int) -> str:

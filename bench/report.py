@@ -37,6 +37,19 @@ def command() -> str:
     return " ".join(shlex.quote(a) for a in ["python", *head, *sys.argv[1:]])
 
 
+def vm_hwm_mb(status: str) -> float:
+    """Peak resident memory (VmHWM) in MB, from the text of a /proc/<pid>/status."""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM missing")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a local process since it started, in MB."""
+    return vm_hwm_mb(Path(f"/proc/{pid}/status").read_text())
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

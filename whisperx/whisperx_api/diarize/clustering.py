@@ -23,11 +23,12 @@ from scipy.ndimage import gaussian_filter
 def cluster_speakers(embeddings: np.ndarray, lowest: int, highest: int, shared: np.ndarray) -> np.ndarray:
     """Labels for unit-length `embeddings`, between `lowest` and `highest` clusters; `shared[i, j]` marks windows
     that overlap in time."""
-    affinity = np.clip(embeddings @ embeddings.T, 0.0, 1.0)
+    similarity = embeddings @ embeddings.T
+    affinity = np.clip(similarity, 0.0, 1.0)
     highest = max(highest, lowest)
     if estimate_speaker_count(np.where(shared, 0.0, affinity), lowest, highest) <= 1:
         return np.zeros(len(embeddings), dtype=int)
-    distances = np.where(shared, np.nan, 1.0 - embeddings @ embeddings.T)
+    distances = np.where(shared, np.nan, 1.0 - similarity)
     # Neighbouring windows are neighbouring moments: a slight blur along time evens out single odd windows.
     blurred = gaussian_filter(affinity, 1.0)
     counts = range(max(2, lowest), min(highest, len(embeddings)) + 1)

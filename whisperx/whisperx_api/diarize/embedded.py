@@ -37,11 +37,10 @@ class EmbeddedDiarizerOptions:
 class EmbeddedDiarizer:
     method = "embedded"
 
-    def __init__(
-        self, options: EmbeddedDiarizerOptions | None = None, device: str = "cpu", encoder: SpeakerEncoder | None = None
-    ) -> None:
+    def __init__(self, options: EmbeddedDiarizerOptions | None = None, encoder: SpeakerEncoder | None = None) -> None:
         self.options = options or EmbeddedDiarizerOptions()
-        self.encoder = encoder or SpeakerEncoder(device)
+        self.encoder = encoder or SpeakerEncoder()
+        self.window_frames = max(1, round(self.options.window_seconds / FRAME_SECONDS))
 
     def __call__(self, audio: np.ndarray, bounds: SpeakerBounds) -> list[SpeakerTurn]:
         regions = self.speech_regions(audio)
@@ -67,7 +66,7 @@ class EmbeddedDiarizer:
 
     def _window_embeddings(self, speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mel = self.encoder.mel(speech)
-        window = max(1, round(self.options.window_seconds / FRAME_SECONDS))
+        window = self.window_frames
         # Clustering is quadratic in memory and cubic in time in the window count: long recordings get a wider hop.
         step = max(1, round(self.options.step_seconds / FRAME_SECONDS), -(-len(mel) // self.options.max_windows))
         if len(mel) <= window:
@@ -83,8 +82,7 @@ class EmbeddedDiarizer:
     def _cluster(
         self, embeddings: np.ndarray, starts: np.ndarray, bounds: SpeakerBounds, speech_seconds: float
     ) -> np.ndarray:
-        window = round(self.options.window_seconds / FRAME_SECONDS)
-        shared = np.abs(starts[:, None] - starts[None, :]) < window
+        shared = np.abs(starts[:, None] - starts[None, :]) < self.window_frames
         if bounds.min_speakers is not None and bounds.min_speakers == bounds.max_speakers:
             return cluster_speakers(embeddings, bounds.min_speakers, bounds.min_speakers, shared)
         # A voice needs a few seconds of speech before its d-vectors form a cluster of their own.
@@ -94,7 +92,7 @@ class EmbeddedDiarizer:
         return cluster_speakers(embeddings, lowest, min(highest, len(embeddings)), shared)
 
     def _frame_labels(self, n_samples: int, starts: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        window = round(self.options.window_seconds / FRAME_SECONDS)
+        window = self.window_frames
         n_frames = int(np.ceil(n_samples / (SAMPLE_RATE * FRAME_SECONDS)))
         centres = starts + window / 2
         frames = np.arange(n_frames) + 0.5

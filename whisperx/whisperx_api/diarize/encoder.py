@@ -45,9 +45,8 @@ def partial_starts(n_samples: int) -> list[int]:
 
 
 class SpeakerEncoder:
-    def __init__(self, device: str = "cpu", weights_path: Path | None = None) -> None:
-        del device  # the numpy network runs on the CPU whatever the service's device (it is small)
-        self._net = SpeakerNet(weights_path)
+    def __init__(self, weights_path: Path | None = None) -> None:
+        self._net = SpeakerNet(weights_path)  # numpy, on the CPU whatever the service's device (the network is small)
         self._lock = threading.Lock()
 
     @staticmethod

@@ -51,7 +51,7 @@ class Diarizers:
         """resemblyzer's encoder: the embedded diarizer's embeddings, and known speakers for every diarizer."""
         with self._lock:
             if self._encoder is None:
-                self._encoder = SpeakerEncoder(self.device)
+                self._encoder = SpeakerEncoder()
             return self._encoder
 
     def matcher(self) -> SpeakerMatcher:
@@ -70,7 +70,6 @@ class Diarizers:
                         min_speaker_seconds=tuning.min_speaker_seconds,
                         max_speakers_default=tuning.max_speakers,
                     ),
-                    device=self.device,
                     encoder=encoder,
                 )
             return self._embedded
