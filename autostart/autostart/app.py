@@ -32,6 +32,7 @@ def timing(service: ServiceConfig) -> Timing:
         max_waiting=service.max_waiting,
         poll_interval=service.ready_poll_interval,
         progress_timeout=service.progress_timeout,
+        failed_start_backoff=service.failed_start_backoff,
     )
 
 

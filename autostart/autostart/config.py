@@ -84,6 +84,14 @@ class ServiceConfig(_Model):
         "startTimeout the start goes on only while that value changes at least every startTimeout seconds; "
         "waiting requests still get 504 after startTimeout. 0 = never past startTimeout.",
     )
+    failed_start_backoff: Seconds = Field(
+        15,
+        description="Seconds before the proxy tries again to start a service that said it cannot start (its "
+        "healthPath answered `\"status\": \"failed\"` with a reason, e.g. a model that cannot be loaded). Waiting "
+        "requests get 503 with that reason at once; requests within the back-off get the same 503 with "
+        "Retry-After; the wait doubles with each such failure in a row, up to 300 s. 0 = the next request tries "
+        "at once.",
+    )
     activity_path: str | None = Field(
         "/health/activity",
         pattern=r"^/",

@@ -15,6 +15,20 @@ class StartFailed(AutostartError):
     """The provider could not start the service, or it died before it became healthy."""
 
 
+class ServiceFailed(StartFailed):
+    """The service itself reported that it cannot become ready (e.g. its model cannot be loaded); `message` is its
+    reason. Restarting at once would fail the same way, so the state machine backs off before the next start."""
+
+
+class StartBackoff(ServiceFailed):
+    """A request arrived while the proxy waits out the back-off after a ServiceFailed; `retry_after` is the number of
+    seconds until the next start may be tried."""
+
+    def __init__(self, service: str, reason: str, retry_after: float) -> None:
+        super().__init__(service, reason)
+        self.retry_after = retry_after
+
+
 class StopFailed(AutostartError):
     """The provider could not stop the service."""
 

@@ -14,6 +14,10 @@ Guarantees:
 - a start that fails or times out is stopped again (stopping → stopped), so nothing half-started keeps
   running while the status says `stopped`; a start whose service reports advancing `progress` (a model
   download) goes on past start_timeout, up to `progress_timeout`, instead of being stopped and restarted;
+- a start the service itself declares failed (its readiness answer says `"status": "failed"`, e.g. the model cannot
+  be loaded) fails its waiters at once with the service's reason, is stopped, and is not tried again until a
+  back-off has passed (`failed_start_backoff`, doubling with each failure in a row up to MAX_BACKOFF); requests in
+  between are refused at once (StartBackoff) instead of each paying a doomed start;
 - before an idle stop the service is asked whether it is busy with work that is not a request (queued or
   running jobs, open realtime sessions: the injected ActivityProbe); busy postpones the stop by one more
   idle period.
@@ -27,11 +31,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from .errors import AutostartError, StartFailed, StartTimeout, StopFailed, TooManyWaiting
+from .errors import (
+    AutostartError,
+    ServiceFailed,
+    StartBackoff,
+    StartFailed,
+    StartTimeout,
+    StopFailed,
+    TooManyWaiting,
+)
 from .providers.base import Provider
 
 T = TypeVar("T")
 RECHECK_DELAYS = (0.05, 0.25, 1.0)  # seconds between looks after a request saw the service drop its connection
+MAX_BACKOFF = 300.0  # seconds: the longest wait between starts of a service that keeps reporting it cannot start
 
 
 class Clock(Protocol):
@@ -101,6 +114,9 @@ class Timing:
     # A start may go on past start_timeout while the service reports progress, up to this many seconds in all
     # (0 or below start_timeout: never past start_timeout). Progress must change at least every start_timeout.
     progress_timeout: float = 0
+    # Seconds to wait after a start the service declared failed before the next one is tried (doubling with each
+    # such failure in a row, up to MAX_BACKOFF); 0 = the next request tries at once.
+    failed_start_backoff: float = 0
 
 
 def _retrieve(task: asyncio.Future) -> None:
@@ -138,6 +154,8 @@ class ServiceLifecycle:
         self.busy_seen: float | None = None  # when the activity probe last said busy (re-arms the idle timer)
         self.stop_postponed: str | None = None  # why the last idle stop was postponed
         self.stops_postponed = 0
+        self.failures_in_a_row = 0  # starts the service declared failed since its last successful one
+        self.backoff_until: float | None = None  # no start before this time (after a declared failure)
         self._wake_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._recheck_task: asyncio.Future[None] | None = None
@@ -161,6 +179,7 @@ class ServiceLifecycle:
         """
         if self.try_acquire(touch=touch):
             return
+        self._refuse_during_backoff()
         if self.waiting >= self.timing.max_waiting:
             raise TooManyWaiting(self.name, self.timing.max_waiting)
         arrived = self.clock.now()
@@ -179,6 +198,17 @@ class ServiceLifecycle:
         finally:
             self.waiting -= 1
 
+    def backoff_left(self) -> float:
+        """Seconds until the next start may be tried after a declared failure (0 when it may be tried now)."""
+        if self.backoff_until is None:
+            return 0.0
+        return max(self.backoff_until - self.clock.now(), 0.0)
+
+    def _refuse_during_backoff(self) -> None:
+        left = self.backoff_left()
+        if left > 0 and self.state is State.STOPPED and self._wake_task is None:
+            raise StartBackoff(self.name, self.last_error or "the last start failed", left)
+
     def release(self, *, touch: bool = True) -> None:
         self.in_flight -= 1
         if touch:
@@ -191,6 +221,11 @@ class ServiceLifecycle:
         """
         if self._wake_task is not None:
             return self._wake_task
+        if self.state is State.STOPPED and self.backoff_left() > 0:
+            waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiting.set_exception(StartBackoff(self.name, self.last_error or "the last start failed", self.backoff_left()))
+            waiting.add_done_callback(_retrieve)
+            return waiting
         if self.state is State.READY:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
@@ -250,12 +285,18 @@ class ServiceLifecycle:
             if isinstance(exc, asyncio.CancelledError):
                 self._set_state(State.STOPPED, f"start failed: {error.message}")
                 raise
+            if isinstance(error, ServiceFailed) and self.timing.failed_start_backoff > 0:
+                self.failures_in_a_row += 1
+                delay = min(self.timing.failed_start_backoff * 2 ** (self.failures_in_a_row - 1), MAX_BACKOFF)
+                self.backoff_until = self.clock.now() + delay
             # Whatever the start left running (a process that never became healthy) is stopped; requests
             # arriving meanwhile wait for that stop, then start afresh.
             self._begin_stop(f"start failed: {error.message}", after_failed_start=True)
             raise error from exc
         else:
             self.last_error = None
+            self.failures_in_a_row = 0
+            self.backoff_until = None
             self.last_wake_seconds = self.clock.now() - started
             self.last_activity = self.clock.now()
             self._set_state(State.READY, "healthy")
@@ -425,4 +466,6 @@ class ServiceLifecycle:
             "startProgress": self.start_progress,
             "stopsPostponed": self.stops_postponed,
             "stopPostponed": self.stop_postponed,
+            "failedStartsInARow": self.failures_in_a_row,
+            "nextStartInSeconds": round(self.backoff_left(), 3),
         }

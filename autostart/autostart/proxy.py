@@ -12,6 +12,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import AutostartConfig, ServiceConfig
-from .errors import StartFailed, StartTimeout, TooManyWaiting
+from .errors import ServiceFailed, StartFailed, StartTimeout, TooManyWaiting
 from .lifecycle import ServiceLifecycle
 from .pages import REFRESH_SECONDS, starting_page
 from .status import Metrics, status_document
@@ -220,6 +221,15 @@ class Proxy:
             )
         except TooManyWaiting as exc:
             return json_response(503, {"error": exc.message, "service": name}, retry_after=route.retry_after)
+        except ServiceFailed as exc:
+            # The service said why it cannot start (e.g. its model cannot be loaded): a 503 with that reason, and
+            # Retry-After for when the proxy will try again.
+            log.warning("request refused: the service cannot start",
+                        extra={"service": name, "requestId": request_id(request), "reason": exc.message})
+            retry = math.ceil(route.lifecycle.backoff_left()) or int(route.retry_after or 1)
+            return json_response(503, {"error": f"{name} cannot start: {exc.message}", "service": name,
+                                       "state": route.lifecycle.state.value, "retryAfterSeconds": retry},
+                                 retry_after=str(retry))
         except StartFailed as exc:
             log.warning("request refused: start failed",
                         extra={"service": name, "requestId": request_id(request), "reason": exc.message})

@@ -9,8 +9,9 @@ It wires, once and in this order (outermost first): request id + JSON access log
 the streamed upload watch (size limit, stalled-body timeout, cut multipart, client gone), the error handlers (OpenAI
 error JSON), the form checks on every router (`check_form_body`), local Swagger UI at /docs, /openapi.json shaped to
 say what the server does (whisper_common.openapi), /metrics,
-`GET /health` (alive) and `GET /health/ready` (503 until `mark_ready(app)`; `mark_not_ready(app, reason)` for a
-failure), `GET /health/activity` (work under way, see whisper_common.activity). `app.state` holds `settings`,
+`GET /health` (alive) and `GET /health/ready` (503 until `mark_ready(app)`; `mark_not_ready(app, reason)` while
+it gets there; `mark_failed(app, reason)` when it never will, e.g. a model that cannot be loaded: the answer says
+`"status": "failed"` with the reason, which the auto-start proxy passes on to waiting callers at once), `GET /health/activity` (work under way, see whisper_common.activity). `app.state` holds `settings`,
 `metrics` (ServiceMetrics), `gate` (InferenceGate) and `activity` (ActivityRegistry). The service's
 `lifespan(app)` runs inside the app's own; load models there and call `mark_ready(app)` when done, or let
 `serve_models(app, settings, loader)` do it:
@@ -53,11 +54,22 @@ LOADING_MODELS = "loading models"
 
 def mark_ready(app: FastAPI) -> None:
     app.state.ready = True
+    app.state.failed = False
     app.state.not_ready_reason = None
 
 
 def mark_not_ready(app: FastAPI, reason: str) -> None:
+    """Not ready yet (still starting); /health/ready answers 503 `not_ready`."""
     app.state.ready = False
+    app.state.failed = False
+    app.state.not_ready_reason = reason
+
+
+def mark_failed(app: FastAPI, reason: str) -> None:
+    """It will not become ready without an operator (a model that cannot be loaded); /health/ready answers 503
+    `failed` with the reason."""
+    app.state.ready = False
+    app.state.failed = True
     app.state.not_ready_reason = reason
 
 
@@ -74,10 +86,10 @@ async def serve_models(app: FastAPI, settings: ServiceSettings, loader: Callable
             mark_ready(app)
         except ApiError as exc:
             logger.error("preload failed", extra={"reason": exc.message})
-            mark_not_ready(app, f"preload failed: {exc.message}")
+            mark_failed(app, f"preload failed: {exc.message}")
         except Exception as exc:  # noqa: BLE001 - the service stays up and says why it is not ready
             logger.exception("preload failed")
-            mark_not_ready(app, f"preload failed: {type(exc).__name__}")
+            mark_failed(app, f"preload failed: {type(exc).__name__}")
 
     # In the background, with the server already listening: while a first start downloads a model,
     # /health/ready answers 503 with the download's progress (the auto-start proxy keeps waiting while it grows).
@@ -100,13 +112,18 @@ def health_router() -> APIRouter:
     @router.get(
         "/health/ready",
         summary="Ready: the preloaded models are loaded",
-        responses={503: {"description": "Still loading, or a preload failed"}},
+        responses={503: {"description": "`status: not_ready` while loading; `status: failed` with the reason when a "
+                         "preload failed (the service will not become ready without an operator)"}},
     )
     async def ready(request: Request) -> JSONResponse:
         state = request.app.state
         if getattr(state, "ready", False):
             return JSONResponse({"status": "ready"})
         reason = getattr(state, "not_ready_reason", None) or "starting"
+        if getattr(state, "failed", False):
+            return JSONResponse(
+                {"status": "failed", **error_body(reason, "server_error", None, "start_failed")}, status_code=503
+            )
         body: dict[str, Any] = {"status": "not_ready", **error_body(reason, "server_error", None, "not_ready")}
         if reason == LOADING_MODELS:
             body["progress"] = {"cacheBytes": await asyncio.to_thread(hub_cache_bytes)}
@@ -157,6 +174,7 @@ def create_service_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.ready = False
+    app.state.failed = False
     app.state.not_ready_reason = "starting"
     app.state.activity = ActivityRegistry()
     install_error_handlers(app)

@@ -5,7 +5,8 @@ Routes: /health, /echo (method, path, query, headers, body size), /slow?seconds=
 /record?tag=&seconds= appends `tag` to the file BACKEND_RECORD (each time the handler runs), then sleeps;
 /busy?jobs=N sets what /health/activity reports (the activity contract of whisper_common.activity).
 Env BACKEND_NAME names it in answers; BACKEND_START_DELAY delays start-up (a slow model load);
-BACKEND_HEALTH=never makes /health answer 503 for ever; BACKEND_LOADING_SECONDS makes it answer 503 with an
+BACKEND_HEALTH=never makes /health answer 503 for ever; BACKEND_HEALTH=failed makes it answer 503 `"status": "failed"`
+with a reason (a service whose model cannot be loaded); BACKEND_LOADING_SECONDS makes it answer 503 with an
 advancing `progress` for that long (a model download); BACKEND_PID_FILE gets a line with each process's pid.
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ from urllib.parse import parse_qs
 NAME = os.environ.get("BACKEND_NAME", "backend")
 STARTED = time.time()
 NEVER_HEALTHY = os.environ.get("BACKEND_HEALTH") == "never"
+FAILED = os.environ.get("BACKEND_HEALTH") == "failed"
+FAILURE = "preload failed: model 'large-v3' not found: not in the local Hugging Face cache"
 LOADING_SECONDS = float(os.environ.get("BACKEND_LOADING_SECONDS", "0"))
 RECORD = os.environ.get("BACKEND_RECORD")
 JOBS = {"running": 0}
@@ -68,6 +71,8 @@ async def app(scope, receive, send) -> None:
         loading = time.time() - STARTED
         if NEVER_HEALTHY:
             await _send_json(send, 503, {"status": "not_ready", "name": NAME})
+        elif FAILED:
+            await _send_json(send, 503, {"status": "failed", "error": {"message": FAILURE, "code": "start_failed"}})
         elif loading < LOADING_SECONDS:
             await _send_json(send, 503, {"status": "not_ready", "progress": {"cacheBytes": int(loading * 1000)}})
         else:

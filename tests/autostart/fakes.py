@@ -5,7 +5,7 @@ import asyncio
 import heapq
 import itertools
 
-from autostart.errors import StartFailed
+from autostart.errors import ServiceFailed, StartFailed
 
 
 class FakeClock:
@@ -55,6 +55,7 @@ class FakeProvider:
         self.dies_while_starting = False
         self.stop_gate: asyncio.Event | None = None
         self.progress: object = None  # what the service reports while it starts (None: nothing)
+        self.declares_failure: str | None = None  # the service answers `"status": "failed"` with this reason
 
     async def start(self) -> None:
         self.start_calls += 1
@@ -77,6 +78,8 @@ class FakeProvider:
         if self.dies_while_starting:
             self.running = False
             raise StartFailed("fake", "process exited with code 3 before it became healthy")
+        if self.declares_failure and self.running and self.started_at is not None:
+            raise ServiceFailed("fake", self.declares_failure)
         return self.running and self.started_at is not None and self.clock.now() >= self.started_at + self.boot_seconds
 
     async def start_progress(self) -> object:

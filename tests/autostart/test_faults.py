@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,41 @@ def test_a_service_that_never_becomes_healthy_gets_504_and_is_stopped_again(tmp_
         assert status["state"] == "stopped" and status["wakes"] == 1 and status["inFlight"] == 0
         assert "not ready within 2s" in status["lastError"]
         assert 'autostart_stops_total{reason="failed start",service="backend"} 1.0' in proxy.metrics()
+
+
+def test_a_service_that_says_it_cannot_start_is_answered_503_at_once_then_backed_off(tmp_path):
+    # Its model cannot be loaded: /health answers `"status": "failed"` with the reason. Callers must hear that
+    # reason within seconds (not after startTimeout), the process must be stopped, and requests during the back-off
+    # must not start it again; after the back-off the next request tries once more.
+    config, pid_file = _service(tmp_path, free_port(), startTimeout=60, failedStartBackoff=3,
+                                env={"BACKEND_HEALTH": "failed"})
+    with run_proxy(config, tmp_path) as proxy:
+        started = time.monotonic()
+        response = proxy.get(HOST, "/echo")
+        assert time.monotonic() - started < 10, "the failure took as long as a start timeout"
+        assert response.status_code == 503
+        body = response.json()
+        assert body["service"] == "backend"
+        assert "cannot start" in body["error"] and "model 'large-v3' not found" in body["error"], body
+        assert 1 <= int(response.headers["Retry-After"]) <= 3
+        [pid] = pids_in(pid_file)
+        wait_until(lambda: not alive(pid), 15, "the failed backend to be stopped")
+        wait_until(lambda: proxy.status()[HOST]["state"] == "stopped", 5, "status to say stopped")
+
+        during = proxy.get(HOST, "/echo")
+        assert during.status_code == 503 and "model 'large-v3' not found" in during.json()["error"]
+        assert int(during.headers["Retry-After"]) <= 3
+        status = proxy.status()[HOST]
+        assert status["wakes"] == 1 and status["failedStartsInARow"] == 1 and status["nextStartInSeconds"] > 0
+        assert "model 'large-v3' not found" in status["lastError"]
+        assert len(pids_in(pid_file)) == 1, "a request during the back-off started the service again"
+
+        wait_until(lambda: proxy.status()[HOST]["nextStartInSeconds"] == 0, 10, "the back-off to pass")
+        again = proxy.get(HOST, "/echo")
+        assert again.status_code == 503
+        assert len(pids_in(pid_file)) == 2 and proxy.status()[HOST]["wakes"] == 2
+        # Two failures in a row: the back-off doubles.
+        assert proxy.status()[HOST]["failedStartsInARow"] == 2 and int(again.headers["Retry-After"]) >= 4
 
 
 def test_a_start_command_that_exits_leaves_nothing_of_its_process_group(tmp_path):

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from autostart.errors import StartFailed, StartTimeout, TooManyWaiting
+from autostart.errors import ServiceFailed, StartBackoff, StartFailed, StartTimeout, TooManyWaiting
 from autostart.lifecycle import ServiceLifecycle, State, Timing
 
 from .fakes import FakeActivity, FakeClock, FakeProvider, settle
@@ -14,10 +14,12 @@ pytestmark = pytest.mark.timeout(20)
 
 
 def make(clock: FakeClock, provider: FakeProvider, *, start_timeout: float = 60, idle_timeout: float = 900,
-         max_waiting: int = 1000, progress_timeout: float = 0, activity: FakeActivity | None = None) -> ServiceLifecycle:
+         max_waiting: int = 1000, progress_timeout: float = 0, activity: FakeActivity | None = None,
+         failed_start_backoff: float = 0) -> ServiceLifecycle:
     return ServiceLifecycle(
         "svc", provider, Timing(start_timeout=start_timeout, idle_timeout=idle_timeout, max_waiting=max_waiting,
-                                poll_interval=0.1, progress_timeout=progress_timeout),
+                                poll_interval=0.1, progress_timeout=progress_timeout,
+                                failed_start_backoff=failed_start_backoff),
         clock=clock, activity=activity,
     )
 
@@ -91,6 +93,40 @@ async def test_failed_start_reaches_waiters_and_the_next_request_retries(clock, 
     await clock.advance(2.5)
     assert waiter.exception() is None
     assert lifecycle.last_error is None
+
+
+async def test_a_declared_failure_fails_every_waiter_at_once_and_backs_off_before_the_next_start(clock, provider):
+    provider.declares_failure = "preload failed: model 'base' not found"
+    lifecycle = make(clock, provider, start_timeout=300, failed_start_backoff=10)
+    waiters = [asyncio.create_task(lifecycle.acquire()) for _ in range(3)]
+    await clock.advance(0.5)  # one probe after the start: well before start_timeout
+    for waiter in waiters:
+        with pytest.raises(ServiceFailed, match="model 'base' not found"):
+            waiter.result()
+    assert provider.stop_calls == 1 and lifecycle.state is State.STOPPED
+    assert lifecycle.backoff_left() == pytest.approx(10, abs=0.6)
+
+    # Within the back-off: refused at once with the same reason, and nothing is started.
+    with pytest.raises(StartBackoff, match="model 'base' not found") as refused:
+        await lifecycle.acquire()
+    assert 0 < refused.value.retry_after <= 10 and provider.start_calls == 1
+    assert lifecycle.snapshot()["failedStartsInARow"] == 1
+
+    # After it: the next request tries again; a second failure doubles the back-off.
+    await clock.advance(10)
+    second = asyncio.create_task(lifecycle.acquire())
+    await clock.advance(0.5)
+    with pytest.raises(ServiceFailed):
+        second.result()
+    assert provider.start_calls == 2 and lifecycle.backoff_left() == pytest.approx(20, abs=0.6)
+
+    # Fixed by the operator: after the back-off the start succeeds and the count resets.
+    provider.declares_failure = None
+    await clock.advance(20)
+    third = asyncio.create_task(lifecycle.acquire())
+    await clock.advance(2.5)
+    assert third.exception() is None and lifecycle.state is State.READY
+    assert lifecycle.failures_in_a_row == 0 and lifecycle.backoff_left() == 0
 
 
 async def test_a_service_that_dies_while_starting_fails_fast(clock, provider):

@@ -60,6 +60,24 @@ async def test_a_not_ready_answer_hands_back_its_progress():
     assert not health.ready and health.progress == {"cacheBytes": 1234}
 
 
+@pytest.mark.parametrize(
+    ("body", "failed"),
+    [
+        ({"status": "failed", "error": {"message": "preload failed: model 'x' not found"}},
+         "preload failed: model 'x' not found"),
+        ({"status": "failed", "reason": "no GPU"}, "no GPU"),
+        ({"status": "failed"}, "the service reported that it cannot start"),
+        ({"status": "failed", "error": {"message": "x" * 5000}}, "x" * 500),
+        ({"status": "not_ready", "error": {"message": "loading models"}}, None),
+    ],
+    ids=["error-message", "reason", "no-reason", "long-reason-cut", "not-ready-is-not-failed"],
+)
+async def test_a_failed_answer_hands_back_its_reason(body, failed):
+    async with answering(http("503 Service Unavailable", body), close=True) as port:
+        health = await http_health("127.0.0.1", port, "/health/ready")
+    assert not health.ready and health.failed == failed
+
+
 @pytest.mark.parametrize("raw", [b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 2OO OK\r\n\r\n"], ids=["not-http", "bad-status"])
 async def test_what_is_not_http_is_no_answer(raw):
     async with answering(raw, close=True) as port:

@@ -1,5 +1,6 @@
 """Models are preloaded with the server already up: /health/ready answers 503 with the download's progress until
-they are loaded (what the auto-start proxy watches to keep waiting on a slow first start), then 200."""
+they are loaded (what the auto-start proxy watches to keep waiting on a slow first start), then 200; a preload that
+fails answers 503 `failed` with the reason (what the proxy passes on to waiting callers at once)."""
 from __future__ import annotations
 
 import threading
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from whisper_common.app import create_service_app, serve_models
+from whisper_common.errors import ModelNotFound
 from whisper_common.settings import ServiceSettings
 
 pytestmark = pytest.mark.timeout(30)
@@ -56,3 +58,28 @@ def test_ready_reports_cache_growth_while_preloading_then_ready(tmp_path: Path, 
             assert time.monotonic() < deadline, "never became ready"
             time.sleep(0.05)
         assert client.get("/health/ready").json() == {"status": "ready"}
+
+
+def test_a_preload_that_fails_says_failed_with_the_reason():
+    def loader(model_id: str) -> str:
+        raise ModelNotFound(model_id)
+
+    settings = ServiceSettings(preload_models="large-v3")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with serve_models(app, settings, loader):
+            yield
+
+    app = create_service_app(settings, title="t", version="0", description="", metrics_namespace="preload_fail_test",
+                             lifespan=lifespan)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while (answer := client.get("/health/ready")).json()["status"] == "not_ready":
+            assert time.monotonic() < deadline, "the failed preload was never reported"
+            time.sleep(0.05)
+        assert answer.status_code == 503
+        body = answer.json()
+        assert body["status"] == "failed" and body["error"]["code"] == "start_failed"
+        assert body["error"]["message"].startswith("preload failed: ") and "large-v3" in body["error"]["message"]
+        assert client.get("/health").status_code == 200  # alive: its log and /health still answer

@@ -54,6 +54,7 @@ class CommandProvider:
         self._progress = health.progress
         if health.ready:
             return True
+        health.raise_if_failed(self.service.name)
         if self._starting and self._process is not None and self._process.returncode is not None:
             raise StartFailed(
                 self.service.name,

@@ -154,6 +154,7 @@ class DockerProvider:
         if probe_http:
             health = await http_health(self.service.upstream_host, self.service.proxy_port, self.service.health_path)
             self._progress = health.progress
+            health.raise_if_failed(self.service.name)
             return health.ready
         return True
 

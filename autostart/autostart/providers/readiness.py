@@ -3,6 +3,10 @@
 A service that is not ready yet may say how far its start has got: a JSON body with a `progress` member
 (any JSON value, e.g. `{"cacheBytes": 123456}` while a model downloads). The probe hands it back; the state
 machine keeps waiting past startTimeout while it changes (see lifecycle.py).
+
+A service that knows it will not become ready (its model cannot be loaded) says so with `"status": "failed"` and
+the reason in `error.message` (or `reason`); the providers turn that into ServiceFailed at once, so waiting callers
+hear why within a probe interval instead of after startTimeout.
 """
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from ..errors import ServiceFailed
 
 PROBE_TIMEOUT = 2.0
 MAX_PROBE_BODY = 64 * 1024
@@ -21,10 +27,18 @@ class Answer:
     body: bytes
 
 
+MAX_REASON_CHARS = 500
+
+
 @dataclass(frozen=True)
 class Health:
     ready: bool
     progress: Any = None  # the `progress` member of a not-ready answer's JSON body, when it has one
+    failed: str | None = None  # the reason, when the service says it cannot become ready ("status": "failed")
+
+    def raise_if_failed(self, service: str) -> None:
+        if self.failed is not None:
+            raise ServiceFailed(service, self.failed)
 
 
 async def port_open(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -96,7 +110,20 @@ async def http_health(host: str, port: int, path: str, timeout: float = PROBE_TI
     if 200 <= answer.status < 300:
         return Health(True)
     body = json_body(answer)
-    return Health(False, body.get("progress") if isinstance(body, dict) else None)
+    if not isinstance(body, dict):
+        return Health(False)
+    return Health(False, body.get("progress"), _failure(body))
+
+
+def _failure(body: dict[str, Any]) -> str | None:
+    """The reason of a `"status": "failed"` answer (error.message, else reason), else None."""
+    if body.get("status") != "failed":
+        return None
+    error = body.get("error")
+    reason = error.get("message") if isinstance(error, dict) else None
+    reason = reason if isinstance(reason, str) else body.get("reason")
+    text = reason if isinstance(reason, str) and reason.strip() else "the service reported that it cannot start"
+    return text[:MAX_REASON_CHARS]
 
 
 async def http_healthy(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> bool:
