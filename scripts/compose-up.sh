@@ -7,11 +7,19 @@
 #      systemd runs, otherwise a background process with a pid file);
 #   4. the Nginx sites for whisper.$WHISPER_DOMAIN and whisperx.$WHISPER_DOMAIN are rendered into /etc/nginx,
 #      enabled, checked (nginx -t) and loaded.
-# When a step fails, what this run created is removed again (containers, proxy, sites) and the exit status is 1.
+#   5. one request per site through Nginx with the printed credentials (answered by the proxy without waking a
+#      service); only then does it print `up:`.
+# Before step 1 it checks what it can without changing anything: Nginx's worker user (the `user` directive of
+# NGINX_DIR/nginx.conf) exists, an existing htpasswd file is readable by it, certificate folders are root's.
+# It prints the model each service will load and warns when that model can be neither found nor downloaded.
+# When a step fails, what this run created is removed again (containers, proxy, sites) and the exit status is 1;
+# what was there before (a running deployment being upgraded) is left serving: replaced Nginx files are put back
+# when `nginx -t` refuses the new ones.
 # Environment: WHISPER_DOMAIN (required, e.g. example.com), WHISPER_CORS_ORIGINS (comma-separated Swagger
 # portal origins), WHISPER_USER / WHISPER_PASSWORD (first basic-auth user), WHISPER_ETC (/etc/whisper-platform),
 # NGINX_DIR (/etc/nginx; its nginx.conf is the one checked and loaded), NGINX_HTTPS_LISTEN (443) / NGINX_HTTP_LISTEN
-# (80) / NGINX_LOG_DIR (/var/log/nginx) / ACME_WEBROOT (/var/www/letsencrypt), AUTOSTART_LISTEN (127.0.0.1:8890),
+# (80) / NGINX_LOG_DIR (/var/log/nginx) / ACME_WEBROOT (/var/www/letsencrypt), NGINX_RATE_LIMIT (10) /
+# NGINX_RATE_LIMIT_BURST (60): requests per second and burst per client address, AUTOSTART_LISTEN (127.0.0.1:8890),
 # WHISPER_FASTER_PORT (8001) / WHISPERX_PORT (8002): the services' loopback ports, WHISPER_IDLE_TIMEOUT (seconds
 # without requests before the proxy stops a service; autostart/config.json's idleTimeout, 900), SKIP_NGINX=1 (leave Nginx
 # alone), WHISPER_STATE_DIR (.run/deploy: pid file and log of the proxy when there is no systemd); the image build
@@ -52,9 +60,12 @@ for dir in "${compose_dirs[@]}"; do
 done
 
 port_free() {  # $1 = host, $2 = port: 0 when nothing listens there
+  # SO_REUSEADDR, as every server sets it: connections of a stopped listener in TIME-WAIT do not count, so the
+  # answer is the one the real bind will get (a port is taken only when a listener holds it).
   "$python" - "$1" "$2" <<'EOF'
 import socket, sys
 with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind((sys.argv[1], int(sys.argv[2])))
     except OSError:
@@ -72,11 +83,25 @@ for dir in "${compose_dirs[@]}"; do
     die "port 127.0.0.1:$port (for $dir) is taken by another program: stop it, or choose another port with $( [ "$dir" = whisperx ] && echo WHISPERX_PORT || echo WHISPER_FASTER_PORT)=..."
   fi
 done
-if ! our_proxy_pid >/dev/null && ! systemd_proxy && ! port_free "${listen%:*}" "${listen##*:}"; then
+proxy_was_running=0
+if our_proxy_pid >/dev/null || systemd_proxy; then
+  proxy_was_running=1
+elif ! port_free "${listen%:*}" "${listen##*:}"; then
   die "the proxy's address $listen is taken by another program: stop it, or set AUTOSTART_LISTEN=127.0.0.1:<port>"
 fi
+deploy() { $SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy "$@"; }
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+nginx_conf="$nginx_dir/nginx.conf"
+sites_were_enabled=0
+if [ "${SKIP_NGINX:-0}" != 1 ]; then
+  [ -x "$nginx_bin" ] || die "nginx is not installed (apt-get install nginx)"
+  [ -f "$nginx_conf" ] || die "$nginx_conf is missing (is NGINX_DIR=$nginx_dir Nginx's configuration folder?)"
+  deploy preflight --domain "$WHISPER_DOMAIN" --nginx-dir "$nginx_dir" --htpasswd "$nginx_dir/whisper.htpasswd" \
+    || die "Nginx cannot serve the sites as this host is set up (above): nothing was changed"
+  [ -L "$nginx_dir/sites-enabled/whisper.$WHISPER_DOMAIN.conf" ] && sites_were_enabled=1
+fi
 
-# --- what this run creates is undone when a later step fails ------------------------------------------------
+# --- what this run creates is undone when a later step fails; what was there before is left serving ---------
 created_projects=()
 started_proxy=0
 enabled_sites=0
@@ -85,8 +110,8 @@ rollback() {
   [ $status -eq 0 ] && return
   echo "make up: failed; removing what this run created" >&2
   if [ $enabled_sites = 1 ]; then
-    $SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy disable-nginx --domain "$WHISPER_DOMAIN" \
-      --nginx-dir "$nginx_dir" >&2 || true
+    deploy disable-nginx --domain "$WHISPER_DOMAIN" --nginx-dir "$nginx_dir" >&2 || true
+    $SUDO "$nginx_bin" -c "$nginx_conf" -s reload 2>/dev/null || true
   fi
   if [ $started_proxy = 1 ]; then
     if [ -d /run/systemd/system ]; then
@@ -115,18 +140,22 @@ for dir in "${compose_dirs[@]}"; do
   "${compose[@]}" --project-directory "$dir" -f "$dir/docker-compose.yml" up --no-start --no-build \
     || die "creating the $dir container failed (see above)"
 done
+echo "== models"
+model_args=()
+for dir in "${compose_dirs[@]}"; do model_args+=(--service "$dir=${containers[$dir]}"); done
+PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy models "${model_args[@]}"
 
 # --- 3. the auto-start proxy -------------------------------------------------------------------------------------
 echo "== auto-start proxy"
 $SUDO mkdir -p "$etc_dir"
 proxy_config="$etc_dir/autostart.json"
-$SUDO env PYTHONPATH="$root_dir/scripts" "$python" -m stack.deploy proxy-config --domain "$WHISPER_DOMAIN" \
+deploy proxy-config --domain "$WHISPER_DOMAIN" \
   --dest "$proxy_config" --port "whisper-faster=$WHISPER_FASTER_PORT" --port "whisperx=$WHISPERX_PORT" \
   ${WHISPER_IDLE_TIMEOUT:+--idle-timeout "$WHISPER_IDLE_TIMEOUT"}
 "$python" -m autostart --config "$proxy_config" --check-config
 
 unit_source="autostart/docker-autostart.service"
-started_proxy=1
+[ $proxy_was_running = 1 ] || started_proxy=1
 if [ -d /run/systemd/system ] && [ -f "$unit_source" ]; then
   # The unit (the proxy team's) runs /opt/whisper-platform as user `autostart`; a drop-in points it at this
   # checkout and at the config rendered for the domain.
@@ -168,33 +197,38 @@ if [ "${SKIP_NGINX:-0}" = 1 ]; then
   exit 0
 fi
 echo "== Nginx sites"
-nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-[ -x "$nginx_bin" ] || die "nginx is not installed (apt-get install nginx)"
-nginx_conf="$nginx_dir/nginx.conf"
-[ -f "$nginx_conf" ] || die "$nginx_conf is missing (is NGINX_DIR=$nginx_dir Nginx's configuration folder?)"
 site_args=()
 IFS=',' read -r -a origins <<<"${WHISPER_CORS_ORIGINS:-}"
 for origin in "${origins[@]}"; do
   [ -n "$origin" ] && site_args+=(--cors-origin "$origin")
 done
 https_port=443
+https_listen=443
 if [ -n "${NGINX_HTTPS_LISTEN:-}" ]; then
   site_args+=(--https-listen "$NGINX_HTTPS_LISTEN")
   https_port="${NGINX_HTTPS_LISTEN##*:}"
+  https_listen="$NGINX_HTTPS_LISTEN"
 fi
 [ -n "${NGINX_HTTP_LISTEN:-}" ] && site_args+=(--http-listen "$NGINX_HTTP_LISTEN")
-enabled_sites=1
+[ $sites_were_enabled = 1 ] || enabled_sites=1
+# `sudo env` passes on only what is named here: the credentials and the rate limit.
 $SUDO env PYTHONPATH="$root_dir/scripts" WHISPER_USER="${WHISPER_USER:-}" WHISPER_PASSWORD="${WHISPER_PASSWORD:-}" \
-  "$python" -m stack.deploy nginx --domain "$WHISPER_DOMAIN" --nginx-dir "$nginx_dir" \
+  ${NGINX_RATE_LIMIT:+NGINX_RATE_LIMIT="$NGINX_RATE_LIMIT"} \
+  ${NGINX_RATE_LIMIT_BURST:+NGINX_RATE_LIMIT_BURST="$NGINX_RATE_LIMIT_BURST"} \
+  "$python" -m stack.deploy nginx --domain "$WHISPER_DOMAIN" --nginx-dir "$nginx_dir" --nginx-conf "$nginx_conf" \
   --proxy-address "$listen" --credentials-store "$etc_dir/credentials" --htpasswd "$nginx_dir/whisper.htpasswd" \
   --access-log-dir "${NGINX_LOG_DIR:-/var/log/nginx}" --acme-webroot "${ACME_WEBROOT:-/var/www/letsencrypt}" \
-  --https-port "$https_port" "${site_args[@]}"
-$SUDO "$nginx_bin" -t -q -c "$nginx_conf" || die "nginx -t rejects the configuration (see above)"
+  --https-port "$https_port" "${site_args[@]}" || die "the Nginx sites could not be installed (above)"
 if [ -d /run/systemd/system ] && [ "$nginx_conf" = /etc/nginx/nginx.conf ]; then
   $SUDO systemctl reload-or-restart nginx
 elif ! $SUDO "$nginx_bin" -c "$nginx_conf" -s reload 2>/dev/null; then
   # Not running yet (reload found no pid): start it.
   $SUDO "$nginx_bin" -c "$nginx_conf" || die "nginx did not start (see above)"
 fi
+echo "== a request through Nginx per site"
+$SUDO env PYTHONPATH="$root_dir/scripts" WHISPER_USER="${WHISPER_USER:-}" WHISPER_PASSWORD="${WHISPER_PASSWORD:-}" \
+  "$python" -m stack.deploy check-sites --domain "$WHISPER_DOMAIN" --nginx-dir "$nginx_dir" \
+  --https-listen "${https_listen%% *}" --credentials-store "$etc_dir/credentials" \
+  || die "the sites do not answer as they should (above)"
 trap - EXIT
 echo "up: https://whisper.$WHISPER_DOMAIN and https://whisperx.$WHISPER_DOMAIN (services start on their first request)"

@@ -99,6 +99,26 @@ def model_location(model_id: str, settings: ServiceSettings) -> str:
     return download_model(model_id)
 
 
+def offline_source(model_id: str, settings: ServiceSettings) -> str | None:
+    """Where `model_id` would load from without a network: `embedded`, `directory` (an operator's local folder) or
+    `cache` (the Hugging Face cache); None when loading it needs a download (or it is no model at all)."""
+    if model_id == EMBEDDED_MODEL:
+        try:
+            embedded_model_dir()
+        except ModelLoadError:
+            return None
+        return "embedded"
+    if is_configured(model_id, settings) and os.path.isdir(model_id):
+        return "directory"
+    from faster_whisper.utils import download_model
+
+    try:
+        download_model(model_id, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached, or not a model: either way it is not loadable offline
+        return None
+    return "cache"
+
+
 def describe_load_failure(model_id: str, exc: Exception) -> Exception:
     """A library's load failure as ModelNotFound (no such model, or not obtainable) or ModelLoadError (broken)."""
     from huggingface_hub import constants as hub_constants

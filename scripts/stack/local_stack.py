@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import shutil
 import socket
 import sys
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from typing import IO
 import httpx
 
 from .credentials import Credentials, ensure_credentials, write_htpasswd
-from .nginx_config import NginxConfig, Site, installed_nginx_version, nginx_binary, write_local_tree
+from .nginx_config import NginxConfig, Site, installed_nginx_version, nginx_binary, worker_files_dir, write_local_tree
 from .nginx_process import start_nginx, stop_nginx
 from .processes import Child, start_child, wait_until
 from .settings import ROOT, RunSettings
@@ -63,8 +64,13 @@ class RunPaths:
         return self.root / "credentials"
 
     @property
+    def worker_files(self) -> Path:
+        """What Nginx's workers read: the run folder, or as root a folder under /run (see worker_files_dir)."""
+        return worker_files_dir(self.root)
+
+    @property
     def htpasswd(self) -> Path:
-        return self.root / "htpasswd"
+        return self.worker_files / "htpasswd"
 
     @property
     def proxy_config(self) -> Path:
@@ -124,7 +130,7 @@ class LocalStack:
             proxy_address=f"127.0.0.1:{self.settings.proxy_port}",
             cors_origins=self.settings.cors_origins,
             htpasswd_file=self.paths.htpasswd,
-            acme_webroot=self.paths.root / "acme",
+            acme_webroot=self.paths.worker_files / "acme",
             max_body_size=self.settings.max_body_size,
             rate_limit=self.settings.rate_limit,
             rate_limit_burst=self.settings.rate_limit_burst,
@@ -188,6 +194,8 @@ class LocalStack:
             self._proxy.stop(grace_s=40)
         started = self._nginx is not None or self._proxy is not None
         busy = [f"{name}={port}" for name, port in self.settings.ports().items() if started and not _port_free(port)]
+        if self.paths.worker_files != self.paths.root:
+            shutil.rmtree(self.paths.worker_files, ignore_errors=True)
         if self._lock is not None:
             self._lock.close()
         return [f"ports still in use after stop: {', '.join(busy)}"] if busy else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -11,6 +12,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from .nginx_host import Worker, check_readable, secure, worker_of
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "nginx"
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -101,13 +104,54 @@ def readable_size(size: str) -> str:
     return f"{size} bytes"
 
 
+# Statuses nginx uses internally for a bad request and turns into 400 on the wire: a header too large (494), a client
+# certificate problem (495, 496), plain HTTP on the HTTPS port (497). They share the 400 body.
+BAD_REQUEST_ALIASES = (494, 495, 496, 497)
+# Nginx's own answers that tell the client to come back later carry Retry-After.
+RETRY_STATUSES = (429, 503)
+
+
 def error_bodies(config: NginxConfig) -> dict[int, dict]:
-    """The JSON bodies nginx answers with itself, in the OpenAI error shape the services use."""
+    """The JSON bodies nginx answers with itself, in the OpenAI error shape the services use: every status nginx can
+    produce on these sites (answers of the proxy and the services pass through as they are)."""
 
     def error(message: str, kind: str, code: str, param: str | None = None) -> dict:
         return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
     return {
+        400: error(
+            "Bad request: the gateway could not read this HTTP request (a malformed request line or header, headers "
+            "too large, or plain HTTP sent to the HTTPS port).",
+            "invalid_request_error",
+            "bad_request",
+        ),
+        403: error("Forbidden by the gateway.", "invalid_request_error", "forbidden"),
+        405: error("This method is not allowed here.", "invalid_request_error", "method_not_allowed"),
+        408: error(
+            "The request body did not arrive in time: the gateway stopped waiting for it.",
+            "invalid_request_error",
+            "request_timeout",
+        ),
+        411: error(
+            "A Content-Length (or chunked transfer encoding) is required for a request with a body.",
+            "invalid_request_error",
+            "length_required",
+        ),
+        414: error("The request URL is too long.", "invalid_request_error", "uri_too_long"),
+        500: error(
+            "The gateway (Nginx) failed to handle the request: its error log says why (for example a file its worker "
+            "user cannot read).",
+            "server_error",
+            "internal_error",
+        ),
+        501: error("The gateway does not implement this request (e.g. a transfer encoding).", "server_error",
+                   "not_implemented"),
+        503: error(
+            "The gateway is refusing requests for a moment. Retry after the number of seconds in Retry-After.",
+            "server_error",
+            "service_unavailable",
+        ),
+        505: error("This HTTP version is not supported.", "invalid_request_error", "http_version_not_supported"),
         404: error(
             "Not found: the status pages of the auto-start proxy are not served on this site.",
             "invalid_request_error",
@@ -156,6 +200,32 @@ def rate_limit_directives(config: NginxConfig) -> dict[str, str]:
     }
 
 
+# Errors found while reading the request line, before there is a URI: nginx cannot redirect those to a named
+# location ("empty URI in redirect to named location", and a 500 instead), so they go to an internal URI.
+BEFORE_URI_STATUSES = (400, 414)
+
+
+def error_pages(config: NginxConfig, retry_after: str) -> str:
+    """`error_page` lines and one location per status of error_bodies(): the json-errors snippet's body."""
+    lines: list[str] = []
+    targets = {
+        status: f"/_whisper_error_{status}" if status in BEFORE_URI_STATUSES else f"@whisper_{status}"
+        for status in error_bodies(config)
+    }
+    for status in sorted(targets):
+        aliases = " ".join(str(code) for code in BAD_REQUEST_ALIASES) + " " if status == 400 else ""
+        lines.append(f"error_page {status} {aliases}{targets[status]};")
+    for status, body in sorted(error_bodies(config).items()):
+        target = targets[status]
+        location = f"location {target} {{" if target.startswith("@") else f"location = {target} {{\n    internal;"
+        retry = f"    add_header Retry-After {retry_after} always;\n" if status in RETRY_STATUSES else ""
+        lines.append(
+            f"\n{location}\n    include snippets/response-headers.conf;\n{retry}"
+            f"    default_type application/json;\n    return {status} '{_nginx_quoted(body)}\\n';\n}}"
+        )
+    return "\n".join(lines)
+
+
 def render(template: str, values: Mapping[str, str]) -> str:
     """Fills {{ name }} placeholders; a placeholder without a value is an error, not an empty string."""
 
@@ -189,6 +259,7 @@ def site_files(config: NginxConfig) -> dict[str, str]:
         **rate_limit_directives(config),
         **{f"body_{status}": _nginx_quoted(body) for status, body in error_bodies(config).items()},
     }
+    values["error_pages"] = error_pages(config, values["retry_after"])
     files = {
         "conf.d/whisper-platform.conf": render(_template("conf.d/whisper-platform.conf.template"), values),
         "snippets/tls.conf": _template("snippets/tls.conf"),
@@ -209,19 +280,59 @@ def site_files(config: NginxConfig) -> dict[str, str]:
     return files
 
 
+SYSTEM_NGINX_CONF = Path("/etc/nginx/nginx.conf")
+WORKER_FILES_ROOT = Path("/run/whisper-platform")
+
+
+def worker_files_dir(run_dir: Path) -> Path:
+    """Where a local Nginx's workers find what they read and write at request time (the htpasswd file, the ACME
+    folder, request-body temp files).
+
+    Started by a normal user, Nginx's workers are that user: the run folder itself. Started as root, the workers run
+    as the host's Nginx worker user (www-data on Debian), exactly as on a server; a run folder under a private home
+    (/root, or pytest's 0700 temp folders) is out of their reach, so these files go to a folder of their own under
+    /run, root's and readable by the workers' group only."""
+    if os.geteuid() != 0:
+        return run_dir
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    return WORKER_FILES_ROOT / f"nginx-{digest}"
+
+
+def local_worker() -> Worker | None:
+    """The worker account of a local Nginx started by this process: None when it is not root (the workers are then
+    the invoking user), else the host Nginx's own (`user` in /etc/nginx/nginx.conf, or its compiled-in default)."""
+    if os.geteuid() != 0:
+        return None
+    if SYSTEM_NGINX_CONF.is_file():
+        return worker_of(SYSTEM_NGINX_CONF, nginx_binary())
+    return worker_of(Path(os.devnull), nginx_binary())
+
+
 def write_local_tree(config: NginxConfig, conf_dir: Path, run_dir: Path) -> Path:
-    """Writes a self-contained nginx tree (nginx.conf + site files) for an unprivileged run; returns nginx.conf."""
-    for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    """Writes a self-contained nginx tree (nginx.conf + site files) for a local run on loopback; returns nginx.conf.
+
+    As root, the workers run as the host's Nginx worker user (see worker_files_dir): the htpasswd file and the ACME
+    folder are made theirs to read (root-owned, their group, 0640/0750) and checked as that user before Nginx starts."""
+    worker = local_worker()
+    worker_dir = worker_files_dir(run_dir)
+    for sub in ("tmp", "acme"):
+        (worker_dir / sub).mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    if worker is not None:
+        for path in (worker_dir, worker_dir / "tmp", config.htpasswd_file):
+            secure(path, worker)
+        (worker_dir / "acme").chmod(0o755)  # public content, world-readable like any web root
+        check_readable([path for path in (config.htpasswd_file, config.acme_webroot) if path.exists()], worker)
     files = site_files(replace(config, access_log_dir=run_dir / "logs"))
-    # As root, workers would otherwise drop to `nobody`, who cannot read a run dir under a private home.
-    # The local stack listens on loopback only.
-    user_directive = "user root root;" if os.geteuid() == 0 else "# workers run as the invoking user"
+    user_directive = (
+        f"user {worker.user} {worker.group};  # {worker.source}" if worker else "# workers run as the invoking user"
+    )
     files["nginx.conf"] = render(
         _template("nginx.conf.template"),
         {
             "user_directive": user_directive,
             "run_dir": str(run_dir),
+            "temp_dir": str(worker_dir / "tmp"),
             "error_log": str(run_dir / "logs" / "nginx-error.log"),
             "access_log": str(run_dir / "logs" / "nginx-access.log"),
             "mime_types": str(_mime_types()),

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 import httpx
 
 from scripts.stack.credentials import Credentials, ensure_credentials, write_htpasswd
-from scripts.stack.nginx_config import NginxConfig, Site, installed_nginx_version, nginx_binary, write_local_tree
+from scripts.stack.nginx_config import (
+    NginxConfig,
+    Site,
+    installed_nginx_version,
+    nginx_binary,
+    worker_files_dir,
+    write_local_tree,
+)
 from scripts.stack.nginx_process import start_nginx, stop_nginx
 from scripts.stack.tls import ensure_self_signed
 from tests.support import ARTIFACTS, free_port, require
@@ -43,6 +50,7 @@ class NginxStack:
     https_port: int
     cert: Path
     credentials: Credentials
+    worker_files: Path  # the htpasswd file and the ACME folder (see worker_files_dir)
 
     def url(self, path: str = "/", host: str = HOSTNAMES[0]) -> str:
         return f"https://{host}:{self.https_port}{path}"
@@ -87,14 +95,18 @@ def running_nginx(
     cert, key = run_dir / "tls" / "cert.pem", run_dir / "tls" / "key.pem"
     ensure_self_signed(cert, key, HOSTNAMES)
     credentials = ensure_credentials(run_dir / "credentials", "tester", None)
-    write_htpasswd(run_dir / "htpasswd", credentials)
+    # As root, Nginx's workers run as the host's worker user (www-data), as on a server: what they read goes where
+    # they can reach it (worker_files_dir), 0640 for their group, and is checked as that user before Nginx starts.
+    worker_files = worker_files_dir(run_dir)
+    worker_files.mkdir(parents=True, exist_ok=True)
+    write_htpasswd(worker_files / "htpasswd", credentials)
     http_port, https_port = free_port(), free_port()
     config = NginxConfig(
         sites=[Site(name, cert, key) for name in HOSTNAMES],
         proxy_address=f"127.0.0.1:{upstream_port}",
         cors_origins=cors_origins,
-        htpasswd_file=run_dir / "htpasswd",
-        acme_webroot=run_dir / "acme",
+        htpasswd_file=worker_files / "htpasswd",
+        acme_webroot=worker_files / "acme",
         max_body_size=max_body_size,
         read_timeout_s=read_timeout_s,
         rate_limit=rate_limit,
@@ -107,9 +119,11 @@ def running_nginx(
     conf = write_local_tree(config, run_dir / "nginx", run_dir)
     nginx = start_nginx(conf, run_dir, [http_port, https_port])
     try:
-        yield NginxStack(run_dir, http_port, https_port, cert, credentials)
+        yield NginxStack(run_dir, http_port, https_port, cert, credentials, worker_files)
     finally:
         stop_nginx(nginx)
+        if worker_files != run_dir:
+            shutil.rmtree(worker_files, ignore_errors=True)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -27,6 +28,7 @@ from scripts.stack.nginx_config import (
     Site,
     error_bodies,
     site_files,
+    worker_files_dir,
     write_local_tree,
 )
 from scripts.stack.nginx_process import check_config
@@ -106,7 +108,7 @@ def test_http_redirects_to_https_keeping_host_path_and_query(stack: NginxStack) 
 
 
 def test_acme_challenge_is_served_over_http_without_auth(stack: NginxStack) -> None:
-    challenge = stack.run_dir / "acme" / ".well-known" / "acme-challenge"
+    challenge = stack.worker_files / "acme" / ".well-known" / "acme-challenge"
     challenge.mkdir(parents=True, exist_ok=True)
     (challenge / "token123").write_text("token123.key-authorization")
     with httpx.Client(transport=_plain_loopback()) as plain:
@@ -342,15 +344,21 @@ def test_production_render_passes_nginx_t(tmp_path: Path) -> None:
     require_nginx()
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     ensure_self_signed(cert, key, ["whisper.example.com"])
+    htpasswd = worker_files_dir(tmp_path) / "htpasswd"
+    htpasswd.parent.mkdir(parents=True, exist_ok=True)
+    htpasswd.write_text("")
     config = NginxConfig(
         sites=[Site("whisper.example.com", cert, key)],
-        htpasswd_file=tmp_path / "htpasswd",
+        htpasswd_file=htpasswd,
         http_listen=[f"127.0.0.1:{free_port()}"],
         https_listen=[f"127.0.0.1:{free_port()}"],
     )
-    (tmp_path / "htpasswd").write_text("")
-    conf = write_local_tree(config, tmp_path / "nginx", tmp_path)
-    assert "syntax is ok" in check_config(conf, tmp_path)
+    try:
+        conf = write_local_tree(config, tmp_path / "nginx", tmp_path)
+        assert "syntax is ok" in check_config(conf, tmp_path)
+    finally:
+        if htpasswd.parent != tmp_path:
+            shutil.rmtree(htpasswd.parent)
 
 
 def test_unsafe_values_are_refused() -> None:
@@ -369,9 +377,64 @@ def test_unsafe_values_are_refused() -> None:
 
 def test_the_json_error_bodies_are_valid_json_in_the_rendered_snippet() -> None:
     snippet = site_files(_any_config())["snippets/json-errors.conf"]
-    for status in (401, 413, 429, 502, 504):
-        body = error_bodies(_any_config())[status]
+    bodies = error_bodies(_any_config())
+    assert {400, 401, 403, 405, 408, 413, 414, 429, 500, 502, 503, 504} <= set(bodies)
+    for status, body in bodies.items():
+        assert body["error"]["message"] and body["error"]["code"] and body["error"]["type"]
         assert f"return {status} '{json.dumps(body, separators=(',', ':'))}\\n';" in snippet
+        assert f"@whisper_{status};" in snippet or f"/_whisper_error_{status};" in snippet
+    assert "error_page 400 494 495 496 497 /_whisper_error_400;" in snippet
+
+
+def test_the_workers_run_as_the_hosts_nginx_user_not_root(stack: NginxStack) -> None:
+    # A server's Nginx runs its workers as www-data (Debian): so must every Nginx the tests start as root.
+    workers = subprocess.run(["ps", "-o", "user=", "--ppid", _master_pid(stack)], capture_output=True, text=True)
+    users = set(workers.stdout.split())
+    assert users and "root" not in users, users
+
+
+def _master_pid(stack: NginxStack) -> str:
+    return (stack.run_dir / "nginx.pid").read_text().strip()
+
+
+def _raw_tls(stack: NginxStack, request: bytes) -> tuple[int, dict]:
+    """Sends `request` as it is over TLS and reads the status and the JSON body of the answer."""
+    with socket.create_connection(("127.0.0.1", stack.https_port), timeout=10) as raw:
+        with stack.ssl_context().wrap_socket(raw, server_hostname=HOSTNAMES[0]) as tls:
+            tls.sendall(request)
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_a_malformed_request_gets_400_json(stack: NginxStack) -> None:
+    status, body = _raw_tls(stack, b"GET /v1/models HTTP/1.1\r\nHost: " + HOSTNAMES[0].encode() + b"\r\nBad Header\r\n\r\n")
+    assert status == 400 and body["error"]["code"] == "bad_request"
+
+
+def test_a_too_long_url_gets_414_json(stack: NginxStack, client: httpx.Client) -> None:
+    response = client.get(stack.url("/v1/models?" + "q" * 20_000))
+    assert response.status_code == 414
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "uri_too_long"
+
+
+def test_an_htpasswd_the_workers_cannot_read_is_a_500_json_not_html(stack: NginxStack, client: httpx.Client) -> None:
+    # What a server got when `make up` wrote the file 0600 root:root: Nginx's own 500. It must be JSON.
+    htpasswd = stack.worker_files / "htpasswd"
+    mode = htpasswd.stat().st_mode & 0o777
+    htpasswd.chmod(0o600 if os.geteuid() == 0 else 0o000)
+    try:
+        response = client.get(stack.url("/v1/models"))
+    finally:
+        htpasswd.chmod(mode)
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == error_bodies(_any_config())[500]
+    assert client.get(stack.url("/v1/models")).status_code == 200  # readable again: served again
 
 
 # -- the per-address rate limit ---------------------------------------------------------------------------------
