@@ -1,8 +1,16 @@
-"""`make up` for a test: the real script, with every host path in a temp dir and every port a free one.
+"""`make up` for a test: the real script against the host's own Nginx, as a stock Debian server has it.
 
-Nginx gets its own nginx.conf (Debian's layout: conf.d/ and sites-enabled/ beside it) in NGINX_DIR; `make up` writes
-the sites there, checks it with `nginx -t -c` and starts Nginx with it. No systemd here, so the proxy runs as the
-background process `make up` installs by default.
+Nginx is the machine's: `/etc/nginx` with Debian's `nginx.conf` untouched (`user www-data;`, `include
+/etc/nginx/conf.d/*.conf` and `sites-enabled/*`, its default site on port 80). `make up` writes its files there
+(`conf.d/whisper-platform.conf`, `snippets/`, the sites, `whisper.htpasswd`, the self-signed stand-in under
+`whisper-selfsigned/`), checks them as `www-data`, and starts or reloads that Nginx. The ACME folder is the default
+`/var/www/letsencrypt`. Only what a test on one machine must move is moved: the sites listen on free loopback ports
+(NGINX_HTTPS_LISTEN / NGINX_HTTP_LISTEN) instead of 443/80, and the proxy's config, credentials, pid file and access
+logs go to the test's temp folder (root's, which is what they are on a server too). No systemd here, so the proxy
+runs as the background process `make up` installs by default.
+
+The test refuses to run when the host already has a deployment of this platform in /etc/nginx, and afterwards removes
+every file `make up` wrote there and stops the Nginx it started.
 """
 
 from __future__ import annotations
@@ -16,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
-from scripts.stack.nginx_config import nginx_binary, render
+from scripts.stack.nginx_config import nginx_binary
 from tests.containers.docker_cli import CONTAINERS, docker, inspect
 from tests.stack.harness import LoopbackTransport
 from tests.support import ROOT, free_port
@@ -25,6 +34,41 @@ from tests.support import ROOT, free_port
 DOMAIN = "localhost"
 HOSTS = {"whisper-faster": f"whisper.{DOMAIN}", "whisperx": f"whisperx.{DOMAIN}"}
 USER, PASSWORD = "deploy-tester", "a-long-test-password-1234"
+NGINX_DIR = Path("/etc/nginx")
+NGINX_CONF = NGINX_DIR / "nginx.conf"
+ACME_WEBROOT = Path("/var/www/letsencrypt")
+# Everything `make up` adds to /etc/nginx (see scripts/stack/deploy.py); the test removes it again.
+MAKE_UP_FILES = (
+    "conf.d/whisper-platform.conf",
+    "snippets/tls.conf",
+    "snippets/basic-auth.conf",
+    "snippets/json-errors.conf",
+    "snippets/response-headers.conf",
+    *(f"sites-available/{host}.conf" for host in HOSTS.values()),
+    *(f"sites-enabled/{host}.conf" for host in HOSTS.values()),
+    "whisper.htpasswd",
+    "whisper-selfsigned",
+)
+
+
+def require_stock_nginx() -> None:
+    """The host's Nginx as Debian ships it, and no deployment of ours in it."""
+    if nginx_binary() is None or not NGINX_CONF.is_file():
+        pytest.skip("the host's Nginx (apt-get install nginx): /etc/nginx/nginx.conf is missing")
+    if os.geteuid() != 0:
+        pytest.skip("make up writes into /etc/nginx: run the deployment tests as root (CI does)")
+    present = [name for name in MAKE_UP_FILES if (NGINX_DIR / name).exists() or (NGINX_DIR / name).is_symlink()]
+    if present:
+        pytest.fail(f"/etc/nginx already holds a deployment of this platform ({', '.join(present)}): not touching it")
+
+
+def nginx_running() -> bool:
+    pidfile = Path("/run/nginx.pid")
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 @dataclass
@@ -39,14 +83,17 @@ class Deployment:
     # Long enough to check a woken container's health and hardening before the proxy stops it again.
     idle_timeout: int = 45
     extra_env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def nginx_dir(self) -> Path:
-        return self.root / "etc-nginx"
+    nginx_dir: Path = NGINX_DIR
+    nginx_was_running: bool = field(default_factory=nginx_running)
+    acme_existed: bool = field(default_factory=ACME_WEBROOT.exists)
 
     @property
     def state_dir(self) -> Path:
         return self.root / "state"
+
+    @property
+    def credentials_store(self) -> Path:
+        return self.root / "etc" / "credentials"
 
     def env(self) -> dict[str, str]:
         return {
@@ -60,41 +107,14 @@ class Deployment:
             "NGINX_HTTPS_LISTEN": f"127.0.0.1:{self.https_port}",
             "NGINX_HTTP_LISTEN": f"127.0.0.1:{self.http_port}",
             "NGINX_LOG_DIR": str(self.root / "logs"),
-            "ACME_WEBROOT": str(self.root / "acme"),
             "AUTOSTART_LISTEN": f"127.0.0.1:{self.proxy_port}",
             "WHISPER_FASTER_PORT": str(self.service_ports["whisper-faster"]),
             "WHISPERX_PORT": str(self.service_ports["whisperx"]),
             "WHISPER_IDLE_TIMEOUT": str(self.idle_timeout),
-            # The embedded model: no download (whisperx's compose default, base, would need the Hugging Face Hub).
-            "WHISPER__MODEL": "tiny.en",
-            "HF_HUB_OFFLINE": "1",
+            # Two cores are shared with the rest of the suite; the services' model defaults stay as shipped.
             "WHISPER__CPU_THREADS": "2",
             **self.extra_env,
         }
-
-    def write_nginx_conf(self) -> Path:
-        """An nginx.conf as Debian ships it (http {} including conf.d/*.conf and sites-enabled/*), on temp paths."""
-        run_dir = self.root / "nginx-run"
-        for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        (self.root / "logs").mkdir(exist_ok=True)
-        self.nginx_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.nginx_dir / "nginx.conf"
-        mime_types = Path("/etc/nginx/mime.types")
-        conf.write_text(
-            render(
-                (ROOT / "nginx" / "nginx.conf.template").read_text(),
-                {
-                    # As root, workers would drop to `nobody`, who cannot read the 0600 htpasswd in a temp dir.
-                    "user_directive": "user root root;" if os.geteuid() == 0 else "",
-                    "run_dir": str(run_dir),
-                    "error_log": str(run_dir / "logs" / "error.log"),
-                    "access_log": str(run_dir / "logs" / "access.log"),
-                    "mime_types": str(mime_types) if mime_types.is_file() else "mime.types",
-                },
-            )
-        )
-        return conf
 
     def make(
         self, target: str, env: dict[str, str] | None = None, timeout: float = 1500
@@ -124,14 +144,15 @@ class Deployment:
             context.load_verify_locations(cafile=str(self.nginx_dir / "whisper-selfsigned" / f"{host}.pem"))
         return context
 
-    def client(self, timeout: float = 600) -> httpx.Client:
-        return httpx.Client(
-            transport=LoopbackTransport(verify=self.ssl_context()), auth=(USER, PASSWORD), timeout=timeout
-        )
+    def client(self, timeout: float = 600, auth: tuple[str, str] | None = (USER, PASSWORD)) -> httpx.Client:
+        return httpx.Client(transport=LoopbackTransport(verify=self.ssl_context()), auth=auth, timeout=timeout)
 
     def proxy_states(self) -> dict[str, str]:
+        return {host: str(s["state"]) for host, s in self.proxy_status().items()}
+
+    def proxy_status(self) -> dict[str, dict]:
         status = httpx.get(f"http://127.0.0.1:{self.proxy_port}/_autostart/status", timeout=5).json()
-        return {host: str(s["state"]) for host, s in status["services"].items()}
+        return status["services"]
 
     def projects(self) -> set[str]:
         """The compose projects of our containers (compose v1 and v2 spell a folder's project name differently)."""
@@ -143,7 +164,8 @@ class Deployment:
         return found - {""}
 
     def cleanup(self, projects: set[str]) -> None:
-        """Whatever a failed test left: the proxy, Nginx, containers, networks, and the volumes (make down keeps them)."""
+        """Whatever a test left: the proxy, Nginx as it was, containers, networks, the volumes (make down keeps them)
+        and every file make up wrote into /etc/nginx."""
         self.make("down")
         pidfile = self.state_dir / "autostart.pid"
         if pidfile.is_file():
@@ -151,10 +173,19 @@ class Deployment:
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
-        conf = self.nginx_dir / "nginx.conf"
-        nginx = nginx_binary()
-        if conf.is_file() and nginx:
-            subprocess.run([nginx, "-c", str(conf), "-s", "quit"], capture_output=True, timeout=30)
+        if self.nginx_dir == NGINX_DIR:
+            for name in MAKE_UP_FILES:
+                path = NGINX_DIR / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            if not self.acme_existed and ACME_WEBROOT.is_dir():
+                shutil.rmtree(ACME_WEBROOT)
+            nginx = nginx_binary()
+            if nginx and nginx_running():
+                action = "reload" if self.nginx_was_running else "quit"
+                subprocess.run([nginx, "-c", str(NGINX_CONF), "-s", action], capture_output=True, timeout=30)
         for container in CONTAINERS.values():
             docker("rm", "-f", container, check=False)
         for project in projects:

@@ -4,7 +4,8 @@ leaves nothing half-installed (no container, no proxy, no Nginx site).
 "docker missing" and "compose missing" are made with PATH: a folder holding only the tools the script needs, and
 for "compose missing" a `docker` that runs the real one but knows no `compose` (what an engine without the plugin
 answers). The port and the build failures are real: a socket holds the port; the build's pip index is a local
-server that has no packages.
+server that has no packages. "Nginx's worker user does not exist" is Debian's nginx.conf with its `user` line naming
+an account this host lacks, in a folder of its own (NGINX_DIR), since the host's own file must not be edited.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.stack]
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Deployment:
-    deployment = Deployment(tmp_path)
-    deployment.write_nginx_conf()
-    return deployment
+    return Deployment(tmp_path)
 
 
 def _bin_dir(tmp_path: Path, tools: tuple[str, ...]) -> Path:
@@ -46,7 +45,8 @@ def _assert_nothing_installed(deployment: Deployment) -> None:
     for container in CONTAINERS.values():
         assert inspect(container) is None, f"{container} was created by a failed make up"
     sites = deployment.nginx_dir / "sites-enabled"
-    assert not sites.is_dir() or not list(sites.iterdir()), "a failed make up enabled Nginx sites"
+    ours = [p.name for p in sites.iterdir() if "whisper" in p.name] if sites.is_dir() else []
+    assert not ours, f"a failed make up enabled Nginx sites: {ours}"
     assert not (deployment.state_dir / "autostart.pid").exists(), "a failed make up left the proxy running"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", deployment.proxy_port))  # nothing listens on the proxy's address
@@ -57,7 +57,7 @@ def test_make_up_without_docker_says_to_install_it(deployment: Deployment, tmp_p
     result = deployment.script("compose-up.sh", {**deployment.env(), "PATH": str(bin_dir)})
     assert result.returncode == 1
     assert "docker is not installed" in result.stderr and "apt-get install docker.io" in result.stderr
-    assert not (deployment.nginx_dir / "sites-enabled").exists()
+    _assert_nothing_installed(deployment)
 
 
 def test_make_up_without_compose_says_to_install_it(
@@ -97,6 +97,26 @@ def test_make_up_with_the_proxy_address_taken_names_it(deployment: Deployment, d
         assert result.returncode != 0
         assert f"127.0.0.1:{deployment.proxy_port} is taken" in result.stderr and "AUTOSTART_LISTEN" in result.stderr
     _assert_nothing_installed(deployment)
+
+
+def test_make_up_with_a_missing_nginx_worker_user_names_it_and_changes_nothing(
+    deployment: Deployment, tmp_path: Path, docker_engine: None
+) -> None:
+    stock = Path("/etc/nginx/nginx.conf")
+    if not stock.is_file():
+        pytest.skip("the host's Nginx (apt-get install nginx)")
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    text = stock.read_text()
+    assert "user www-data;" in text, "not Debian's nginx.conf"
+    (nginx_dir / "nginx.conf").write_text(text.replace("user www-data;", "user whisper-no-such-user;"))
+    deployment.nginx_dir = nginx_dir
+    result = deployment.make("up")
+    assert result.returncode != 0
+    assert "Nginx's worker user 'whisper-no-such-user'" in result.stderr and "does not exist" in result.stderr
+    assert "useradd --system" in result.stderr and "nothing was changed" in result.stderr
+    _assert_nothing_installed(deployment)
+    assert sorted(p.name for p in nginx_dir.iterdir()) == ["nginx.conf"]
 
 
 @pytest.fixture
