@@ -1,4 +1,5 @@
-"""Admission (the session limit and the realtime factor, with an injected clock) and the SQLite session store."""
+"""Admission (the session limit and the realtime factor, with an injected clock) and the session store (SQLite here;
+PostgreSQL, and the fixture of the release before schema versions, in tests/db/test_release_upgrade.py)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from whisper_faster.realtime.admission import Admission, RealtimeMetrics, usable_cores
 from whisper_faster.settings import Settings
-from whisper_faster.realtime.store import SqliteSessionStore, StoredUtterance
+from whisper_faster.realtime.store import SqlSessionStore, StoredUtterance, open_session_store
+
+
+def sqlite_store(data_dir: Path) -> SqlSessionStore:
+    return open_session_store(Settings(data_dir=data_dir, jobs_database_url=None))
 
 
 class Clock:
@@ -134,14 +139,13 @@ def test_metrics_are_exported_with_the_names_the_alerts_use() -> None:
 
 
 def test_the_store_keeps_utterances_in_order_across_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "realtime.sqlite3"
-    store = SqliteSessionStore(path)
+    store = sqlite_store(tmp_path / "data")
     store.create("sess_1", "tiny.en")
     store.add_utterance("sess_1", StoredUtterance("item_a", 0.5, 2.0, "Hello."))
     store.add_utterance("sess_1", StoredUtterance("item_b", 3.0, 4.5, "Again."))
     store.close("sess_1", "small")
     store.shutdown()
-    reopened = SqliteSessionStore(path)
+    reopened = sqlite_store(tmp_path / "data")
     stored = reopened.get("sess_1")
     assert stored is not None and stored.model == "small" and stored.closed_at is not None
     assert [u.text for u in stored.utterances] == ["Hello.", "Again."]
@@ -150,7 +154,7 @@ def test_the_store_keeps_utterances_in_order_across_reopening(tmp_path: Path) ->
 
 
 def test_sessions_past_their_retention_are_removed_with_their_utterances(tmp_path: Path) -> None:
-    store = SqliteSessionStore(tmp_path / "realtime.sqlite3")
+    store = sqlite_store(tmp_path)
     store.create("sess_old", "tiny.en")
     store.add_utterance("sess_old", StoredUtterance("item_a", 0.5, 2.0, "Hello."))
     store.close("sess_old", "tiny.en")
@@ -160,6 +164,7 @@ def test_sessions_past_their_retention_are_removed_with_their_utterances(tmp_pat
     assert store.get("sess_old") is None and store.get("sess_crashed") is None
     store.create("sess_old", "tiny.en")  # the id is free again, and no orphan utterance comes back with it
     assert store.get("sess_old").utterances == []
+    store.shutdown()
 
 
 def test_realtime_retention_takes_durations() -> None:

@@ -2,6 +2,7 @@
 in once complete, so a job directory never holds half a file."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,11 +28,14 @@ class JobFiles:
         return self.data_dir / relative
 
     def adopt(self, job_id: str, upload: Path) -> str:
-        """Move a stored upload into the job's directory; returns its path relative to DATA_DIR (kept on the job)."""
+        """Move a stored (fsynced) upload into the job's directory; returns its path relative to DATA_DIR (kept on the
+        job). The new names are synced too, so the audio is on disk under its name before the job's row commits."""
         directory = self.job_dir(job_id)
         directory.mkdir(parents=True, exist_ok=True)
         destination = self.audio_path(job_id)
         upload.rename(destination)
+        sync_directory(directory)
+        sync_directory(self.root)
         return self.relative(destination)
 
     def remove(self, job_id: str) -> None:
@@ -46,3 +50,16 @@ class JobFiles:
                     path.unlink()
             except FileNotFoundError:
                 continue
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync a directory: the names created or moved in it survive a power loss (POSIX; a no-op where a directory
+    cannot be opened, e.g. Windows)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,14 +1,20 @@
 """Finished realtime sessions, kept so they can be read back (`GET /v1/realtime/sessions/{id}`): each session and its
-final utterances with their times. `SessionStore` is the interface; `SqliteSessionStore` keeps them in
-DATA_DIR/realtime.sqlite3 (its own small file until the shared jobs store can hold them too)."""
+final utterances with their times. `SessionStore` is the interface; `SqlSessionStore` holds the queries, on the
+database layer: in PostgreSQL when JOBS_DATABASE_URL is set (so every whisper-faster process sharing it reads every
+session, and the service can run more than one API pod), else in `DATA_DIR/realtime.sqlite3`.
+
+    store = open_session_store(settings)    # migrated (store "realtime" in whisper_schema_versions), ready
+"""
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
+
+from whisper_common.db import Database, Migration, Schema, open_database
+from whisper_common.settings import ServiceSettings
+
+SQLITE_FILE = "realtime.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -38,68 +44,76 @@ class SessionStore(Protocol):
     def close(self, session_id: str, model: str) -> None: ...
     def get(self, session_id: str) -> StoredSession | None: ...
     def remove_ended_before(self, cutoff: float) -> int: ...
+    def shutdown(self) -> None: ...
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS realtime_sessions (
-    id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, closed_at INTEGER, model TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS realtime_utterances (
-    session_id TEXT NOT NULL REFERENCES realtime_sessions(id), position INTEGER NOT NULL, item_id TEXT NOT NULL,
-    start REAL NOT NULL, "end" REAL NOT NULL, text TEXT NOT NULL, PRIMARY KEY (session_id, position)
-);
-"""
+SESSIONS_SCHEMA = Schema(
+    store="realtime",
+    tables=frozenset({"realtime_sessions", "realtime_utterances"}),
+    migrations=(
+        # The release before schema versions made these in SQLite with INTEGER/REAL columns (the same affinities);
+        # BIGINT and DOUBLE PRECISION keep the seconds and times whole in PostgreSQL.
+        Migration(1, "sessions and their utterances", (
+            "CREATE TABLE IF NOT EXISTS realtime_sessions (id TEXT PRIMARY KEY, created_at BIGINT NOT NULL, "
+            "closed_at BIGINT, model TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS realtime_utterances (session_id TEXT NOT NULL REFERENCES realtime_sessions(id), "
+            "position INTEGER NOT NULL, item_id TEXT NOT NULL, start DOUBLE PRECISION NOT NULL, "
+            "\"end\" DOUBLE PRECISION NOT NULL, text TEXT NOT NULL, PRIMARY KEY (session_id, position))",
+        )),
+    ),
+)
 
 
-class SqliteSessionStore:
-    """One connection shared by the event loop's worker threads, serialised by a lock (writes are tiny)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+class SqlSessionStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def create(self, session_id: str, model: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO realtime_sessions (id, created_at, model) VALUES (?, ?, ?)",
-                             (session_id, int(time.time()), model))
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO realtime_sessions (id, created_at, model) VALUES ($1, $2, $3)",
+                       (session_id, int(time.time()), model))
 
     def add_utterance(self, session_id: str, utterance: StoredUtterance) -> None:
-        with self._lock:
-            self._db.execute(
+        with self.db.transaction() as tx:
+            tx.execute(
                 "INSERT INTO realtime_utterances (session_id, position, item_id, start, \"end\", text) VALUES "
-                "(?, (SELECT COUNT(*) FROM realtime_utterances WHERE session_id = ?), ?, ?, ?, ?)",
-                (session_id, session_id, utterance.item_id, utterance.start, utterance.end, utterance.text),
+                "($1, (SELECT COUNT(*) FROM realtime_utterances WHERE session_id = $1), $2, $3, $4, $5)",
+                (session_id, utterance.item_id, utterance.start, utterance.end, utterance.text),
             )
 
     def close(self, session_id: str, model: str) -> None:
         """Closed: its time, and the model it ended with (a session.update may have changed it)."""
-        with self._lock:
-            self._db.execute("UPDATE realtime_sessions SET closed_at = ?, model = ? WHERE id = ?",
-                             (int(time.time()), model, session_id))
+        with self.db.transaction() as tx:
+            tx.execute("UPDATE realtime_sessions SET closed_at = $1, model = $2 WHERE id = $3",
+                       (int(time.time()), model, session_id))
 
     def get(self, session_id: str) -> StoredSession | None:
-        with self._lock:
-            row = self._db.execute("SELECT id, created_at, closed_at, model FROM realtime_sessions WHERE id = ?",
-                                   (session_id,)).fetchone()
-            if row is None:
+        with self.db.transaction() as tx:
+            rows = tx.execute("SELECT id, created_at, closed_at, model FROM realtime_sessions WHERE id = $1",
+                              (session_id,))
+            if not rows:
                 return None
-            utterances = [StoredUtterance(*found) for found in self._db.execute(
-                "SELECT item_id, start, \"end\", text FROM realtime_utterances WHERE session_id = ? ORDER BY position",
+            utterances = tx.execute(
+                "SELECT item_id, start, \"end\", text FROM realtime_utterances WHERE session_id = $1 ORDER BY position",
                 (session_id,),
-            )]
-        return StoredSession(row[0], row[1], row[2], row[3], utterances)
+            )
+        row = rows[0]
+        return StoredSession(row["id"], row["created_at"], row["closed_at"], row["model"],
+                             [StoredUtterance(u["item_id"], u["start"], u["end"], u["text"]) for u in utterances])
 
     def remove_ended_before(self, cutoff: float) -> int:
         """Remove the sessions (with their utterances) that closed before `cutoff` (or, never closed because the
         process died, began before it); returns how many."""
-        ended = "SELECT id FROM realtime_sessions WHERE COALESCE(closed_at, created_at) < ?"
-        with self._lock:
-            self._db.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({ended})", (cutoff,))
-            return self._db.execute(f"DELETE FROM realtime_sessions WHERE id IN ({ended})", (cutoff,)).rowcount
+        ended = "SELECT id FROM realtime_sessions WHERE COALESCE(closed_at, created_at) < $1"
+        with self.db.transaction() as tx:
+            tx.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({ended})", (cutoff,))
+            tx.execute(f"DELETE FROM realtime_sessions WHERE id IN ({ended})", (cutoff,))
+            return tx.rowcount
 
     def shutdown(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
+
+
+def open_session_store(settings: ServiceSettings) -> SqlSessionStore:
+    target = settings.jobs_database_url or settings.data_dir / SQLITE_FILE
+    return SqlSessionStore(open_database(target, SESSIONS_SCHEMA, pool_size=4, name="whisper-realtime"))
