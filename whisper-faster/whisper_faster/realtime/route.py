@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from whisper_common.concurrency import InferenceGate, run_in_worker
+from whisper_common.db.janitor import every
 from whisper_common.errors import ApiError, NotFound
 from whisper_common.languages import language_code
 from whisper_common.model_catalog import resolve_model_id
@@ -32,7 +33,7 @@ from whisper_faster.realtime.decode import transcribe_utterance
 from whisper_faster.realtime.session import (
     Close, Decode, DecodeRequest, Limits, Output, RealtimeSession, Send, SessionConfig, Utterance,
 )
-from whisper_faster.realtime.store import SessionStore, SqliteSessionStore, StoredSession, StoredUtterance
+from whisper_faster.realtime.store import SessionStore, StoredSession, StoredUtterance, open_session_store
 from whisper_faster.realtime.vad import SileroStream
 from whisper_faster.settings import Settings
 
@@ -73,27 +74,24 @@ class Realtime:
 async def serve_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> AsyncIterator[Realtime]:
     """`app.state.realtime` for the lifespan, with a janitor that removes stored sessions past REALTIME_RETENTION."""
     realtime = create_realtime(app, settings, manager)
-    janitor = asyncio.create_task(_remove_expired_sessions(realtime.store, settings.realtime_retention))
+    janitor = asyncio.create_task(every(
+        max(1.0, min(3600.0, settings.realtime_retention / 4)),
+        lambda: _remove_expired_sessions(realtime.store, settings.realtime_retention),
+        what="removing old realtime sessions", logger=logger,
+    ))
     try:
         yield realtime
     finally:
         janitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await janitor
-        if isinstance(realtime.store, SqliteSessionStore):
-            realtime.store.shutdown()
+        realtime.store.shutdown()
 
 
-async def _remove_expired_sessions(store: SessionStore, retention: float) -> None:
-    interval = max(1.0, min(3600.0, retention / 4))
-    while True:
-        try:
-            removed = await asyncio.to_thread(store.remove_ended_before, time.time() - retention)
-            if removed:
-                logger.info("realtime sessions removed after REALTIME_RETENTION", extra={"sessions": removed})
-        except Exception as exc:  # noqa: BLE001 - next round
-            logger.warning("removing old realtime sessions failed", extra={"error": repr(exc)})
-        await asyncio.sleep(interval)
+def _remove_expired_sessions(store: SessionStore, retention: float) -> None:
+    removed = store.remove_ended_before(time.time() - retention)
+    if removed:
+        logger.info("realtime sessions removed after REALTIME_RETENTION", extra={"sessions": removed})
 
 
 def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> Realtime:
@@ -101,7 +99,7 @@ def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[Load
     metrics = RealtimeMetrics(app.state.metrics.registry)
     admission = Admission(settings.max_realtime_sessions, settings.realtime_max_load, metrics,
                           max_wait=settings.realtime_max_lag_seconds / 2, max_cpu=settings.realtime_max_cpu)
-    store = SqliteSessionStore(settings.data_dir / "realtime.sqlite3")
+    store = open_session_store(settings)
     realtime = Realtime(settings, manager, app.state.gate, admission, store)
     app.state.realtime = realtime
     app.state.activity.register("realtime_sessions", lambda: admission.open)
