@@ -22,7 +22,7 @@ from faster_whisper import WhisperModel
 
 from bench.report import peak_rss_mb, table, write_section
 from whisper_common.model_catalog import embedded_model_dir
-from whisper_faster.engine import InferenceOptions
+from whisper_faster.options import FasterOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "audio"
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per file and path (median reported)")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
-    options = InferenceOptions()
+    options = FasterOptions()
     kwargs = options.transcribe_kwargs()
     model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
     port = free_port()

@@ -1,11 +1,12 @@
-"""Form checks FastAPI does not make, for routes whose body is a form (`Form`/`File` parameters).
+"""Form checks FastAPI does not make, for routes whose body is a form (`Form`/`File` parameters, or a form model:
+`Annotated[MyForm, Form()]`, see whisper_common.options).
 
     app.include_router(router, dependencies=[Depends(check_form_body)])   # create_service_app does this
 
 - A body that is not a form at all (JSON, say) is a 400 saying so, not "'file' is required".
 - A field that takes one value, sent twice, is a 400 naming it: FastAPI keeps the last of two `file` parts without a
   word; the client meant one of them, and we cannot know which. Fields declared as lists
-  (`timestamp_granularities[]`) may repeat.
+  (`timestamp_granularities[]`, under each of their names) may repeat.
 Runs after FastAPI parsed the body (the parsed form is cached on the request), before the route's own validation.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi import Request, params
 from starlette.requests import HTTPConnection
 from fastapi._compat import field_annotation_is_sequence
+from pydantic import AliasChoices, BaseModel
 
 from whisper_common.errors import DuplicateParameter, InvalidBody
 
@@ -40,10 +42,25 @@ async def check_form_body(connection: HTTPConnection) -> None:
     repeated = [name for name, count in counts.items() if count > 1]
     if not repeated:
         return
-    multi_valued = {field.alias for field in body_params if field_annotation_is_sequence(field.field_info.annotation)}
+    multi_valued = {
+        name for field in body_params for name, annotation in _form_fields(field) if field_annotation_is_sequence(annotation)
+    }
     for name in repeated:
         if name not in multi_valued:
             raise DuplicateParameter(name, counts[name])
+
+
+def _form_fields(field: Any) -> list[tuple[str, Any]]:
+    """(name in the form, annotation) of a body parameter, or of each field of a form model (every name it accepts)."""
+    annotation = field.field_info.annotation
+    if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return [(field.alias, annotation)]
+    names = []
+    for name, info in annotation.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias or info.alias or name]
+        names += [(str(choice), info.annotation) for choice in choices]
+    return names
 
 
 def _body_params(request: Request) -> list[Any]:

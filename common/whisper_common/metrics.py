@@ -1,18 +1,21 @@
 """Prometheus metrics of a service, on its own registry, served at `/metrics`.
 
     metrics = ServiceMetrics(namespace="whisper_faster")      # create_service_app makes it: app.state.metrics
-    metrics.audio_seconds.labels(model="tiny.en", task="transcribe").inc(11.0)
-    with metrics.inference_seconds.labels(model="tiny.en", task="transcribe").time(): ...
+    metrics.record_inference("tiny.en", "transcribe", audio_seconds=11.0, seconds=0.8)   # after each transcription
 
 Request counts by route template and status are recorded by `RequestContextMiddleware` (whisper_common.log); queue
 depth by `InferenceGate`; loaded models by `ModelManager`.
 """
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+logger = logging.getLogger("whisper_common.inference")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -56,6 +59,22 @@ class ServiceMetrics:
         self.model_load_seconds = Histogram(
             "model_load_seconds", "Time to load a model.", ["model"], namespace=namespace, registry=self.registry,
             buckets=_LATENCY_BUCKETS,
+        )
+
+    def record_inference(self, model: str, task: str, audio_seconds: float, seconds: float, **details: Any) -> None:
+        """One transcription done (a synchronous request, a stream or a job): the audio and inference counters and the
+        `inference done` log line (with `details`, e.g. the alignment and diarization methods)."""
+        self.audio_seconds.labels(model=model, task=task).inc(audio_seconds)
+        self.inference_seconds.labels(model=model, task=task).observe(seconds)
+        logger.info(
+            "inference done",
+            extra={
+                "model": model,
+                "task": task,
+                "audio_seconds": round(audio_seconds, 2),
+                "inference_seconds": round(seconds, 3),
+                **details,
+            },
         )
 
     def render(self) -> bytes:

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import pytest
 
+from pydantic import ValidationError
+
 from whisper_common.errors import InvalidParameter
+from whisper_common.options import checked_language
 from whisperx_api.diarize.base import SpeakerTurn, relabel_by_first_appearance
-from whisperx_api.pipeline import assign_speakers, check_speaker_bounds, parse_language, split_segments
+from whisperx_api.options import WhisperXOptions
+from whisperx_api.pipeline import assign_speakers, split_segments
 
 
 def _words(*spec: tuple[str, float, float]) -> list[dict]:
@@ -50,12 +54,12 @@ def test_labels_follow_first_appearance() -> None:
 
 
 def test_speaker_bounds_and_language_validation() -> None:
-    assert check_speaker_bounds(2, 2).min_speakers == 2
+    assert WhisperXOptions(min_speakers=2, max_speakers=2).bounds.min_speakers == 2
     with pytest.raises(InvalidParameter) as bad_order:
-        check_speaker_bounds(3, 2)
+        WhisperXOptions(min_speakers=3, max_speakers=2)
     assert bad_order.value.param == "min_speakers" and "max_speakers" in bad_order.value.message
+    with pytest.raises(ValidationError):
+        WhisperXOptions(max_speakers=0)
+    assert checked_language(" ") is None and checked_language("fr") == "fr" and checked_language("German") == "de"
     with pytest.raises(InvalidParameter):
-        check_speaker_bounds(None, 0)
-    assert parse_language(" ") is None and parse_language("fr") == "fr" and parse_language("German") == "de"
-    with pytest.raises(InvalidParameter):
-        parse_language("xx-klingon")
+        checked_language("xx-klingon")

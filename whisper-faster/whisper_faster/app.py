@@ -11,7 +11,7 @@ from whisper_common.app import create_service_app, serve_models
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.models_routes import models_router
 from whisper_faster import __version__
-from whisper_faster.jobs import FasterJobEngine, FasterJobOptions
+from whisper_faster.jobs import FasterJobEngine
 from whisper_faster.models import load_model
 from whisper_faster.realtime import route as realtime
 from whisper_faster.routes import transcriptions
@@ -48,5 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         open_paths=(realtime.PAGE_PATH,),
     )
     realtime.install(app)
-    include_jobs_routes(app, FasterJobOptions, FasterJobEngine.formats)
+    include_jobs_routes(app, FasterJobEngine.options_model, FasterJobEngine.formats)
     return app

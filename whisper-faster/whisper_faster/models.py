@@ -18,7 +18,7 @@ class LoadedModel:
     whisper: WhisperModel
 
     @property
-    def is_multilingual(self) -> bool:
+    def multilingual(self) -> bool:
         return bool(self.whisper.model.is_multilingual)
 
 

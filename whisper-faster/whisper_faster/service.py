@@ -1,30 +1,40 @@
-"""A request's path below the route: admission (gate), model (manager), audio decoding and inference in worker threads.
+"""A file's transcription below the route, for the synchronous routes, SSE streaming and jobs alike: the English-only
+check, admission (gate), the model (manager), audio decoding and faster-whisper in worker threads, and the metrics.
 
-Routes hand it a canonical model id, the uploaded file and InferenceOptions; it returns a Transcript, or for streaming
-an async iterator of Segments that holds its slot and model until it is exhausted or closed."""
+    transcript = await service.transcribe_file(source, options, progress, cancel, request=request)  # all at once
+    async with service.open_file(source, options, request=request) as decoding:                    # as they come
+        async for segment in decoding.stream(): ...
+
+Everything that can fail before the first segment (busy, unknown model, English-only, bad audio) fails in `open_file`,
+so a stream can still answer it as a plain JSON error. `Decoding.segments` is the one place where a file's audio
+becomes segments: a batch scheduler or a hallucination guard goes there."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from starlette.requests import Request
 
 from whisper_common.concurrency import InferenceGate, iterate_in_worker, run_in_worker
-from whisper_common.errors import InvalidParameter, UnsupportedTask
+from whisper_common.jobs.engine import ProgressCallback
 from whisper_common.metrics import ServiceMetrics
+from whisper_common.model_catalog import resolve_model_id
 from whisper_common.models import ModelManager
-from whisper_common.transcript import Segment, Transcript
+from whisper_common.options import check_model_supports
+from whisper_common.transcript import Segment, Task, Transcript
 from whisper_common.uploads import DecodedAudio, decode_audio
-from whisper_faster.engine import InferenceOptions, SegmentStream, transcribe
+from whisper_faster.engine import SegmentStream
 from whisper_faster.models import LoadedModel
+from whisper_faster.options import FasterOptions
 from whisper_faster.settings import Settings
 
-logger = logging.getLogger("whisper_faster.service")
+AudioSource = BinaryIO | Path | str
+"""An upload's file object, or the path of a stored one (a job's audio)."""
 
 
 @dataclass
@@ -34,75 +44,93 @@ class TranscriptionService:
     gate: InferenceGate
     metrics: ServiceMetrics
 
-    async def transcribe(
-        self, request: Request, model_id: str, upload: BinaryIO, options: InferenceOptions
+    def model_id(self, options: FasterOptions, task: Task) -> str:
+        """The canonical model id, refused (400) when its name says it cannot do `task` in the asked language."""
+        model_id = resolve_model_id(options.model, self.settings)
+        check_model_supports(model_id, task, options.language)
+        return model_id
+
+    async def transcribe_file(
+        self,
+        source: AudioSource,
+        options: FasterOptions,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        task: Task = "transcribe",
+        request: Request | None = None,
     ) -> Transcript:
+        """The whole transcript. It stops at the next segment, with what it has, when `cancel` is set or `request`'s
+        client goes away (then ClientDisconnected)."""
+        async with self.open_file(source, options, task=task, request=request) as decoding:
+            return await decoding.transcript(progress, cancel)
+
+    @asynccontextmanager
+    async def open_file(
+        self, source: AudioSource, options: FasterOptions, *, task: Task = "transcribe", request: Request | None = None
+    ) -> AsyncIterator[Decoding]:
+        """Hold a slot and the model, with the audio decoded, while the caller takes the segments."""
+        model_id = self.model_id(options, task)
         async with self.gate.slot(request), self.manager.use(model_id) as model:
-            check_model_supports(model, options)
-            audio = await run_in_worker(self.gate, lambda _: self._decode(upload), request)
-            started = time.perf_counter()
-            transcript = await run_in_worker(
-                self.gate, lambda cancel: transcribe(model, audio.samples, options, cancel), request
-            )
-            self._record(model_id, options, audio, time.perf_counter() - started)
-            return transcript
+            check_model_supports(model_id, task, options.language, model)
+            audio = await run_in_worker(self.gate, lambda _: self._decode(source), request)
+            yield Decoding(self, model, audio, options, task, request)
 
-    async def open_stream(
-        self, request: Request, model_id: str, upload: BinaryIO, options: InferenceOptions
-    ) -> tuple[AsyncIterator[Segment], AsyncExitStack]:
-        """Admit, load and decode before the response starts (so those errors are plain JSON errors); the returned
-        iterator yields segments as they are decoded. Close the exit stack when the response is done."""
-        resources = AsyncExitStack()
+    def _decode(self, source: AudioSource) -> DecodedAudio:
+        if isinstance(source, Path):
+            source = str(source)
+        elif not isinstance(source, str):
+            source.seek(0)
+        return decode_audio(source, max_seconds=self.settings.max_audio_seconds)
+
+
+@dataclass
+class Decoding:
+    """An admitted file, its model and its decoded audio: segments all at once (`transcript`) or as they come
+    (`stream`), each in the gate's worker threads."""
+
+    service: TranscriptionService
+    model: LoadedModel
+    audio: DecodedAudio
+    options: FasterOptions
+    task: Task
+    request: Request | None
+    language: str = "en"
+
+    def segments(self, cancel: threading.Event, progress: ProgressCallback | None = None) -> Iterator[Segment]:
+        """The file's segments as faster-whisper decodes them (in a worker thread); stops when `cancel` is set."""
+        stream = SegmentStream(self.model, self.audio.samples, self.options, self.task, cancel)
+        self.language = stream.info.language
+        duration = self.audio.duration
         try:
-            await resources.enter_async_context(self.gate.slot(request))
-            model = await resources.enter_async_context(self.manager.use(model_id))
-            check_model_supports(model, options)
-            audio = await run_in_worker(self.gate, lambda _: self._decode(upload), request)
-        except BaseException:
-            await resources.aclose()
-            raise
-        return self._segments(model, audio, options), resources
+            for segment in stream:
+                if progress is not None:
+                    progress(min(segment.end, duration), duration)
+                yield segment
+        finally:
+            stream.close()
 
-    async def _segments(
-        self, model: LoadedModel, audio: DecodedAudio, options: InferenceOptions
-    ) -> AsyncIterator[Segment]:
+    async def transcript(
+        self, progress: ProgressCallback | None = None, cancel: threading.Event | None = None
+    ) -> Transcript:
+        """Every segment, in one worker call (so a client that leaves stops it at the next segment)."""
+        if progress is not None:
+            progress(0.0, self.audio.duration)
         started = time.perf_counter()
+        segments = await run_in_worker(
+            self.service.gate, lambda stop: list(self.segments(cancel or stop, progress)), self.request
+        )
+        self._record(started)
+        return Transcript(language=self.language, duration=self.audio.duration, segments=segments, task=self.task)
 
-        def start(cancel: threading.Event) -> SegmentStream:
-            return SegmentStream(model, audio.samples, options, cancel)
-
-        async for segment in iterate_in_worker(self.gate, start):
+    async def stream(self) -> AsyncIterator[Segment]:
+        """Segments as they are decoded; closing the iterator stops the worker at its next segment."""
+        started = time.perf_counter()
+        async for segment in iterate_in_worker(self.service.gate, self.segments):
             yield segment
-        self._record(model.model_id, options, audio, time.perf_counter() - started)
+        self._record(started)
 
-    def _decode(self, upload: BinaryIO) -> DecodedAudio:
-        upload.seek(0)
-        return decode_audio(upload, max_seconds=self.settings.max_audio_seconds)
-
-    def _record(self, model_id: str, options: InferenceOptions, audio: DecodedAudio, seconds: float) -> None:
-        self.metrics.audio_seconds.labels(model=model_id, task=options.task).inc(audio.duration)
-        self.metrics.inference_seconds.labels(model=model_id, task=options.task).observe(seconds)
-        logger.info(
-            "inference done",
-            extra={
-                "model": model_id,
-                "task": options.task,
-                "audio_seconds": round(audio.duration, 2),
-                "inference_seconds": round(seconds, 3),
-            },
-        )
-
-
-def check_model_supports(model: LoadedModel, options: InferenceOptions) -> None:
-    """English-only models neither translate nor transcribe other languages: say so (400) instead of guessing."""
-    if model.is_multilingual:
-        return
-    if options.task == "translate":
-        raise UnsupportedTask(
-            "model",
-            f"model '{model.model_id}' is English-only and cannot translate; use a multilingual model such as 'small'",
-        )
-    if options.language not in (None, "en"):
-        raise InvalidParameter(
-            "language", f"model '{model.model_id}' is English-only; language '{options.language}' is not supported"
+    def _record(self, started: float) -> None:
+        self.service.metrics.record_inference(
+            self.model.model_id, self.task, self.audio.duration, time.perf_counter() - started
         )

@@ -13,7 +13,7 @@ from whisper_common.models_routes import models_router
 from whisperx_api import __version__
 from whisperx_api.align import WordAligner
 from whisperx_api.diarize.select import Diarizers
-from whisperx_api.jobs import WhisperXJobEngine, WhisperXJobOptions
+from whisperx_api.jobs import WhisperXJobEngine
 from whisperx_api.models import LoaderOptions, WhisperXLoader
 from whisperx_api.pipeline import TranscriptionPipeline
 from whisperx_api.routes import openai, transcribe
@@ -46,7 +46,7 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with serve_models(app, settings, loader) as manager:
             pipeline = TranscriptionPipeline(
-                WordAligner(settings.alignment, device), Diarizers(settings, device), settings.vad
+                WordAligner(settings.alignment, device), Diarizers(settings, device), settings.vad, settings.batch_size
             )
             app.state.service = WhisperXService(settings, manager, pipeline, app.state.gate, app.state.metrics)
             async with serve_jobs(app, settings, WhisperXJobEngine(app.state.service), metrics_namespace="whisperx"):
@@ -61,5 +61,5 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
         routers=[transcribe.router, openai.router, models_router()],
         lifespan=lifespan,
     )
-    include_jobs_routes(app, WhisperXJobOptions, WhisperXJobEngine.formats)
+    include_jobs_routes(app, WhisperXJobEngine.options_model, WhisperXJobEngine.formats)
     return app

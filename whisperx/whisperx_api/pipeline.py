@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from whisper_common.errors import InvalidParameter, UnsupportedTask
-from whisper_common.languages import language_code
 from whisper_common.transcript import Segment, Task, Transcript, Word
 from whisperx_api.align import CROSS_ATTENTION, Segments, WordAligner
-from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn
+from whisperx_api.diarize.base import SpeakerTurn
 from whisperx_api.diarize.known import KnownSpeaker
 from whisperx_api.diarize.select import Diarizers
 from whisperx_api.models import LoadedModel
+from whisperx_api.options import WhisperXOptions
 from whisperx_api.settings import VadSettings
 
 logger = logging.getLogger("whisperx_api.pipeline")
@@ -33,18 +32,7 @@ _LONGEST_PAUSE_IN_SEGMENT = 1.5
 
 
 class Cancelled(Exception):
-    """The client went away; the worker stops between steps."""
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    language: str | None = None
-    batch_size: int = 8
-    diarize: bool = False
-    bounds: SpeakerBounds = SpeakerBounds()
-    prompt: str | None = None
-    known_speakers: tuple[KnownSpeaker, ...] = ()
-    task: Task = "transcribe"  # "translate": English text from speech in any language (no wav2vec2 re-timing)
+    """The client went away or the job was canceled; the worker stops between steps."""
 
 
 @dataclass
@@ -54,51 +42,33 @@ class PipelineResult:
     diarization: str
 
 
-def parse_language(value: str | None) -> str | None:
-    """An ISO 639-1 code (or a Whisper language name) as Whisper's code; empty means detect; unknown is a 400."""
-    if value is None or not value.strip():
-        return None
-    code = language_code(value.strip())
-    if code is None:
-        raise InvalidParameter("language", f"language '{value}' is not supported: use an ISO 639-1 code such as 'en' or 'fr'")
-    return code
-
-
-def check_speaker_bounds(min_speakers: int | None, max_speakers: int | None) -> SpeakerBounds:
-    for name, value in (("min_speakers", min_speakers), ("max_speakers", max_speakers)):
-        if value is not None and not 1 <= value <= 64:
-            raise InvalidParameter(name, f"{name} must be between 1 and 64, got {value}")
-    if min_speakers is not None and max_speakers is not None and min_speakers > max_speakers:
-        raise InvalidParameter(
-            "min_speakers", f"min_speakers ({min_speakers}) must not be greater than max_speakers ({max_speakers})"
-        )
-    return SpeakerBounds(min_speakers, max_speakers)
-
-
 class TranscriptionPipeline:
-    def __init__(self, aligner: WordAligner, diarizers: Diarizers, vad: VadSettings | None = None) -> None:
+    def __init__(
+        self, aligner: WordAligner, diarizers: Diarizers, vad: VadSettings | None = None, batch_size: int = 8
+    ) -> None:
         self.aligner = aligner
         self.diarizers = diarizers
         self.vad = vad or VadSettings()
+        self.batch_size = batch_size
 
     def run(
-        self, model: LoadedModel, audio: np.ndarray, options: TranscribeOptions, cancel: threading.Event | None = None
+        self,
+        model: LoadedModel,
+        audio: np.ndarray,
+        options: WhisperXOptions,
+        *,
+        task: Task = "transcribe",
+        known_speakers: tuple[KnownSpeaker, ...] = (),
+        cancel: threading.Event | None = None,
     ) -> PipelineResult:
-        language = options.language
-        if options.task == "translate" and not model.multilingual:
-            raise UnsupportedTask(
-                "model",
-                f"model '{model.model_id}' is English-only and cannot translate; use a multilingual model such as 'small'",
-            )
-        if language is not None and not model.multilingual and language != "en":
-            raise UnsupportedTask("language", f"model '{model.model_id}' is English-only; it cannot transcribe '{language}'")
-        if not model.multilingual:
-            language = "en"
+        """`task` "translate": English text from speech in any language (no wav2vec2 re-timing). The service has
+        checked that the model can do what is asked (whisper_common.options.check_model_supports)."""
+        language = options.language if model.multilingual else "en"
         duration = len(audio) / SAMPLE_RATE
         # Chosen (and loaded) first: a diarizer that cannot load fails the request before any decoding is spent.
-        diarizer = self.diarizers.get() if options.diarize or options.known_speakers else None
-        segments, language = self.decode(model, audio, options, language, cancel)
-        if options.task == "translate":  # English words over speech in `language`: keep the decoder's own timings
+        diarizer = self.diarizers.get() if options.with_speakers(bool(known_speakers)) else None
+        segments, language = self.decode(model, audio, options, task, language, cancel)
+        if task == "translate":  # English words over speech in `language`: keep the decoder's own timings
             alignment = CROSS_ATTENTION
         else:
             segments, alignment = self.aligner.align(audio, segments, language)
@@ -106,20 +76,21 @@ class TranscriptionPipeline:
         diarization = NO_DIARIZATION
         if diarizer is not None:
             turns = diarizer(audio, options.bounds)
-            if options.known_speakers:
-                turns = self.diarizers.matcher().name_speakers(audio, turns, options.known_speakers)
+            if known_speakers:
+                turns = self.diarizers.matcher().name_speakers(audio, turns, known_speakers)
             assign_speakers(turns, segments)
             diarization = diarizer.method
         by_speaker = diarizer is not None
         segments = split_segments(segments, language, by_speaker=by_speaker)
-        transcript = Transcript(language=language, duration=duration, segments=to_segments(segments), task=options.task)
+        transcript = Transcript(language=language, duration=duration, segments=to_segments(segments), task=task)
         return PipelineResult(transcript=transcript, alignment=alignment, diarization=diarization)
 
     def decode(
         self,
         model: LoadedModel,
         audio: np.ndarray,
-        options: TranscribeOptions,
+        options: WhisperXOptions,
+        task: Task,
         language: str | None,
         cancel: threading.Event | None,
     ) -> tuple[Segments, str]:
@@ -136,8 +107,8 @@ class TranscriptionPipeline:
             decoded, info = model.batched.transcribe(
                 audio,
                 language=language,
-                task=options.task,
-                batch_size=options.batch_size,
+                task=task,
+                batch_size=options.batch_size or self.batch_size,
                 initial_prompt=options.prompt,
                 word_timestamps=True,
                 vad_filter=True,

@@ -1,23 +1,34 @@
-"""A request's path below the route: admission (gate), model (manager), decoding and the pipeline in worker threads."""
+"""A file's transcription below the route, for the routes and jobs alike: the English-only check, admission (gate),
+the model (manager), audio decoding and the pipeline (transcribe → align → diarize) in worker threads, and the metrics.
+
+    result = await service.transcribe_file(source, options, progress, cancel, request=request)
+"""
 from __future__ import annotations
 
-import logging
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from starlette.requests import Request
 
 from whisper_common.concurrency import InferenceGate, run_in_worker
+from whisper_common.jobs.engine import ProgressCallback
 from whisper_common.metrics import ServiceMetrics
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.models import ModelManager
+from whisper_common.options import check_model_supports
+from whisper_common.transcript import Task
 from whisper_common.uploads import DecodedAudio, decode_audio
+from whisperx_api.diarize.known import KnownSpeaker
 from whisperx_api.models import LoadedModel
-from whisperx_api.pipeline import PipelineResult, TranscribeOptions, TranscriptionPipeline
+from whisperx_api.options import WhisperXOptions
+from whisperx_api.pipeline import PipelineResult, TranscriptionPipeline
 from whisperx_api.settings import WhisperXSettings
 
-logger = logging.getLogger("whisperx_api.service")
+AudioSource = BinaryIO | Path | str
+"""An upload's file object, or the path of a stored one (a job's audio)."""
 
 
 @dataclass
@@ -28,37 +39,58 @@ class WhisperXService:
     gate: InferenceGate
     metrics: ServiceMetrics
 
-    def model_id(self, requested: str | None) -> str:
-        return resolve_model_id(requested, self.settings)
+    def model_id(self, options: WhisperXOptions, task: Task = "transcribe") -> str:
+        """The canonical model id, refused (400) when its name says it cannot do `task` in the asked language."""
+        model_id = resolve_model_id(options.model, self.settings)
+        check_model_supports(model_id, task, options.language)
+        return model_id
 
-    async def transcribe(
-        self, request: Request, model_id: str, upload: BinaryIO, options: TranscribeOptions
+    async def transcribe_file(
+        self,
+        source: AudioSource,
+        options: WhisperXOptions,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        task: Task = "transcribe",
+        known_speakers: tuple[KnownSpeaker, ...] = (),
+        request: Request | None = None,
     ) -> PipelineResult:
+        """The pipeline's result; it stops between steps (Cancelled) when `cancel` is set or `request`'s client goes
+        away (then ClientDisconnected)."""
+        model_id = self.model_id(options, task)
         async with self.gate.slot(request), self.manager.use(model_id) as model:
-            audio = await run_in_worker(self.gate, lambda _: self._decode(upload), request)
+            check_model_supports(model_id, task, options.language, model)
+            audio = await run_in_worker(self.gate, lambda _: self._decode(source), request)
+            if progress is not None:
+                progress(0.0, audio.duration)
             started = time.perf_counter()
             result = await run_in_worker(
-                self.gate, lambda cancel: self.pipeline.run(model, audio.samples, options, cancel), request
+                self.gate,
+                lambda stop: self.pipeline.run(
+                    model, audio.samples, options, task=task, known_speakers=known_speakers, cancel=cancel or stop
+                ),
+                request,
             )
             self._record(model_id, audio, result, time.perf_counter() - started)
+            if progress is not None:
+                progress(audio.duration, audio.duration)
             return result
 
-    def _decode(self, upload: BinaryIO) -> DecodedAudio:
-        upload.seek(0)
-        return decode_audio(upload, max_seconds=self.settings.max_audio_seconds)
+    def _decode(self, source: AudioSource) -> DecodedAudio:
+        if isinstance(source, Path):
+            source = str(source)
+        elif not isinstance(source, str):
+            source.seek(0)
+        return decode_audio(source, max_seconds=self.settings.max_audio_seconds)
 
     def _record(self, model_id: str, audio: DecodedAudio, result: PipelineResult, seconds: float) -> None:
-        task = result.transcript.task
-        self.metrics.audio_seconds.labels(model=model_id, task=task).inc(audio.duration)
-        self.metrics.inference_seconds.labels(model=model_id, task=task).observe(seconds)
-        logger.info(
-            "inference done",
-            extra={
-                "model": model_id,
-                "audio_seconds": round(audio.duration, 2),
-                "inference_seconds": round(seconds, 3),
-                "alignment": result.alignment,
-                "diarization": result.diarization,
-                "segments": len(result.transcript.segments),
-            },
+        self.metrics.record_inference(
+            model_id,
+            result.transcript.task,
+            audio.duration,
+            seconds,
+            alignment=result.alignment,
+            diarization=result.diarization,
+            segments=len(result.transcript.segments),
         )

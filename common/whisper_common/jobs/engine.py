@@ -1,16 +1,20 @@
-"""What a service hands the jobs core: its own transcription path, its form fields, its result formats.
+"""What a service hands the jobs core: its own transcription path, its options model, its result formats.
 
     class MyEngine:
-        options_model = MyJobOptions          # a pydantic model of the sync route's form fields (400s at submit)
+        options_model = MyJobOptions          # the service's options model (whisper_common.options): 400s at submit
         formats = TRANSCRIPTION_FORMATS       # what GET /v1/jobs/{id}/result offers
+
+        def check(self, options: MyJobOptions) -> None:
+            ...   # at submit, what needs the service (e.g. an English-only model asked for German): raise an ApiError
 
         async def run(self, audio: Path, options: MyJobOptions, progress: ProgressCallback,
                       cancel: threading.Event) -> Transcript:
-            ...   # the service's gate, model manager and engine; call progress(done, total) per segment and stop
-                  # at the next segment once `cancel` is set
+            ...   # the service's own transcribe_file: call progress(done, total) per segment and stop at the next
+                  # segment once `cancel` is set
 
-An options model may have `response_format` (the default of /result) and `timestamp_granularities` (used by the
-verbose_json and diarized_json results); the core reads them by name and knows nothing else of it.
+An options model has `response_format` (the default of /result) and `timestamp_granularities` (used by the
+verbose_json and diarized_json results); the core reads them by name and knows nothing else of it. Jobs store the
+options as the model's JSON and read them back with it, so a field a service adds later needs a default.
 """
 from __future__ import annotations
 
@@ -21,36 +25,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
-from whisper_common.openai_formats import ResponseFormat, parse_granularities
+from whisper_common.openai_formats import ResponseFormat
+from whisper_common.options import TranscriptionOptions
 from whisper_common.transcript import Segment, Transcript, Word
 
 ProgressCallback = Callable[[float, float | None], None]
 
 
-class JobOptions(BaseModel):
-    """Base of a service's job options: an unknown field is a 400 at submit, and `timestamp_granularities` parses as
-    on the synchronous routes (one value or several; `timestamp_granularities[]` in a form)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    timestamp_granularities: list[str] | None = Field(
-        None, description="`segment` and/or `word` (`timestamp_granularities[]` in a form): words in verbose_json."
-    )
-
-    @field_validator("timestamp_granularities", mode="before")
-    @classmethod
-    def _granularities(cls, value: Any) -> Any:
-        values = [value] if isinstance(value, str) else value
-        if values is None:
-            return None
-        return sorted(item.value for item in parse_granularities(values, ResponseFormat.VERBOSE_JSON))
+JobOptions = TranscriptionOptions
+"""The base of a service's job options: the options both services share (an unknown field is a 400 at submit)."""
 
 
 class JobEngine(Protocol):
     options_model: type[BaseModel]
     formats: Sequence[ResponseFormat]
+
+    def check(self, options: Any) -> None: ...
 
     async def run(
         self, audio: Path, options: Any, progress: ProgressCallback, cancel: threading.Event

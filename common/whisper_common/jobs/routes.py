@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
@@ -263,7 +263,9 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _options(options_model: type[BaseModel], fields: dict[str, list[Any]]) -> dict[str, Any]:
+def _options(
+    options_model: type[BaseModel], fields: dict[str, list[Any]], check: Callable[[Any], None]
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, items in fields.items():
         key = name.removesuffix("[]")
@@ -283,6 +285,7 @@ def _options(options_model: type[BaseModel], fields: dict[str, list[Any]]) -> di
         if first.get("type") == "value_error" and "error" in first.get("ctx", {}):
             raise InvalidParameter(param, str(first["ctx"]["error"])) from None
         raise InvalidParameter(param, f"invalid '{param}': {first.get('msg', 'invalid value')}") from None
+    check(options)  # what needs the service, e.g. an English-only model asked for another language
     return options.model_dump(mode="json", exclude_none=True)
 
 
@@ -294,7 +297,7 @@ async def _accept(
     audio_url = _single(fields, "audio_url")
     webhook_url = _single(fields, "webhook_url")
     metadata = _metadata(_single(fields, "metadata"))
-    options = _options(options_model, fields)
+    options = _options(options_model, fields, runtime.engine.check)
     if audio_url is not None and not isinstance(audio_url, str):
         raise InvalidParameter("audio_url", "audio_url must be a string URL")
     if webhook_url is not None and not isinstance(webhook_url, str):

@@ -40,7 +40,7 @@ LOGPROB_THRESHOLD = -1.0
 
 
 def transcribe_utterance(model: LoadedModel, request: DecodeRequest) -> str:
-    language = request.config.language or (None if model.is_multilingual else "en")
+    language = request.config.language or (None if model.multilingual else "en")
     if language is None or (request.final and request.audio_seconds > WINDOWED_FINAL_MAX_SECONDS):
         return _transcribe(model, request, language)
     if request.final:

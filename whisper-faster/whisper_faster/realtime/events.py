@@ -9,6 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from whisper_common.errors import ApiError
+from whisper_common.options import Language, ModelName, Prompt
+
 SAMPLE_RATE = 24_000
 """The only input rate the protocol has: PCM16 mono little-endian at 24 kHz."""
 MAX_APPEND_BYTES = 15 * 2**20
@@ -43,9 +46,11 @@ class ServerVad(_Lenient):
 
 
 class Transcription(_Lenient):
-    model: str | None = None
-    language: str | None = None
-    prompt: str | None = None
+    """The fields a session shares with a file's transcription (whisper_common.options): the same checks."""
+
+    model: ModelName = None
+    language: Language = None
+    prompt: Prompt = None
 
 
 class AudioFormat(_Lenient):
@@ -142,6 +147,8 @@ def parse_client_event(text: str) -> SessionUpdate | BetaSessionUpdate | AudioAp
             )
     try:
         return _CLIENT_EVENT.validate_python(raw)
+    except ApiError as exc:  # a shared field's check (an unknown language)
+        raise ProtocolError(exc.message, code="invalid_value", param=f"transcription.{exc.param}", event_id=event_id) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"][1:] if not isinstance(part, int)) or None

@@ -21,10 +21,10 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from whisper_common.concurrency import InferenceGate, run_in_worker
 from whisper_common.db.janitor import every
 from whisper_common.errors import ApiError, NotFound
-from whisper_common.languages import language_code
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.models import ModelManager
 from whisper_common.openai_formats import ResponseFormat, parse_response_format, render
+from whisper_common.options import check_model_supports
 from whisper_common.transcript import Segment, Transcript
 from whisper_faster.models import LoadedModel
 from whisper_faster.realtime import events as ev
@@ -206,15 +206,13 @@ class _Connection:
             return self.session.protocol_error(exc)
 
     def _validate(self, config: SessionConfig, event_id: str | None) -> None:
-        """A model or language the server cannot use is refused at the update, not at the first utterance."""
+        """A model the server cannot use, or a language it cannot transcribe (an English-only model asked for
+        another), is refused at the update, not at the first utterance. (An unknown language fails in parsing.)"""
         try:
-            self.realtime.model_id(config.model)
+            check_model_supports(self.realtime.model_id(config.model), "transcribe", config.language)
         except ApiError as exc:
-            raise ev.ProtocolError(exc.message, code=exc.code or "invalid_value", param="transcription.model",
+            raise ev.ProtocolError(exc.message, code=exc.code or "invalid_value", param=f"transcription.{exc.param}",
                                    event_id=event_id) from None
-        if config.language is not None and language_code(config.language) is None:
-            raise ev.ProtocolError(f"unknown language '{config.language[:50]}'; use an ISO-639-1 code such as 'en'",
-                                   code="invalid_value", param="transcription.language", event_id=event_id)
 
     async def _tick(self) -> None:
         period = min(1.0, self.realtime.settings.realtime_idle_seconds / 4)
@@ -264,6 +262,7 @@ class _Connection:
         try:
             model_id = realtime.model_id(request.config.model)
             async with realtime.gate.slot(), realtime.manager.use(model_id) as model:
+                check_model_supports(model_id, "transcribe", request.config.language, model)
                 text = await run_in_worker(realtime.gate, lambda _: transcribe_utterance(model, request))
         except ApiError as exc:
             error = ev.ErrorDetail(type=exc.error_type, code=exc.code, message=exc.message, param=exc.param)

@@ -1,6 +1,6 @@
-"""`known_speaker_names[]` and `known_speaker_references[]` (OpenAI's `gpt-4o-transcribe-diarize` fields), read
-from the multipart form both transcription routes receive: one name per reference clip, each clip a file part or
-a data URL (`data:audio/wav;base64,...`, as OpenAI's SDK sends them), 2-10 s of one voice.
+"""`known_speaker_names[]` and `known_speaker_references[]` (OpenAI's `gpt-4o-transcribe-diarize` fields,
+whisperx_api.options.KnownSpeakerFields) as speakers with their voices: one name per reference clip, each clip a file
+part or a data URL (`data:audio/wav;base64,...`, as OpenAI's SDK sends them), 2-10 s of one voice.
 
 Every problem is a 400 naming the field; the clips are decoded here so a bad one fails before any decoding work.
 """
@@ -9,10 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from fastapi import Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as FilePart
 
@@ -24,39 +23,23 @@ from whisperx_api.diarize.known import (
     MIN_REFERENCE_SECONDS,
     KnownSpeaker,
 )
+from whisperx_api.options import NAMES, REFERENCES, KnownSpeakerFields
 
-NAMES = "known_speaker_names[]"
-REFERENCES = "known_speaker_references[]"
 _MAX_NAME_LENGTH = 64
 
-KnownSpeakerNamesField = Annotated[
-    list[str] | None,
-    Form(
-        alias=NAMES,
-        description=f"Up to {MAX_KNOWN_SPEAKERS} names, one per `{REFERENCES}` clip (2-10 s of that voice, a file "
-        "part or a data URL). A diarized speaker whose voice matches a clip is labelled with its name. Implies "
-        "diarization.",
-    ),
-]
-KnownSpeakerReferencesField = Annotated[
-    list[UploadFile | str] | None,
-    Form(
-        alias=REFERENCES,
-        description=f"One reference clip per `{NAMES}` entry, in the same order: a file part or a data URL "
-        "(`data:audio/wav;base64,...`), 2-10 s of that speaker alone.",
-    ),
-]
 
-
-async def known_speakers(names: list[str] | None, references: list[UploadFile | str] | None) -> tuple[KnownSpeaker, ...]:
-    names, references = names or [], references or []
+async def known_speakers(form: KnownSpeakerFields, diarize: bool | None) -> tuple[KnownSpeaker, ...]:
+    names, references = form.known_speaker_names or [], form.known_speaker_references or []
     if not names and not references:
         return ()
     checked = check_names(names, len(references))
-    return tuple([
+    known = tuple([
         KnownSpeaker(name, await run_in_threadpool(reference_samples, reference, index, name))
         for index, (name, reference) in enumerate(zip(checked, references))
     ])
+    if diarize is False:
+        raise InvalidParameter(NAMES, f"{NAMES} names diarized speakers: it cannot be used with diarize=false")
+    return known
 
 
 def check_names(names: list[Any], reference_count: int) -> list[str]:
