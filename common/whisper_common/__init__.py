@@ -2,12 +2,15 @@
 
 - `transcript`: Transcript / Segment / Word, the engine-independent result
 - `languages`: Whisper language codes <-> English names (`language_name`, `language_code`)
+- `options`: the request options both services share (`TranscriptionOptions`, the field types, `FormModel`), the one
+  language check and the one English-only check (`check_model_supports`)
+- `forms`: `check_form_body` (a body that is not a form, a single-valued field sent twice)
 - `schemas`: pydantic models of the OpenAI bodies for OpenAPI (`TRANSCRIPTION_RESPONSES`)
 - `openai_formats`: json, text, srt, vtt, verbose_json, diarized_json and the SSE events, from a Transcript
 - `errors`: named domain errors and `install_error_handlers` (OpenAI error JSON, once, at the edge)
 - `uploads`: `UploadLimitMiddleware` (413 while streaming) and `decode_audio` (PyAV -> 16 kHz mono float32)
 - `auth`: `ApiKeyMiddleware` (API_KEYS, Bearer, constant time)
-- `metrics`: `ServiceMetrics` (prometheus-client) and `/metrics`
+- `metrics`: `ServiceMetrics` (prometheus-client, `record_inference`) and `/metrics`
 - `models`: `ModelManager` (load once, reference count, idle TTL, preload)
 - `concurrency`: `InferenceGate` (MAX_CONCURRENCY, MAX_QUEUE -> 503), `run_in_worker`, `iterate_in_worker`
 - `log`: JSON logging, request ids, access log

@@ -1,4 +1,5 @@
-"""whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn)."""
+"""whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn, jobs)
+and the realtime sessions' (MAX_REALTIME_SESSIONS, REALTIME_*)."""
 from __future__ import annotations
 
 from pydantic import Field
