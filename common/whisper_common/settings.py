@@ -119,8 +119,9 @@ class ServiceSettings(BaseSettings):
     )
     jobs_database_url: str | None = Field(
         None,
-        description="Where jobs are queued. Unset: an SQLite file in DATA_DIR (one process). `postgresql://user:pass@host/db`: "
-        "a queue shared by several service processes or hosts (they must share DATA_DIR too, for uploaded audio).",
+        description="Where jobs are queued (and whisper-faster's live session transcripts kept). Unset: SQLite files in "
+        "DATA_DIR (one host). `postgresql://user:pass@host/db`: a queue shared by several service processes or hosts "
+        "(they must share DATA_DIR too, for uploaded audio); its schema is migrated at start.",
         repr=False,
     )
     jobs_workers: int = Field(

@@ -196,7 +196,7 @@ BROKEN: dict[str, tuple[str, Breakage, str]] = {
     "sqlite-queue-shared": (
         "overlays/gpu",
         lambda o: container(o, "whisper-faster-worker")["env"].remove(env(o, "whisper-faster-worker", "JOBS_DATABASE_URL")),
-        "Deployment/whisper-faster-worker would keep the jobs in an SQLite file there",
+        "Deployment/whisper-faster-worker would keep the jobs and live sessions in SQLite files there",
     ),
     "scaled-object-env": (
         "overlays/gpu",

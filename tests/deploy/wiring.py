@@ -16,7 +16,7 @@ Kubernetes objects), each naming the object and what is wrong; an empty list mea
 - the HTTPScaledObjects claim exactly the Ingress hosts routed to the KEDA interceptor, their targets exist, and
   their scaledownPeriod is the auto-start proxy's idleTimeout for the same host (autostart/config.json);
 - a volume that several pods may mount at once (autoscaler maxima, Deployments sharing it) is ReadWriteMany, and
-  a DATA_DIR several pods share holds no SQLite jobs queue;
+  a DATA_DIR several pods share holds no SQLite jobs queue or session file;
 - each ScaledObject targets a Deployment, reads its connection from an env var of that container, and its
   SQL query runs against the jobs store's real schema and names real job statuses;
 - every metric named by a PrometheusRule or the Grafana dashboard exists in the services' registries (built
@@ -429,32 +429,35 @@ def proxy_idle_timeouts(config: Path = REPO / "autostart" / "config.json") -> di
 
 
 @cache
-def _jobs_schema() -> tuple[tuple[str, ...], frozenset[str]]:
+def _job_statuses() -> frozenset[str]:
     from whisper_common.jobs.model import JobStatus
-    from whisper_common.jobs.store import SCHEMA
 
-    return tuple(SCHEMA), frozenset(status.value for status in JobStatus)
+    return frozenset(status.value for status in JobStatus)
 
 
 def check_queue_query(query: str, queue: str | None = None) -> str | None:
-    """None when the query runs against the jobs store's schema, returns one count, names real statuses and (given
-    `queue`) counts only that service's queue: one database may hold both services' jobs."""
-    schema, statuses = _jobs_schema()
+    """None when the query runs against the jobs store's schema (every migration applied, as a service leaves it),
+    returns one count, names real statuses and (given `queue`) counts only that service's queue: one database may
+    hold both services' jobs."""
+    from whisper_common.db import open_database
+    from whisper_common.jobs.schema import JOBS_SCHEMA
+
+    statuses = _job_statuses()
     if queue is not None and re.search(rf"\bqueue\s*=\s*'{re.escape(queue)}'", query) is None:
         return f"must count only queue '{queue}' (AND queue = '{queue}')"
     for equal, listed in re.findall(r"\bstatus\s*(?:=\s*('[^']*')|IN\s*\(([^)]*)\))", query, flags=re.IGNORECASE):
         for value in re.findall(r"'([^']*)'", equal or listed):
             if value not in statuses:
                 return f"status {value!r} is no job status ({sorted(statuses)})"
-    database = sqlite3.connect(":memory:")
-    try:
-        for statement in schema:
-            database.execute(statement)
-        rows = database.execute(query).fetchall()
-    except sqlite3.Error as exc:
-        return f"does not run against the jobs schema: {exc}"
-    finally:
-        database.close()
+    with tempfile.TemporaryDirectory(prefix="queue-query-") as directory:
+        database = open_database(Path(directory) / "jobs.sqlite3", JOBS_SCHEMA, params={"queue": "whisper_faster"})
+        try:
+            with database.transaction() as tx:
+                rows = [tuple(row.values()) for row in tx.execute(query)]
+        except sqlite3.Error as exc:
+            return f"does not run against the jobs schema: {exc}"
+        finally:
+            database.close()
     if len(rows) != 1 or len(rows[0]) != 1 or not isinstance(rows[0][0], int):
         return f"must return one integer, returned {rows}"
     return None
@@ -572,7 +575,7 @@ def _max_replicas(objects: list[dict[str, Any]], workload: dict[str, Any]) -> in
 
 def check_volume_sharing(objects: list[dict[str, Any]]) -> Iterator[Problem]:
     """A volume that several pods may mount at once must be ReadWriteMany; a DATA_DIR several pods share must hold
-    no SQLite jobs queue (JOBS_DATABASE_URL set in each of them)."""
+    no SQLite jobs queue or live sessions (JOBS_DATABASE_URL set in each of them, which moves both to PostgreSQL)."""
     claims = {
         (obj["metadata"].get("namespace"), obj["metadata"]["name"]): obj for obj in _of_kind(objects, "PersistentVolumeClaim")
     }
@@ -604,8 +607,8 @@ def check_volume_sharing(objects: list[dict[str, Any]]) -> Iterator[Problem]:
             workloads = sorted({name for name, has_database in users if not has_database})
             yield Problem(
                 f"PersistentVolumeClaim/{key[1]}",
-                f"DATA_DIR of up to {len(users)} pods, and {', '.join(workloads)} would keep the jobs in an SQLite file "
-                "there (set JOBS_DATABASE_URL)",
+                f"DATA_DIR of up to {len(users)} pods, and {', '.join(workloads)} would keep the jobs and live sessions "
+                "in SQLite files there (set JOBS_DATABASE_URL)",
             )
 
 

@@ -1,6 +1,6 @@
 """Schema versions: each store declares its migrations, and `migrate` applies the missing ones in order when the store
-opens, in one transaction, under a lock, recording each in table `whisper_schema_versions` (store, version, name, additive,
-applied_at).
+opens, in one transaction, under a lock, recording each in table `whisper_schema_versions` (store, version, name,
+additive, applied_at).
 
     JOBS_SCHEMA = Schema("jobs", tables={"jobs", ...}, migrations=(
         Migration(1, "tables of the release before schema versions", (CREATE_JOBS, ...)),
@@ -19,12 +19,18 @@ applied_at).
   where an older layout lacks them). An SQLite file with tables of which none is the store's is another
   application's: refused (`ForeignDatabase`), untouched.
 
-Why not yoyo-migrations 9.0.0 (the small kept library): measured on this machine (bench/bench_migrations.py
-`--compare-yoyo`), a start on an up-to-date SQLite database took 47 ms with yoyo (its import and its own connection)
-against 1.1 ms here; two processes migrating together wait in its lock loop (a row in `yoyo_lock`, polled every
-0.5 s, `LockTimeout` after 10 s, and a stale row left by a killed process blocks every later start until someone
-runs `yoyo break-lock`), where PostgreSQL's advisory lock ends with the session; it opens a second connection path
-beside the pool (psycopg2 by default) and has no notion of a schema newer than the code. Alembic needs SQLAlchemy.
+Why not yoyo-migrations 9.0.0 (the small kept library; Alembic needs SQLAlchemy, which whisper-faster does not carry):
+- its lock is a row in `yoyo_lock`, polled every 0.5 s, `LockTimeout` after 10 s; a migrator killed mid-way (an
+  OOM-killed pod) leaves the row, and every later start fails until someone runs `yoyo break-lock`. PostgreSQL's
+  advisory lock here ends with the session, and waiting processes go on the moment it is released;
+- it connects by itself from a URI (psycopg2 unless told `postgresql+psycopg://`): a second connection path beside
+  the pool, which this layer exists to remove;
+- it has no notion of a schema newer than the code (it applies what is missing, and says nothing of the rest), nor of
+  additive versions for a rolling upgrade; both would be written around it anyway;
+- measured (bench/bench_migrations.py `--compare-yoyo`, 2-core shared machine, load average 5-6, so +-50 % from run
+  to run): a process starting on an up-to-date SQLite database spends 249 ms in yoyo (import, connection, lock row,
+  nothing to apply) against 79 ms here (import, open, version check), medians of 9 (331 ms against 143 ms in an
+  earlier run).
 This runner is the ~100 lines below.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from whisper_common.db.base import Database
 from whisper_common.db.errors import CorruptDatabase, DuplicateKey, StorageFull
@@ -38,7 +38,7 @@ class _SqliteTx:
             cursor = self._connection.execute(sql, {str(number): value for number, value in enumerate(params, 1)})
             rows = cursor.fetchall()
         except sqlite3.DatabaseError as exc:
-            raise _translate(exc, self._where) from exc
+            _raise_translated(exc, self._where)
         self.rowcount = cursor.rowcount
         return rows
 
@@ -60,7 +60,7 @@ class SqliteDatabase(Database):
             self._connection.execute("SELECT name FROM sqlite_master").fetchall()
         except sqlite3.DatabaseError as exc:
             self._connection.close()
-            raise _translate(exc, self.where) from None
+            _raise_translated(exc, self.where)
 
     def after_migrations(self) -> None:
         with self._lock:
@@ -93,7 +93,7 @@ class SqliteDatabase(Database):
         try:
             self._connection.execute(statement)
         except sqlite3.DatabaseError as exc:
-            raise _translate(exc, self.where) from exc
+            _raise_translated(exc, self.where)
 
     def close(self) -> None:
         with self._lock:
@@ -108,6 +108,15 @@ class SqliteDatabase(Database):
 
     def columns(self, tx: Any, table: str) -> list[str]:
         return [row["name"] for row in tx.execute("SELECT name FROM pragma_table_info($1) ORDER BY cid", (table,))]
+
+
+def _raise_translated(exc: sqlite3.DatabaseError, where: str) -> NoReturn:
+    """The layer's own exception for what stores handle (a duplicate key, a full disk, an unreadable file); any other
+    error as SQLite raised it."""
+    translated = _translate(exc, where)
+    if translated is exc:
+        raise exc
+    raise translated from exc
 
 
 def _translate(exc: sqlite3.DatabaseError, where: str) -> Exception:
