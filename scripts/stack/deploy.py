@@ -108,8 +108,10 @@ def install_nginx(args: argparse.Namespace) -> int:
         https_port=args.https_port,
         nginx_version=installed_nginx_version(nginx_binary() or "nginx") or (1, 22, 1),
     )
-    # The ACME challenge is public content the workers serve: world-readable like any web root.
+    # The ACME challenge is public content the workers serve: world-readable like any web root. The access logs are
+    # opened by the master (root), like /var/log/nginx.
     args.acme_webroot.mkdir(mode=0o755, parents=True, exist_ok=True)
+    args.access_log_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     if not args.htpasswd.is_file() or args.htpasswd.stat().st_size == 0:
         written[args.htpasswd] = None
         credentials = _credentials(args)

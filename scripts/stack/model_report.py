@@ -25,8 +25,9 @@ class ModelPlan:
 
 
 def container_env(container: str) -> dict[str, str]:
+    """The container's environment; an entry without `=` (compose's "pass it when set", here unset) is not set."""
     result = _docker("inspect", "-f", "{{json .Config.Env}}", container)
-    return dict(item.partition("=")[::2] for item in json.loads(result))
+    return dict(item.split("=", 1) for item in json.loads(result) if "=" in item)
 
 
 def plans(service: str, container: str) -> list[ModelPlan]:
