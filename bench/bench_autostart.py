@@ -7,9 +7,15 @@
   harshest case) and the whisper-faster service's /health (the backend the proxy fronts in production);
 - wake latency through the proxy minus the backend's own start-to-healthy time (command provider, uvicorn);
 - the proxy's RSS while a 500 MiB body streams through it.
+
+`python -m bench.bench_autostart --compare REV` measures instead what a change to the proxy costs: the proxy as it
+was at the git revision REV and the proxy in the working tree run side by side against the same backends, rounds
+interleaved (the order alternating), for plain GETs (the fast path) and small POSTs (the full path, bare app only); it prints the
+ratios working tree / REV per round and their median, and writes nothing to docs/benchmarks.md.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -80,10 +86,12 @@ def _duration_ms(text: str) -> float:
     return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
 
 
-def wrk(url: str, host: str | None = None) -> dict[str, float]:
+def wrk(url: str, host: str | None = None, script: Path | None = None) -> dict[str, float]:
     args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", url]
     if host:
         args[1:1] = ["-H", f"Host: {host}"]
+    if script:
+        args[1:1] = ["-s", str(script)]
     output = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output) or re.search(r"Socket errors: .*", output)
     if errors or "50%" not in output:
@@ -129,10 +137,13 @@ def proxy_config(services: dict[str, dict], path: Path) -> Path:
 
 
 @contextmanager
-def autostart(config: Path, work: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+def autostart(config: Path, work: Path, source: Path | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
+    """The proxy as a process; `source`: a folder holding another version of the `autostart` package to run."""
     port = free_port()
     args = [sys.executable, "-m", "autostart", "--config", str(config), "--listen", f"127.0.0.1:{port}"]
-    with process(args, f"http://127.0.0.1:{port}/_autostart/health", work / f"autostart-{port}.log", cwd=ROOT) as proc:
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+    with process(args, f"http://127.0.0.1:{port}/_autostart/health", work / f"autostart-{port}.log",
+                 cwd=source or ROOT, env=env) as proc:
         yield port, proc
 
 
@@ -317,11 +328,85 @@ def upload_memory(work: Path) -> tuple[str, float]:
     return table([f"{UPLOAD_MIB} MiB streamed upload", ""], rows), growth
 
 
+# -- a change's cost: the proxy at a git revision against the working tree ----------------------------
+
+POST_SCRIPT = 'wrk.method = "POST"\nwrk.body = "hello"\nwrk.headers["Content-Type"] = "text/plain"\n'
+
+
+def checkout_package(revision: str, destination: Path) -> Path:
+    """The `autostart` package as it was at `revision`, unpacked under `destination` (for PYTHONPATH)."""
+    archive = subprocess.run(["git", "archive", revision, "autostart/autostart"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+    return destination / "autostart"
+
+
+def compare(revision: str, rounds: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-autostart-compare-") as tmp:
+        work = Path(tmp)
+        baseline_source = checkout_package(revision, work)
+        post = work / "post.lua"
+        post.write_text(POST_SCRIPT)
+        with backends(work) as ports:
+            chosen = {name: port for name, port in ports.items() if name in (BARE, SERVICE)}
+            services = {
+                f"b{i}.bench": {"name": f"b{i}", "provider": "command", "proxyPort": port, "startCommand": ["true"],
+                                "idleTimeout": 0}
+                for i, port in enumerate(chosen.values())
+            }
+            config = proxy_config(services, work / "compare.json")
+            with autostart(config, work, baseline_source) as (base_port, base), autostart(config, work) as (new_port, new):
+                rows: list[list[object]] = []
+                summary: list[list[object]] = []
+                for i, (name, port) in enumerate(chosen.items()):
+                    cases = [("GET (fast path)", None)] + ([("POST (full path)", post)] if name == BARE else [])
+                    for kind, script in cases:
+                        ratios: dict[str, list[float]] = {"rps": [], "cpu_us": [], "p50": []}
+                        for round_ in range(rounds):
+                            direct = wrk(f"http://127.0.0.1:{port}/health", script=script)
+                            order = [("baseline", base_port, base), ("working tree", new_port, new)]
+                            if round_ % 2:
+                                order.reverse()
+                            measured: dict[str, dict[str, float]] = {}
+                            for label, proxy_port, proc in order:
+                                before = cpu_seconds([proc.pid])
+                                result = wrk(f"http://127.0.0.1:{proxy_port}/health", host=f"b{i}.bench", script=script)
+                                result["cpu_us"] = (cpu_seconds([proc.pid]) - before) / (result["rps"] * DURATION) * 1e6
+                                measured[label] = result
+                            old, now = measured["baseline"], measured["working tree"]
+                            for key in ratios:
+                                ratios[key].append(now[key] / old[key])
+                            rows.append([name, kind, round_ + 1, f"{direct['rps']:.0f}",
+                                         f"{old['rps']:.0f} / {now['rps']:.0f}",
+                                         f"{old['cpu_us']:.1f} / {now['cpu_us']:.1f}",
+                                         f"{old['p50']:.2f} / {now['p50']:.2f}",
+                                         f"{now['rps'] / old['rps']:.3f}", f"{now['cpu_us'] / old['cpu_us']:.3f}"])
+                            print(rows[-1], flush=True)
+                        summary.append([name, kind] + [
+                            f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+                            for values in (ratios["rps"], ratios["cpu_us"], ratios["p50"])
+                        ])
+    print(f"\nbaseline: {revision}; working tree: {ROOT}; wrk {CONNECTIONS} connections, {DURATION} s, "
+          f"{rounds} rounds, load average now {os.getloadavg()[0]:.1f}\n")
+    print(table(["backend", "request", "round", "direct req/s", "proxy req/s (base / new)",
+                 "proxy CPU µs/req (base / new)", "p50 ms (base / new)", "req/s new/base", "CPU new/base"], rows))
+    print()
+    print(table(["backend", "request", "req/s new/base: median (min–max)", "CPU µs/req new/base", "p50 new/base"],
+                summary))
+    return 0
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_autostart", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--compare", metavar="REV", help="compare the working tree's proxy with the one at REV")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per case with --compare (default 3)")
+    args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             print(f"bench_autostart: {tool} is not installed (make system-deps)", file=sys.stderr)
             return 1
+    if args.compare:
+        return compare(args.compare, args.rounds)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-autostart-") as tmp:
         work = Path(tmp)

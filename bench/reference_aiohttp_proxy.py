@@ -11,7 +11,7 @@ import argparse
 import aiohttp
 from aiohttp import web
 
-from autostart.proxy import HOP_BY_HOP
+from autostart.forwarding import HOP_BY_HOP
 
 # Not relayed: hop-by-hop headers, and the framing and Host that aiohttp sets for each side itself.
 NOT_RELAYED = HOP_BY_HOP | {"content-length", "host"}

@@ -1,4 +1,7 @@
-"""`autostart --config autostart/config.json [--listen 127.0.0.1:8890]` (also `python -m autostart`)."""
+"""`autostart --config autostart/config.json [--listen 127.0.0.1:8890]` (also `python -m autostart`).
+
+Signals: SIGTERM or SIGINT stop it (requests in flight get up to 25 s); SIGHUP reloads the config file.
+"""
 from __future__ import annotations
 
 import argparse
@@ -37,12 +40,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(app: Autostart, host: str, port: int) -> None:
+class ReloadRequests:
+    """SIGHUP: reload the config file. A SIGHUP that arrives while the proxy starts is remembered (its default
+    action would end the process) and served once it listens."""
+
+    def __init__(self) -> None:
+        self.early = False
+        signal.signal(signal.SIGHUP, self._remember)
+
+    def _remember(self, signum: int, frame: object) -> None:
+        self.early = True
+
+    def serve(self, app: Autostart, config_path: Path) -> None:
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[bool]] = set()
+
+        def reload() -> None:
+            task = loop.create_task(app.reload_file(config_path), name="reload")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        if self.early:
+            reload()
+
+
+async def serve(app: Autostart, host: str, port: int, config_path: Path, reloads: ReloadRequests) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await app.start(host, port)
+    reloads.serve(app, config_path)
     await stop.wait()
     logging.getLogger("autostart").info("shutting down")
     await app.stop()
@@ -53,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_reference:
         print(reference_markdown(), end="")
         return 0
+    reloads = ReloadRequests()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -70,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     host, port = args.listen
     try:
-        runner(serve(Autostart(config), host, port))
+        runner(serve(Autostart(config), host, port, args.config, reloads))
     except OSError as exc:
         print(f"autostart: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

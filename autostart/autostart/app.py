@@ -1,19 +1,22 @@
-"""Assembly: config → providers and lifecycles → proxy → listening server, plus the supervisor loop that
-stops idle services and notices ones stopped or started from outside."""
+"""Assembly: config → providers and lifecycles → the two paths → listening server, plus the supervisor loop that
+stops idle services and notices ones stopped or started from outside, and the config reload (SIGHUP)."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 from .activity import HttpActivity
-from .config import AutostartConfig, ServiceConfig
+from .config import AutostartConfig, ConfigError, ServiceConfig, load_config
+from .fastpath import FastPath
 from .lifecycle import Clock, ServiceLifecycle, Timing
 from .providers import create_provider
 from .providers.base import Provider
-from .fastpath import FastProtocol
 from .proxy import Proxy, Server
+from .reload import AfterRetirement, ReloadPlan, address, plan_reload
+from .routes import RouteTable
 from .status import Metrics, Reporter
 
 log = logging.getLogger("autostart")
@@ -51,24 +54,33 @@ class Autostart:
         clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self._provider_factory = provider_factory
+        self._clock = clock
         self.lifecycles: dict[str, ServiceLifecycle] = {}
         self.metrics = Metrics(self.lifecycles)
-        reporter = Reporter(self.metrics)
+        self._reporter = Reporter(self.metrics)
         for host, service in config.services.items():
-            self.lifecycles[host] = ServiceLifecycle(
-                service.name, provider_factory(service), timing(service), clock=clock, observer=reporter,
-                activity=activity_probe(service),
-            )
-        self.proxy = Proxy(config, self.lifecycles, self.metrics)
+            self.lifecycles[host] = self._lifecycle(service, self._provider_factory(service))
+        self.table = RouteTable(config, self.lifecycles)
+        self.proxy = Proxy(self.table, self.lifecycles, self.metrics)
+        # Both paths are made in start(): aiohttp's server needs the running event loop.
+        self._full: Server | None = None
+        self.fast: FastPath | None = None
         self._listener: asyncio.Server | None = None
-        self._handoff_server: Server | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()
+        # Lifecycles of services a reload removed or replaced, until their requests in flight have finished.
+        self._retiring: dict[ServiceLifecycle, asyncio.Task[None]] = {}
+
+    def _lifecycle(self, service: ServiceConfig, provider: Provider) -> ServiceLifecycle:
+        return ServiceLifecycle(service.name, provider, timing(service), clock=self._clock, observer=self._reporter,
+                                activity=activity_probe(service))
 
     async def start(self, host: str, port: int) -> int:
         """Adopt what already runs, then listen. Returns the bound port (useful with port 0)."""
         await asyncio.gather(*(lifecycle.adopt() for lifecycle in self.lifecycles.values()))
         await self.proxy.open()
-        self._handoff_server = Server(
+        self._full = Server(
             self.proxy.handle,
             handler_cancellation=True,
             access_log=None,
@@ -77,11 +89,10 @@ class Autostart:
             max_line_size=MAX_FIELD_SIZE,
             keepalive_timeout=KEEPALIVE_SECONDS,
         )
+        self.fast = FastPath(self.table, self.metrics, self._full)
         loop = asyncio.get_running_loop()
-        # Every connection starts on the fast path; what it cannot relay goes to the aiohttp handler.
-        self._listener = await loop.create_server(
-            lambda: FastProtocol(self.proxy, self._handoff_server), host, port, backlog=1024, reuse_address=True
-        )
+        # Every connection starts on the fast path; what it cannot relay goes to the full path (aiohttp).
+        self._listener = await loop.create_server(self.fast.protocol, host, port, backlog=1024, reuse_address=True)
         bound = self._listener.sockets[0].getsockname()[1]
         self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
         log.info("listening", extra={"host": host, "port": bound, "services": {
@@ -92,15 +103,91 @@ class Autostart:
     async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(self.config.check_interval)
-            now = time.monotonic()
-            for connection in list(self.proxy.fast_connections):
-                connection.sweep(KEEPALIVE_SECONDS, now)
-            results = await asyncio.gather(
-                *(lifecycle.check() for lifecycle in self.lifecycles.values()), return_exceptions=True
-            )
-            for lifecycle, result in zip(self.lifecycles.values(), results):
+            if self.fast is not None:
+                self.fast.sweep(KEEPALIVE_SECONDS)
+            lifecycles = list(self.lifecycles.values())
+            results = await asyncio.gather(*(lifecycle.check() for lifecycle in lifecycles), return_exceptions=True)
+            for lifecycle, result in zip(lifecycles, results):
                 if isinstance(result, Exception):
                     log.error("check failed", exc_info=result, extra={"service": lifecycle.name})
+
+    # -- reload ------------------------------------------------------------------------------------------
+
+    async def reload_file(self, path: Path) -> bool:
+        """Read and validate the config file, then reload it; a file that cannot be used leaves the running
+        config as it is (one log line says why). True when the new config is in force."""
+        async with self._reloading:
+            try:
+                config = load_config(path)
+            except ConfigError as exc:
+                reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                log.error("config reload refused: the running config stays in force",
+                          extra={"path": str(path), "reason": reason})
+                return False
+            await self._reload(config)
+            return True
+
+    async def reload(self, config: AutostartConfig) -> ReloadPlan:
+        async with self._reloading:
+            return await self._reload(config)
+
+    async def _reload(self, config: AutostartConfig) -> ReloadPlan:
+        plan = plan_reload(self.config, config)
+        lifecycles: dict[str, ServiceLifecycle] = {}
+        for host in plan.unchanged + plan.retuned:
+            lifecycles[host] = self.lifecycles[host]
+        for host in plan.retuned:
+            service = config.services[host]
+            lifecycles[host].retune(timing(service), activity_probe(service))
+        # A new service on the address of a retiring command service waits until that one has let go.
+        leaving = [(self.lifecycles[host], self.config.services[host]) for host in plan.replaced + plan.removed]
+        loop = asyncio.get_running_loop()
+        let_go = {address(service): loop.create_future()
+                  for _, service in leaving if service.provider == "command"}
+        arriving = []
+        for host in plan.replaced + plan.added:
+            service = config.services[host]
+            provider = self._provider_factory(service)
+            gate = let_go.get(address(service))
+            if gate is not None:
+                provider = AfterRetirement(provider, gate)
+            lifecycles[host] = self._lifecycle(service, provider)
+            arriving.append(lifecycles[host])
+        # A replaced service that keeps running (the same containers) is adopted before requests go to it.
+        await asyncio.gather(*(lifecycle.adopt() for lifecycle in arriving))
+        # The switch: new requests take the new routes from here on; those in flight keep the route they had.
+        self.config = config
+        self.lifecycles.clear()
+        self.lifecycles.update({host: lifecycles[host] for host in config.services})
+        self.table.load(config, self.lifecycles)
+        if self.fast is not None:
+            self.fast.forget_pools()
+        for lifecycle, service in leaving:
+            retirement = asyncio.ensure_future(self._retire(lifecycle, service.request_timeout))
+            self._retiring[lifecycle] = retirement
+            retirement.add_done_callback(partial(self._retired, lifecycle, let_go.get(address(service))))
+        log.info("config reloaded", extra=plan.summary())
+        return plan
+
+    def _retired(self, lifecycle: ServiceLifecycle, gate: asyncio.Future[None] | None, _: object) -> None:
+        self._retiring.pop(lifecycle, None)
+        if gate is not None and not gate.done():
+            gate.set_result(None)
+
+    async def _retire(self, lifecycle: ServiceLifecycle, grace: float) -> None:
+        """Let a removed or replaced service's requests in flight (and waiting) finish, up to `grace` seconds
+        (its requestTimeout), then let it go as at shutdown: a command child is stopped, containers keep running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        try:
+            while (lifecycle.in_flight or lifecycle.waiting) and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            await lifecycle.close()
+            await lifecycle.provider.close()
+        log.info("service let go after a reload", extra={"service": lifecycle.name})
+
+    # -- shutdown ----------------------------------------------------------------------------------------
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop listening, let requests in flight finish (up to `grace`), then close everything."""
@@ -110,18 +197,20 @@ class Autostart:
         deadline = loop.time() + grace
         if self._listener is not None:
             self._listener.close()
-        for connection in list(self.proxy.fast_connections):
-            connection.close_if_idle()
-        handed_off = (
-            asyncio.ensure_future(self._handoff_server.shutdown(grace)) if self._handoff_server is not None else None
-        )
-        while any(lifecycle.in_flight for lifecycle in self.lifecycles.values()) and loop.time() < deadline:
+        if self.fast is not None:
+            self.fast.close_idle()
+        handed_off = asyncio.ensure_future(self._full.shutdown(grace)) if self._full is not None else None
+        everything = [*self.lifecycles.values(), *self._retiring]
+        while any(lifecycle.in_flight for lifecycle in everything) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         if handed_off is not None:
             await handed_off
-        for connection in list(self.proxy.fast_connections):
-            if connection.transport is not None:
-                connection.transport.close()
+        retirements = list(self._retiring.values())
+        for retirement in retirements:
+            retirement.cancel()  # closes its lifecycle and provider on the way out
+        await asyncio.gather(*retirements, return_exceptions=True)
+        if self.fast is not None:
+            self.fast.close()
         await self.proxy.close()
         for lifecycle in self.lifecycles.values():
             await lifecycle.close()

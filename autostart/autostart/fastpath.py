@@ -7,10 +7,14 @@ proxied request cost ~190 µs of CPU and reached 0.2 × direct throughput with +
 calls (a read and a write on each side), so each upstream read goes to the client in one write.
 
 It takes only what it can relay exactly: HTTP/1.1 GET/DELETE/OPTIONS without a body, no Upgrade, no Expect,
-headers within the limit, to a known host whose service is ready. Everything else — starts and waits,
-request bodies (uploads), WebSockets, HEAD, HTTP/1.0, unknown hosts, the status pages, malformed requests —
-is handed, with the bytes received so far, to the aiohttp handler (proxy.py), which then owns the connection.
-Responses of any size and framing stream back as they arrive (SSE included), with flow control.
+headers within the limit and none of the inspected ones repeated, to a known host whose service is ready.
+Everything else is handed, with the bytes received so far, to the full path (proxy.py), which then owns the
+connection. Responses of any size and framing stream back as they arrive (SSE included), with flow control.
+What is forwarded and what the proxy answers itself is forwarding.py's, the same for both paths.
+
+Three objects: `FastPath` (what the fast path owns: its client connections, its idle keep-alive connections to
+each service, its Host cache), `FastProtocol` (one client connection) and `Exchange` (one request on it, from its
+head to the end of its answer; as uvicorn keeps a request cycle apart from its protocol).
 """
 from __future__ import annotations
 
@@ -22,26 +26,86 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .proxy import HOP_BY_HOP, STATUS_PREFIX, new_request_id, parse_host
+from .forwarding import (
+    CONNECTION_REFUSED,
+    CONNECTION_RESET,
+    HOP_BY_HOP_BYTES,
+    Answer,
+    RequestHeaders,
+    not_answered,
+    request_id,
+    unreachable,
+)
+from .routes import Route, RouteTable, parse_host
+from .status import Metrics
 
 if TYPE_CHECKING:
     from aiohttp.web_protocol import RequestHandler
-
-    from .proxy import Proxy, Route
 
 log = logging.getLogger("autostart.proxy")
 
 FAST_METHODS = frozenset({b"GET", b"DELETE", b"OPTIONS"})
 MAX_HEADER_BYTES = 16 * 1024
 UPSTREAM_IDLE_SECONDS = 4.0  # below uvicorn's 5 s keep-alive, so the upstream never closes one under us
-_HOP = frozenset(h.encode() for h in HOP_BY_HOP)
-_DROP_REQUEST = _HOP | {b"expect", b"x-forwarded-for", b"x-request-id"}
-_UNSUPPORTED = frozenset({b"content-length", b"transfer-encoding", b"expect"})
-# Headers the decision or the forwarded head needs, collected while parsing (one pass over the headers).
-_SPECIAL = _UNSUPPORTED | {b"host", b"user-agent", b"connection", b"x-forwarded-for", b"x-forwarded-proto",
-                           b"x-forwarded-host", b"x-request-id"}
-_STATUS_PREFIX = STATUS_PREFIX.encode()
+HOST_CACHE_SIZE = 1024
+STATUS_PREFIX = b"/_autostart/"  # the proxy's own pages: the full path answers them
 _NO_BODY_STATUS = frozenset({204, 304})
+
+
+class FastPath:
+    """What the fast path owns: its client connections (swept by the supervisor, closed at shutdown), its idle
+    keep-alive connections to each service (by the service's base URL), and a cache of Host header → host name."""
+
+    def __init__(self, table: RouteTable, metrics: Metrics, handoff: Callable[[], RequestHandler]) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.handoff = handoff
+        self.connections: set[FastProtocol] = set()
+        self.pools: dict[str, list[UpstreamConnection]] = {}
+        self.host_names: dict[bytes, str] = {}
+
+    def protocol(self) -> FastProtocol:
+        """A protocol for a new client connection (the listener's factory)."""
+        return FastProtocol(self)
+
+    def host_name(self, host_header: bytes) -> str:
+        """The host name a Host header names ("" when it is malformed), remembered for the next requests."""
+        host = parse_host(host_header.decode("latin-1")) or ""
+        if len(self.host_names) < HOST_CACHE_SIZE:
+            self.host_names[host_header] = host
+        return host
+
+    def pool(self, route: Route) -> list[UpstreamConnection]:
+        pool = self.pools.get(route.base_url)
+        if pool is None:
+            pool = self.pools[route.base_url] = []
+        return pool
+
+    def forget_pools(self) -> None:
+        """After a reload: close the idle connections to services no route leads to any more."""
+        wanted = {route.base_url for route in self.table.by_host.values()}
+        for base_url in [url for url in self.pools if url not in wanted]:
+            for upstream in self.pools.pop(base_url):
+                upstream.close()
+
+    def sweep(self, idle_seconds: float) -> None:
+        """Run by the supervisor: close idle keep-alive connections, end requests past requestTimeout."""
+        now = time.monotonic()
+        for connection in list(self.connections):
+            connection.sweep(idle_seconds, now)
+
+    def close_idle(self) -> None:
+        for connection in list(self.connections):
+            connection.close_if_idle()
+
+    def close(self) -> None:
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        for pool in self.pools.values():
+            for upstream in list(pool):
+                upstream.close()
+        self.pools.clear()
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -89,7 +153,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
-        if lowered in _HOP:
+        if lowered in HOP_BY_HOP_BYTES:
             if lowered == b"transfer-encoding":
                 self.chunked = True
             return
@@ -158,13 +222,40 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
 
-class FastProtocol(asyncio.Protocol):
-    """A client connection. Relays plain requests itself; hands anything else to aiohttp."""
+class Exchange:
+    """One request the fast path relays, from the decision to take it to the end of its answer."""
 
-    def __init__(self, proxy: Proxy, handoff: Callable[[], RequestHandler]) -> None:
-        self.proxy = proxy
-        self.handoff_factory = handoff
+    __slots__ = ("route", "touch", "acquired", "method", "url", "inspected", "request_id", "upstream_head",
+                 "close_after", "upstream", "started_at", "head_sent", "rechunk")
+
+    def __init__(self, route: Route, touch: bool, method: bytes, url: bytes, inspected: dict[bytes, bytes],
+                 request_id: bytes, upstream_head: bytes, close_after: bool) -> None:
+        self.route = route
+        self.touch = touch
+        self.acquired = True  # counted in flight by the route's lifecycle until FastProtocol.finish
+        self.method = method
+        self.url = url
+        self.inspected = inspected
+        self.request_id = request_id
+        self.upstream_head = upstream_head
+        self.close_after = close_after
+        self.upstream: UpstreamConnection | None = None
+        self.started_at = 0.0
+        self.head_sent = False
+        self.rechunk = False  # the service's framing was undone by the parser: chunk it again for the client
+
+
+class FastProtocol(asyncio.Protocol):
+    """A client connection. Relays plain requests itself; hands anything else to the full path."""
+
+    def __init__(self, fast: FastPath) -> None:
+        self.fast = fast
         self.transport: asyncio.Transport | None = None
+        # The request being read: its target, and its headers read by the forwarding policy as they are parsed
+        # (httptools calls `on_header`, bound here once per connection, for each one).
+        self.url = b""
+        self.headers = RequestHeaders()
+        self.on_header = self.headers.add
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"unknown"
         self.raw: list[bytes] = []  # bytes since the current request began, to replay on a hand-off
@@ -173,35 +264,21 @@ class FastProtocol(asyncio.Protocol):
         self.replayable = True
         self.handing_off = False
         self.pipelined = False
-        self.dispatched = False
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
-        self.route: Route | None = None
-        self.touch = True
-        self.upstream_head = b""
-        self.upstream: UpstreamConnection | None = None
-        self.acquired = False
-        self.head_sent = False
-        self.rechunk = False
-        self.close_after = False
-        self.special: dict[bytes, bytes] = {}
-        self.unsupported = False
-        self.request_id = b""
-        self.started_at = 0.0
         self.last_active = 0.0
+        self.admitted: Exchange | None = None  # taken by the fast path, its body (none) still being read
+        self.exchange: Exchange | None = None  # being relayed
 
     # -- client side: parsing and the decision -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.last_active = time.monotonic()
-        self.proxy.fast_connections.add(self)
+        self.fast.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0] if peer else "unknown").encode()
 
     def data_received(self, data: bytes) -> None:
-        if self.dispatched:
+        if self.exchange is not None:
             # A next request before this one is answered (pipelining): not served here; the connection is
             # closed after this response and the client sends it again. Reading goes on so that a client
             # that goes away is noticed at once.
@@ -215,15 +292,15 @@ class FastProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.handing_off = True
         except httptools.HttpParserError:
-            if not self.dispatched:
-                self.handing_off = True  # aiohttp answers it in JSON (400/414/431)
+            if self.exchange is None:
+                self.handing_off = True  # the full path answers it in JSON (400/414/431)
             else:
-                self.close_after = True
-        if self.handing_off and not self.dispatched:
+                self.exchange.close_after = True
+        if self.handing_off and self.exchange is None:
             self._hand_off()
 
     def on_message_begin(self) -> None:
-        if self.dispatched:
+        if self.exchange is not None:
             self.pipelined = True  # a second request in the same chunk: not served here (see data_received)
         if self.handing_off or self.pipelined:
             return
@@ -233,116 +310,76 @@ class FastProtocol(asyncio.Protocol):
             self.raw = self.raw[-1:]
         self.fresh_chunk = False
         self.url = b""
-        self.headers = []
-        self.header_bytes = 0
-        self.special = {}
-        self.unsupported = False
+        self.headers.clear()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4
-        lowered = name.lower()
-        if lowered in _SPECIAL:
-            if lowered in _UNSUPPORTED or lowered in self.special:
-                self.unsupported = True  # a body, 100-continue, or a repeated Host/Connection: the full path
-            self.special[lowered] = value
-        if lowered not in _DROP_REQUEST:
-            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.fresh_chunk = False
         if self.handing_off or self.pipelined:
             return
-        route = self._fast_route()
-        if route is None:
+        self.admitted = self._admit()
+        if self.admitted is None:
             self.handing_off = True
-            return
-        self.route = route
 
     def on_body(self, body: bytes) -> None:
         self.fresh_chunk = False
 
     def on_message_complete(self) -> None:
         self.fresh_chunk = False
-        if self.handing_off or self.pipelined or self.dispatched or self.route is None:
-            return
-        self._dispatch()
+        admitted, self.admitted = self.admitted, None
+        if admitted is not None:
+            if self.handing_off:
+                self._finish(admitted)
+            else:
+                self._dispatch(admitted)
 
-    def _fast_route(self) -> Route | None:
-        """The route when this request can be relayed here, else None (hand it off)."""
+    def _admit(self) -> Exchange | None:
+        """The exchange when this request is relayed here (its service then counts it in flight), else None."""
         parser = self.parser
-        special = self.special
-        if (self.unsupported or parser.get_method() not in FAST_METHODS or parser.get_http_version() != "1.1"
-                or parser.should_upgrade() or self.header_bytes > MAX_HEADER_BYTES or self.url[:1] != b"/"
-                or self.url.startswith(_STATUS_PREFIX)):
-            return None
-        host_header = special.get(b"host")
+        method = parser.get_method()
+        headers = self.headers
+        inspected = headers.inspected
+        url = self.url
+        if (headers.repeated or method not in FAST_METHODS or parser.get_http_version() != "1.1"
+                or parser.should_upgrade() or headers.size > MAX_HEADER_BYTES or url[:1] != b"/"
+                or url.startswith(STATUS_PREFIX) or b"content-length" in inspected
+                or b"transfer-encoding" in inspected or b"expect" in inspected):
+            return None  # a body, 100-continue, an upgrade, a repeated Host…: the full path
+        host_header = inspected.get(b"host")
         if host_header is None:
             return None
-        host = self.proxy.host_cache.get(host_header)
-        if host is None:
-            host = parse_host(host_header.decode("latin-1")) or ""
-            if len(self.proxy.host_cache) < 1024:
-                self.proxy.host_cache[host_header] = host
-        route = self.proxy.routes.get(host)
+        fast = self.fast
+        host = fast.host_names.get(host_header)
+        route = fast.table.by_host.get(host if host is not None else fast.host_name(host_header))
         if route is None:
             return None
-        agent = special.get(b"user-agent")
-        touch = route.ignored_agents is None or not route.ignored_agents.search(agent.decode("latin-1") if agent else "")
+        touch = route.ignored_agents is None or not route.ignores(inspected.get(b"user-agent"))
         if not route.lifecycle.try_acquire(touch=touch):
             return None  # asleep or starting: the full path wakes it and waits
-        self.touch = touch
-        self.acquired = True
-        connection = special.get(b"connection")
-        if connection is not None and b"close" in connection.lower():
-            self.close_after = True
-        self.upstream_head = self._upstream_head(connection)
-        return route
-
-    def _upstream_head(self, connection: bytes | None) -> bytes:
-        special = self.special
-        headers = self.headers
-        if connection is not None:
-            listed = {t.strip().lower() for t in connection.split(b",")} - {b"close", b"keep-alive"}
-            if listed:
-                headers = [(n, v) for n, v in headers if n.lower() not in listed]
-        lines = [self.parser.get_method(), b" ", self.url, b" HTTP/1.1\r\n"]
-        for name, value in headers:
-            lines += [name, b": ", value, b"\r\n"]
-        forwarded_for = special.get(b"x-forwarded-for")
-        lines += [b"X-Forwarded-For: ", forwarded_for + b", " + self.peer if forwarded_for else self.peer, b"\r\n"]
-        if b"x-forwarded-proto" not in special:
-            lines.append(b"X-Forwarded-Proto: http\r\n")
-        if b"x-forwarded-host" not in special:
-            lines += [b"X-Forwarded-Host: ", special.get(b"host", b""), b"\r\n"]
-        request_id = special.get(b"x-request-id")
-        if not request_id or len(request_id) > 128:
-            request_id = new_request_id().encode()
-        self.request_id = request_id
-        lines += [b"X-Request-ID: ", request_id, b"\r\n\r\n"]
-        return b"".join(lines)
+        connection = inspected.get(b"connection")
+        rid = request_id(inspected.get(b"x-request-id"))
+        return Exchange(route, touch, method, url, inspected, rid, headers.request_head(method, url, self.peer, rid),
+                        connection is not None and b"close" in connection.lower())
 
     # -- relaying ---------------------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        route = self.route
-        assert route is not None and self.transport is not None
-        self.dispatched = True
-        self.head_sent = False
-        self.started_at = now = time.monotonic()
-        pool = self.proxy.upstream_pool(route)
+    def _dispatch(self, exchange: Exchange) -> None:
+        route = exchange.route
+        self.exchange = exchange
+        exchange.started_at = now = time.monotonic()
+        pool = self.fast.pools.get(route.base_url) or self.fast.pool(route)
         while pool:
             upstream = pool.pop()
             if not upstream.closed and now - upstream.idle_since < UPSTREAM_IDLE_SECONDS:
-                self.upstream = upstream
-                upstream.send(self.upstream_head, self)
+                exchange.upstream = upstream
+                upstream.send(exchange.upstream_head, self)
                 return
             upstream.close()
-        asyncio.ensure_future(self._connect(route, pool))
+        asyncio.ensure_future(self._connect(exchange, route, pool))
 
-    async def _connect(self, route: Route, pool: list[UpstreamConnection]) -> None:
+    async def _connect(self, exchange: Exchange, route: Route, pool: list[UpstreamConnection]) -> None:
         loop = asyncio.get_running_loop()
         try:
             _, upstream = await loop.create_connection(
@@ -350,43 +387,46 @@ class FastProtocol(asyncio.Protocol):
             )
         except OSError:
             # Refused: maybe stopped from outside. The full path checks, wakes and retries, or answers 502.
-            self._finish_request()
+            self._finish(exchange)
             if self.replayable and not self.pipelined and self.transport is not None and not self.transport.is_closing():
                 self._hand_off()
             else:
-                name = route.service.name.encode()
-                self._error(502, b'{"error": "%s is unreachable: connection refused", "service": "%s"}' % (name, name))
+                self._answer(route, unreachable(route.service.name, CONNECTION_REFUSED))
             return
-        if not self.dispatched or self.transport is None or self.transport.is_closing():
+        if self.exchange is not exchange or self.transport is None or self.transport.is_closing():
             upstream.close()
             return
-        self.upstream = upstream
-        upstream.send(self.upstream_head, self)
+        exchange.upstream = upstream
+        upstream.send(exchange.upstream_head, self)
 
     def response_head(self, status: int, reason: bytes, head_lines: list[bytes], has_length: bool) -> None:
-        assert self.route is not None and self.transport is not None
+        exchange = self.exchange
+        assert exchange is not None and self.transport is not None
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason), *head_lines]
         # The service's own chunking was undone by the parser (Transfer-Encoding is hop-by-hop): re-frame.
-        self.rechunk = status not in _NO_BODY_STATUS and not has_length
-        if self.rechunk:
+        exchange.rechunk = status not in _NO_BODY_STATUS and not has_length
+        if exchange.rechunk:
             lines.append(b"Transfer-Encoding: chunked\r\n")
-        if self.close_after or self.pipelined:
+        if exchange.close_after or self.pipelined:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
         self.pending.append(b"".join(lines))
-        self.head_sent = True
-        self.proxy.metrics.count_request(self.route.service.name, status)
-        if self.proxy.access_log:
+        exchange.head_sent = True
+        service = exchange.route.service.name
+        self.fast.metrics.count_request(service, status)
+        if self.fast.table.access_log:
             log.info("request", extra={
-                "service": self.route.service.name, "requestId": self.request_id.decode("latin-1"),
-                "method": self.parser.get_method().decode(), "path": self.url.split(b"?", 1)[0].decode("latin-1"),
-                "status": status, "userAgent": self.special.get(b"user-agent", b"").decode("latin-1"), "fastPath": True,
+                "service": service, "requestId": exchange.request_id.decode("latin-1"),
+                "method": exchange.method.decode(), "path": exchange.url.split(b"?", 1)[0].decode("latin-1"),
+                "status": status, "userAgent": exchange.inspected.get(b"user-agent", b"").decode("latin-1"),
+                "fastPath": True,
             })
 
     def response_body(self, body: bytes) -> None:
-        if self.transport is None:
+        exchange = self.exchange
+        if self.transport is None or exchange is None:
             return
-        if self.rechunk:
+        if exchange.rechunk:
             self.pending += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
             self.pending.append(body)
@@ -397,87 +437,85 @@ class FastProtocol(asyncio.Protocol):
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def response_done(self) -> None:
-        if self.transport is None:
+        exchange = self.exchange
+        if self.transport is None or exchange is None:
             return
-        if self.rechunk:
+        if exchange.rechunk:
             self.pending.append(b"0\r\n\r\n")
         self.flush()
-        self.upstream = None
-        self._finish_request()
-        if self.close_after or self.pipelined:
+        self._finish(exchange)
+        if exchange.close_after or self.pipelined:
             self.transport.close()
         else:
             self.raw = []
             self.replayable = True
-            self.route = None
             self.last_active = time.monotonic()
 
     def upstream_failed(self, before_head: bool) -> None:
         # Never sent again, not even on a reused keep-alive connection: the service may have read the request
         # and died handling it (a GET that crashes it would run twice). Only a refused connect is replayed.
-        self.upstream = None
-        name = self.route.service.name if self.route else "?"
+        exchange = self.exchange
+        if exchange is None:
+            return
+        route = exchange.route
         log.warning("upstream failed", extra={
-            "service": name, "requestId": self.request_id.decode("latin-1"),
-            "reason": "connection reset by the service", "detail": "before the response" if before_head
-            else "during the response", "fastPath": True,
+            "service": route.service.name, "requestId": exchange.request_id.decode("latin-1"),
+            "reason": CONNECTION_RESET, "detail": "before the response" if before_head else "during the response",
+            "fastPath": True,
         })
-        if self.route is not None:
-            self.route.lifecycle.upstream_failed()
-        self._finish_request()
+        route.lifecycle.upstream_failed()
+        self._finish(exchange)
         if before_head:
-            encoded = name.encode()
-            self._error(502, b'{"error": "%s is unreachable: connection reset by the service", "service": "%s"}'
-                        % (encoded, encoded))
+            self._answer(route, unreachable(route.service.name, CONNECTION_RESET))
         elif self.transport is not None:
             self.flush()
             self.transport.close()  # the response had begun: cutting the connection is the only signal left
 
-    def _timed_out(self) -> None:
-        upstream, self.upstream = self.upstream, None
+    def _timed_out(self, exchange: Exchange, route: Route) -> None:
+        upstream, exchange.upstream = exchange.upstream, None
         if upstream is not None:
             upstream.client = None
             upstream.close()
-        name = self.route.service.name if self.route else "?"
-        timeout = self.route.service.request_timeout if self.route else 0
-        head_sent = self.head_sent
-        self._finish_request()
-        if head_sent:
+        self._finish(exchange)
+        if exchange.head_sent:
             if self.transport is not None:
                 self.transport.close()
         else:
-            self._error(504, b'{"error": "%s did not answer within %gs", "service": "%s"}'
-                        % (name.encode(), timeout, name.encode()))
+            self._answer(route, not_answered(route.service.name, route.service.request_timeout))
 
-    def _finish_request(self) -> None:
-        if self.acquired and self.route is not None:
-            self.acquired = False
-            self.route.lifecycle.release(touch=self.touch)
-        self.dispatched = False
+    def _finish(self, exchange: Exchange) -> None:
+        """The request is over (answered, failed or abandoned): its service no longer counts it in flight."""
+        if exchange.acquired:
+            exchange.acquired = False
+            exchange.route.lifecycle.release(touch=exchange.touch)
+        exchange.upstream = None
+        if self.exchange is exchange:
+            self.exchange = None
 
-    def _error(self, status: int, body: bytes) -> None:
+    def _answer(self, route: Route, answer: Answer) -> None:
+        """One of the proxy's own answers, the connection closed after it (forwarding.py says what and how)."""
         if self.transport is None or self.transport.is_closing():
             return
-        if self.route is not None:
-            self.proxy.metrics.count_request(self.route.service.name, status)
-        phrase = {502: b"Bad Gateway", 504: b"Gateway Timeout"}.get(status, b"Error")
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                             b"Connection: close\r\n\r\n%b" % (status, phrase, len(body), body))
-        self.transport.close()
+        self.fast.metrics.count_request(route.service.name, answer.status)
+        self.transport.write(answer.http11())
+        if answer.close:
+            self.transport.close()
 
     def _hand_off(self) -> None:
-        """Give the connection, and the bytes of the current request, to the aiohttp handler."""
+        """Give the connection, and the bytes of the current request, to the full path's aiohttp handler."""
         transport = self.transport
         if transport is None:
             return
-        if self.acquired:
-            self._finish_request()
+        for taken in (self.admitted, self.exchange):
+            if taken is not None:
+                self._finish(taken)
+        self.admitted = None
         if not self.replayable:
             # An earlier request's tail shares the buffer: the bytes cannot be replayed exactly.
             transport.close()
             return
-        self.proxy.fast_connections.discard(self)
-        handler = self.handoff_factory()
+        self.fast.connections.discard(self)
+        handler = self.fast.handoff()
         transport.set_protocol(handler)
         handler.connection_made(transport)
         data = b"".join(self.raw)
@@ -488,34 +526,39 @@ class FastProtocol(asyncio.Protocol):
         transport.resume_reading()
 
     def pause_writing(self) -> None:
-        if self.upstream is not None:
-            self.upstream.pause_reading()
+        if self.exchange is not None and self.exchange.upstream is not None:
+            self.exchange.upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.upstream is not None:
-            self.upstream.resume_reading()
+        if self.exchange is not None and self.exchange.upstream is not None:
+            self.exchange.upstream.resume_reading()
 
     def close_if_idle(self) -> None:
-        if not self.dispatched and self.transport is not None:
+        if self.exchange is None and self.transport is not None:
             self.transport.close()
 
     def sweep(self, idle_seconds: float, now: float) -> None:
-        """Run by the supervisor: close an idle keep-alive connection, end a request past requestTimeout."""
+        """Close an idle keep-alive connection; end a request past requestTimeout."""
         if self.transport is None:
             return
-        if self.dispatched:
-            if self.route is not None and now - self.started_at > self.route.service.request_timeout:
-                self._timed_out()
+        exchange = self.exchange
+        if exchange is not None:
+            if now - exchange.started_at > exchange.route.service.request_timeout:
+                self._timed_out(exchange, exchange.route)
         elif now - self.last_active > idle_seconds:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.proxy.fast_connections.discard(self)
+        self.fast.connections.discard(self)
         if self.transport is None:
             return  # handed off: aiohttp owns it now
         self.transport = None
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            upstream.client = None
-            upstream.close()  # the client went away: the upstream request is cancelled
-        self._finish_request()
+        if self.admitted is not None:
+            self._finish(self.admitted)
+        exchange = self.exchange
+        if exchange is not None:
+            upstream = exchange.upstream
+            if upstream is not None:
+                upstream.client = None
+                upstream.close()  # the client went away: the upstream request is cancelled
+            self._finish(exchange)

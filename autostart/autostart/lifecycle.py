@@ -160,6 +160,13 @@ class ServiceLifecycle:
         self._stop_task: asyncio.Task[None] | None = None
         self._recheck_task: asyncio.Future[None] | None = None
 
+    def retune(self, timing: Timing, activity: ActivityProbe | None) -> None:
+        """New settings from a config reload, in force from the next decision on. The state, the requests in flight
+        and waiting, a start or stop under way and the back-off are kept (a waiting request keeps the deadline it
+        arrived with)."""
+        self.timing = timing
+        self.activity = activity
+
     # -- requests ---------------------------------------------------------------------------------
 
     def try_acquire(self, *, touch: bool = True) -> bool:

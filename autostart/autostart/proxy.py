@@ -1,43 +1,49 @@
-"""The hot path: route by Host, let the lifecycle admit the request, stream it to the service and back.
+"""The full path: every request the fast path (fastpath.py) does not relay itself, through aiohttp's server and
+client. That is a request to a service that is not ready (it wakes the service and waits, or gets the 503/504
+that says why not), a request with a body (uploads), a WebSocket, HEAD, HTTP/1.0, a repeated Host or similar, a
+pipelined request, an unknown host, the proxy's own status pages, and a request that cannot be parsed (a JSON
+4xx). Every connection starts on the fast path, which hands such a request over with the bytes read so far.
 
-aiohttp's low-level server (C parser, no router) and one shared ClientSession with a keep-alive pool to
-every upstream; bodies are streamed chunk by chunk in both directions, never held whole. Domain errors are
-turned into HTTP responses here and nowhere else. Nothing is formatted or logged for a request that goes
-well unless the access log is on.
+Bodies stream chunk by chunk in both directions, never held whole; one shared ClientSession keeps a keep-alive
+pool to every upstream. What is forwarded and what the proxy answers when a service fails it is forwarding.py's,
+the same as on the fast path; the domain errors of a wake (errors.py) are turned into HTTP responses here and
+nowhere else. Nothing is formatted or logged for a request that goes well unless the access log is on.
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
-import json
 import logging
 import math
-import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
-from .config import AutostartConfig, ServiceConfig
 from .errors import ServiceFailed, StartFailed, StartTimeout, TooManyWaiting
+from .forwarding import (
+    CONNECTION_REFUSED,
+    CONNECTION_RESET,
+    HOP_BY_HOP_BYTES,
+    Answer,
+    RequestHeaders,
+    not_answered,
+    request_id,
+    unreachable,
+)
 from .lifecycle import ServiceLifecycle
 from .pages import REFRESH_SECONDS, starting_page
+from .routes import Route, RouteTable, parse_host
 from .status import Metrics, status_document
 
 log = logging.getLogger("autostart.proxy")
 
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-     "trailer", "transfer-encoding", "upgrade"}
-)
 WEBSOCKET_MAX_MESSAGE_BYTES = 32 * 2**20
 """aiohttp gathers a whole WebSocket message before relaying it: bounded, so one client cannot exhaust the memory of
 the proxy in front of every service (above the services' own 24 MiB limit, so they answer the too-large ones)."""
@@ -46,108 +52,30 @@ WEBSOCKET_HANDSHAKE = frozenset(
 )
 # aiohttp's client would add these when the client did not send them; a proxy must not.
 SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-_HOST = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?$")
 STATUS_PREFIX = "/_autostart/"
-_REQUEST_ID = "autostart.request_id"
-RETRY_AFTER_STARTING = 5
 STREAM_CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024
 
 
-@dataclass
-class Route:
-    """One service as the hot path needs it, computed once at start-up."""
-
-    host: str
-    service: ServiceConfig
-    lifecycle: ServiceLifecycle
-    base_url: str
-    timeout: aiohttp.ClientTimeout
-    ignored_agents: re.Pattern[str] | None = None
-    retry_after: str = field(default="")
-
-    @classmethod
-    def build(cls, host: str, service: ServiceConfig, lifecycle: ServiceLifecycle, global_agents: list[str]) -> Route:
-        patterns = [*global_agents, *service.ignore_user_agents]
-        upstream = f"[{service.upstream_host}]" if ":" in service.upstream_host else service.upstream_host
-        return cls(
-            host=host,
-            service=service,
-            lifecycle=lifecycle,
-            base_url=f"http://{upstream}:{service.proxy_port}",
-            timeout=aiohttp.ClientTimeout(total=service.request_timeout, sock_connect=10),
-            ignored_agents=re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None,
-            retry_after=str(max(1, min(RETRY_AFTER_STARTING, int(service.start_timeout)))),
-        )
-
-    def ignores(self, request: web.BaseRequest) -> bool:
-        return self.ignored_agents is not None and bool(
-            self.ignored_agents.search(request.headers.get("User-Agent", ""))
-        )
-
-
-def json_response(status: int, body: Mapping[str, Any], *, retry_after: str | None = None,
-                  close: bool = False) -> web.Response:
-    headers = {"Cache-Control": "no-store"}
-    if retry_after:
-        headers["Retry-After"] = retry_after
-    response = web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
-    if close:
+def respond(answer: Answer) -> web.Response:
+    """One of the proxy's own answers (forwarding.Answer) as aiohttp's response."""
+    response = web.Response(status=answer.status, body=answer.payload(), headers=answer.headers())
+    if answer.close:
         response.force_close()
     return response
 
 
-def parse_host(header: str | None) -> str | None:
-    """The host name of a Host header, lower-cased, port dropped; None when it is not a valid Host."""
-    if not header:
-        return None
-    match = _HOST.match(header.strip())
-    if match is None or (match["port"] is not None and int(match["port"]) > 65535):
-        return None
-    if match["v6"] is not None:
-        return match["v6"].lower()
-    return match["name"].lower().rstrip(".")
-
-
-_REQUEST_ID_PREFIX = os.urandom(4).hex()
-_request_numbers = itertools.count(1)
-
-
-def new_request_id() -> str:
-    """16 hex digits: this process's random prefix and a counter (unique here, and no system call per request)."""
-    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFF:08x}"
-
-
-def request_id(request: web.BaseRequest) -> str:
-    """The client's X-Request-ID when it is sane, else a new one; the same for the whole request (and the
-    service's logs, which read the header we forward)."""
-    known = request.get(_REQUEST_ID)
-    if known is None:
-        given = request.headers.get("X-Request-ID", "")
-        known = given if 0 < len(given) <= 128 and given.isascii() and given.isprintable() else new_request_id()
-        request[_REQUEST_ID] = known
-    return known
+def _text(raw: bytes) -> str:
+    # As aiohttp decodes headers itself; its client encodes them back the same way.
+    return raw.decode("utf-8", "surrogateescape")
 
 
 class Proxy:
-    def __init__(self, config: AutostartConfig, lifecycles: Mapping[str, ServiceLifecycle], metrics: Metrics) -> None:
-        self.config = config
+    def __init__(self, table: RouteTable, lifecycles: Mapping[str, ServiceLifecycle], metrics: Metrics) -> None:
+        self.table = table
         self.lifecycles = lifecycles
         self.metrics = metrics
-        self.routes = {
-            host: Route.build(host, service, lifecycles[host], config.ignore_user_agents)
-            for host, service in config.services.items()
-        }
-        self.status_hosts = frozenset(h.lower() for h in config.status_hosts)
-        self.access_log = config.access_log
         self.session: aiohttp.ClientSession | None = None
-        self._upstream_pools: dict[str, list[Any]] = {host: [] for host in self.routes}
-        self.fast_connections: set[Any] = set()  # fastpath.FastProtocol connections, closed at shutdown
-        self.host_cache: dict[bytes, str] = {}  # raw Host header → host name, for the fast path
-
-    def upstream_pool(self, route: Route) -> list[Any]:
-        """Idle keep-alive connections of the fast path to this route's service."""
-        return self._upstream_pools[route.host]
 
     async def open(self) -> None:
         # Idle pooled connections are closed before uvicorn's own 5 s keep-alive expiry closes them under us.
@@ -172,69 +100,74 @@ class Proxy:
     # -- routing and admission -------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        host = parse_host(request.headers.get("Host"))
+        headers = RequestHeaders()  # read by the same rules as on the fast path
+        for name, value in request.raw_headers:
+            headers.add(name, value)
+        given_host = headers.inspected.get(b"host")
+        host = parse_host(given_host.decode("latin-1")) if given_host is not None else None
         if host is None:
-            return json_response(400, {"error": "missing or malformed Host header"}, close=True)
-        route = self.routes.get(host)
+            return respond(Answer(400, {"error": "missing or malformed Host header"}, close=True))
+        route = self.table.by_host.get(host)
         if route is None:
             if request.raw_path.startswith(STATUS_PREFIX) and self._may_see_status(request, host):
                 return self._status(request)
-            return json_response(404, {"error": "unknown host", "host": host})
+            return respond(Answer(404, {"error": "unknown host", "host": host}))
         if not request.raw_path.startswith("/"):
-            return self._count(route, json_response(400, {"error": "request target must be a path", "service": route.service.name}))
+            return self._count(route, respond(Answer(400, {"error": "request target must be a path",
+                                                           "service": route.service.name})))
 
+        rid = request_id(headers.inspected.get(b"x-request-id"))
         lifecycle = route.lifecycle
-        touch = not route.ignores(request)
+        touch = not route.ignores(headers.inspected.get(b"user-agent"))
         for attempt in (1, 2):
             if not lifecycle.try_acquire(touch=touch):
-                refusal = await self._admit(request, route, touch)
+                refusal = await self._admit(request, route, touch, rid)
                 if refusal is not None:
                     return self._count(route, refusal)
             try:
-                response = await self._forward(request, route, may_retry=attempt == 1 and touch)
+                response = await self._forward(request, route, headers, rid, may_retry=attempt == 1 and touch)
             except _ServiceGone:
                 continue  # it was stopped from outside: admit again, which wakes it
             finally:
                 lifecycle.release(touch=touch)
-            return self._count(route, response, request)
+            return self._count(route, response, request, rid)
         raise AssertionError("unreachable: the second attempt never raises _ServiceGone")
 
-    async def _admit(self, request: web.BaseRequest, route: Route, touch: bool) -> web.StreamResponse | None:
+    async def _admit(self, request: web.BaseRequest, route: Route, touch: bool,
+                     rid: bytes) -> web.StreamResponse | None:
         """Wait for (or kick off) the wake; return a response when the request cannot go through now."""
         name = route.service.name
         if not touch:
-            return json_response(
-                503, {"error": "service is asleep; this User-Agent does not wake it", "service": name},
-                retry_after=route.retry_after,
-            )
+            return respond(Answer(503, {"error": "service is asleep; this User-Agent does not wake it",
+                                        "service": name}, retry_after=route.retry_after))
         if not route.service.blocking:
             route.lifecycle.wake()
             return self._starting(request, route)
         try:
             await route.lifecycle.acquire()
         except StartTimeout as exc:
-            return json_response(
+            return respond(Answer(
                 504,
                 {"error": f"{name} did not become ready within {exc.timeout:g}s", "service": name,
                  "waited": round(exc.waited, 3), "state": route.lifecycle.state.value},
                 retry_after=route.retry_after,
-            )
+            ))
         except TooManyWaiting as exc:
-            return json_response(503, {"error": exc.message, "service": name}, retry_after=route.retry_after)
+            return respond(Answer(503, {"error": exc.message, "service": name}, retry_after=route.retry_after))
         except ServiceFailed as exc:
             # The service said why it cannot start (e.g. its model cannot be loaded): a 503 with that reason, and
             # Retry-After for when the proxy will try again.
             log.warning("request refused: the service cannot start",
-                        extra={"service": name, "requestId": request_id(request), "reason": exc.message})
+                        extra={"service": name, "requestId": rid.decode(), "reason": exc.message})
             retry = math.ceil(route.lifecycle.backoff_left()) or int(route.retry_after or 1)
-            return json_response(503, {"error": f"{name} cannot start: {exc.message}", "service": name,
-                                       "state": route.lifecycle.state.value, "retryAfterSeconds": retry},
-                                 retry_after=str(retry))
+            return respond(Answer(503, {"error": f"{name} cannot start: {exc.message}", "service": name,
+                                        "state": route.lifecycle.state.value, "retryAfterSeconds": retry},
+                                  retry_after=str(retry)))
         except StartFailed as exc:
             log.warning("request refused: start failed",
-                        extra={"service": name, "requestId": request_id(request), "reason": exc.message})
-            return json_response(502, {"error": f"could not start {name}: {exc.message}", "service": name},
-                                 retry_after=route.retry_after)
+                        extra={"service": name, "requestId": rid.decode(), "reason": exc.message})
+            return respond(Answer(502, {"error": f"could not start {name}: {exc.message}", "service": name},
+                                  retry_after=route.retry_after))
         return None
 
     def _starting(self, request: web.BaseRequest, route: Route) -> web.Response:
@@ -248,45 +181,31 @@ class Proxy:
                                 "state": route.lifecycle.state.value}
         if route.lifecycle.last_error:
             body["lastError"] = route.lifecycle.last_error
-        return json_response(503, body, retry_after=route.retry_after)
+        return respond(Answer(503, body, retry_after=route.retry_after))
 
-    def _count(self, route: Route, response: web.StreamResponse, request: web.BaseRequest | None = None) -> web.StreamResponse:
+    def _count(self, route: Route, response: web.StreamResponse, request: web.BaseRequest | None = None,
+               rid: bytes = b"") -> web.StreamResponse:
         self.metrics.count_request(route.service.name, response.status)
-        if self.access_log and request is not None:
+        if self.table.access_log and request is not None:
             log.info("request", extra={
-                "service": route.service.name, "requestId": request_id(request), "method": request.method,
+                "service": route.service.name, "requestId": rid.decode(), "method": request.method,
                 "path": request.path, "status": response.status, "userAgent": request.headers.get("User-Agent"),
             })
         return response
 
     # -- forwarding ----------------------------------------------------------------------------------
 
-    def _upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
-        incoming: CIMultiDictProxy[str] = request.headers
-        connection_tokens = {t.strip().lower() for t in incoming.get("Connection", "").split(",") if t.strip()}
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in incoming.items():
-            lowered = name.lower()
-            if lowered in HOP_BY_HOP or lowered in connection_tokens or lowered == "expect":
-                continue
-            headers.add(name, value)
-        headers["X-Request-ID"] = request_id(request)
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        client_ip = peer[0] if peer else "unknown"
-        previous = incoming.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{previous}, {client_ip}" if previous else client_ip
-        if "X-Forwarded-Proto" not in headers:
-            headers["X-Forwarded-Proto"] = request.scheme
-        if "X-Forwarded-Host" not in headers:
-            headers["X-Forwarded-Host"] = incoming.get("Host", "")
-        return headers
-
-    async def _forward(self, request: web.BaseRequest, route: Route, may_retry: bool) -> web.StreamResponse:
+    async def _forward(self, request: web.BaseRequest, route: Route, incoming: RequestHeaders, rid: bytes,
+                       may_retry: bool) -> web.StreamResponse:
         assert self.session is not None, "Proxy.open() not called"
-        headers = self._upstream_headers(request)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        headers = CIMultiDict(
+            (_text(name), _text(value))
+            for name, value in incoming.forwarded((peer[0] if peer else "unknown").encode(), rid)
+        )
         url = URL(route.base_url + request.raw_path, encoded=True)
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self._websocket(request, route, url, headers)
+            return await self._websocket(request, route, url, headers, rid)
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         response: web.StreamResponse | None = None
@@ -296,7 +215,8 @@ class Proxy:
                 allow_redirects=False, timeout=route.timeout, compress=False,
             ) as upstream:
                 response_headers = CIMultiDict(
-                    (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                    (_text(name), _text(value)) for name, value in upstream.raw_headers
+                    if name.lower() not in HOP_BY_HOP_BYTES
                 )
                 length = upstream.content_length
                 if length is not None and length <= SMALL_BODY and request.method != "HEAD":
@@ -315,27 +235,26 @@ class Proxy:
             # Refused before a byte of the body was read, so the request can go again once the service is up.
             if may_retry and not await route.lifecycle.verify_running():
                 raise _ServiceGone from exc
-            return self._upstream_failed(request, route, response, "connection refused", exc)
+            return self._upstream_failed(request, route, rid, response, CONNECTION_REFUSED, exc)
         except asyncio.TimeoutError as exc:
             if response is not None:
                 raise _abort(request) from exc
-            return json_response(504, {"error": f"{route.service.name} did not answer within "
-                                                f"{route.service.request_timeout:g}s", "service": route.service.name})
+            return respond(not_answered(route.service.name, route.service.request_timeout))
         except (aiohttp.ClientError, ConnectionResetError) as exc:
-            return self._upstream_failed(request, route, response, "connection reset by the service", exc)
+            return self._upstream_failed(request, route, rid, response, CONNECTION_RESET, exc)
 
-    def _upstream_failed(self, request: web.BaseRequest, route: Route, response: web.StreamResponse | None,
-                         what: str, exc: BaseException) -> web.StreamResponse:
+    def _upstream_failed(self, request: web.BaseRequest, route: Route, rid: bytes,
+                         response: web.StreamResponse | None, what: str, exc: BaseException) -> web.StreamResponse:
         name = route.service.name
-        log.warning("upstream failed", extra={"service": name, "requestId": request_id(request), "reason": what,
+        log.warning("upstream failed", extra={"service": name, "requestId": rid.decode(), "reason": what,
                                                 "detail": f"{type(exc).__name__}: {exc}"})
         route.lifecycle.upstream_failed()
         if response is not None and response.prepared:
             raise _abort(request) from exc
-        return json_response(502, {"error": f"{name} is unreachable: {what}", "service": name})
+        return respond(unreachable(name, what))
 
-    async def _websocket(self, request: web.BaseRequest, route: Route, url: URL,
-                         headers: CIMultiDict[str]) -> web.StreamResponse:
+    async def _websocket(self, request: web.BaseRequest, route: Route, url: URL, headers: CIMultiDict[str],
+                         rid: bytes) -> web.StreamResponse:
         assert self.session is not None
         protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         for name in list(headers):
@@ -347,11 +266,11 @@ class Proxy:
                 timeout=aiohttp.ClientWSTimeout(ws_close=10),
             )
         except aiohttp.WSServerHandshakeError as exc:
-            return json_response(exc.status if 400 <= exc.status < 600 else 502,
-                                 {"error": f"{route.service.name} refused the WebSocket upgrade",
-                                  "service": route.service.name})
+            return respond(Answer(exc.status if 400 <= exc.status < 600 else 502,
+                                  {"error": f"{route.service.name} refused the WebSocket upgrade",
+                                   "service": route.service.name}))
         except (aiohttp.ClientError, OSError) as exc:
-            return self._upstream_failed(request, route, None, "connection refused", exc)
+            return self._upstream_failed(request, route, rid, None, CONNECTION_REFUSED, exc)
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
                                        autoping=True, max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES)
         async with upstream:
@@ -370,7 +289,7 @@ class Proxy:
     # -- status ----------------------------------------------------------------------------------------
 
     def _may_see_status(self, request: web.BaseRequest, host: str) -> bool:
-        if host in self.status_hosts:
+        if host in self.table.status_hosts:
             return True
         peer = request.transport.get_extra_info("peername") if request.transport else None
         try:
@@ -380,15 +299,15 @@ class Proxy:
 
     def _status(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
-            return json_response(405, {"error": "method not allowed"})
+            return respond(Answer(405, {"error": "method not allowed"}))
         if request.path == "/_autostart/status":
-            return json_response(200, status_document(self.lifecycles))
+            return respond(Answer(200, status_document(self.lifecycles)))
         if request.path == "/_autostart/metrics":
             return web.Response(body=self.metrics.exposition(),
                                 headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
         if request.path == "/_autostart/health":
-            return json_response(200, {"status": "ok"})
-        return json_response(404, {"error": "not found", "path": request.path})
+            return respond(Answer(200, {"status": "ok"}))
+        return respond(Answer(404, {"error": "not found", "path": request.path}))
 
 
 async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
@@ -460,7 +379,7 @@ class _JsonErrorHandler(RequestHandler):
         else:
             # The parser's own message may quote the request (tokens in a URL or a header): never echo it.
             body = {"error": "malformed request", "detail": _parse_error_detail(status, exc)}
-        return json_response(status, body, close=True)
+        return respond(Answer(status, body, close=True))
 
 
 class Server(web.Server):
