@@ -1,11 +1,19 @@
 """The embedded diarizer: works on a fresh machine, from models that ship inside PyPI packages.
 
 Speech regions come from the Silero VAD bundled with faster-whisper, speaker embeddings (d-vectors) from
-resemblyzer's VoiceEncoder on sliding windows over the concatenated speech, and the windows are clustered by
-spectral clustering (clustering.py, numpy/scipy) on their cosine affinity. Without a fixed count, the count is
-estimated there (eigengap for one voice or several, silhouette for how many), bounded by min/max_speakers and by how
-much speech there is (a voice needs `min_speaker_seconds` of speech to be told apart). Labels are SPEAKER_00,
-SPEAKER_01, ... by first appearance.
+resemblyzer's VoiceEncoder on sliding windows over the concatenated speech. Then, by how much speech there is:
+
+- up to `long_speech_seconds` (clips): spectral clustering of the windows (clustering.py): the count by the
+  eigengap (one voice or several) and the silhouette (how many), bounded by min/max_speakers and by how much speech
+  there is (a voice needs `min_speaker_seconds` of speech to be told apart). Tuned on 30 s clips.
+- beyond (meetings, hours): segment embeddings clustered by average linkage with a calibrated threshold
+  (agglomerative.py), in chunks linked across for hours of audio, then a Viterbi pass places the turns. The
+  spectral count collapses there: its silhouette prefers the coarsest split of many voices, two or three groups.
+
+Windows hop by `step_seconds`, wider on long recordings so that at most `max_windows` are embedded (never wider than
+half a window, so every moment is in two windows): time and memory grow linearly with the speech, the clustering's
+quadratic part is bounded by the chunk size. One speaker per moment: overlapped speech takes the dominant voice.
+Labels are SPEAKER_00, SPEAKER_01, ... by first appearance.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from whisperx_api.diarize.agglomerative import LinkageOptions, cluster_windows, segment_ids
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn, relabel_by_first_appearance
 from whisperx_api.diarize.clustering import cluster_speakers
 from whisperx_api.diarize.encoder import SpeakerEncoder
@@ -31,7 +40,9 @@ class EmbeddedDiarizerOptions:
     min_speaker_seconds: float = 5.0
     max_speakers_default: int = 8
     min_turn_seconds: float = 0.3
-    max_windows: int = 600
+    max_windows: int = 2400
+    long_speech_seconds: float = 120.0
+    linkage: LinkageOptions = LinkageOptions()
 
 
 class EmbeddedDiarizer:
@@ -43,12 +54,17 @@ class EmbeddedDiarizer:
         self.window_frames = max(1, round(self.options.window_seconds / FRAME_SECONDS))
 
     def __call__(self, audio: np.ndarray, bounds: SpeakerBounds) -> list[SpeakerTurn]:
+        """Who spoke when: the diarizer's own turns (start, end, speaker), independent of any transcript."""
         regions = self.speech_regions(audio)
         if not regions:
             return []
         speech, offsets = _concatenate(audio, regions)
         starts, embeddings = self._window_embeddings(speech)
-        labels = self._cluster(embeddings, starts, bounds, len(speech) / SAMPLE_RATE)
+        speech_seconds = len(speech) / SAMPLE_RATE
+        if speech_seconds <= self.options.long_speech_seconds:
+            labels = self._cluster(embeddings, starts, bounds, speech_seconds)
+        else:
+            labels = self._link(embeddings, starts, offsets, bounds)
         frame_labels = self._frame_labels(len(speech), starts, labels)
         turns = _turns_from_frames(frame_labels, offsets, regions)
         return relabel_by_first_appearance(_absorb_short_turns(turns, self.options.min_turn_seconds))
@@ -67,17 +83,29 @@ class EmbeddedDiarizer:
     def _window_embeddings(self, speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mel = self.encoder.mel(speech)
         window = self.window_frames
-        # Clustering is quadratic in memory and cubic in time in the window count: long recordings get a wider hop.
-        step = max(1, round(self.options.step_seconds / FRAME_SECONDS), -(-len(mel) // self.options.max_windows))
         if len(mel) <= window:
-            starts = np.array([0])
-            batch = mel[None, :, :]
-        else:
-            starts = np.arange(0, len(mel) - window + 1, step)
-            if starts[-1] + window < len(mel):
-                starts = np.append(starts, len(mel) - window)
-            batch = np.stack([mel[s : s + window] for s in starts])
-        return starts, self.encoder.windows(batch)
+            return np.array([0]), self.encoder.windows(mel[None, :, :])
+        starts = np.arange(0, len(mel) - window + 1, self._hop_frames(len(mel)))
+        if starts[-1] + window < len(mel):
+            starts = np.append(starts, len(mel) - window)
+        return starts, self.encoder.windows_at(mel, starts, window)
+
+    def _hop_frames(self, frames: int) -> int:
+        """`step_seconds`, or wider so that at most `max_windows` are embedded, but at most half a window."""
+        step = max(1, round(self.options.step_seconds / FRAME_SECONDS))
+        return max(step, min(-(-frames // self.options.max_windows), self.window_frames // 2))
+
+    def _link(
+        self, embeddings: np.ndarray, starts: np.ndarray, offsets: np.ndarray, bounds: SpeakerBounds
+    ) -> np.ndarray:
+        linkage = self.options.linkage
+        centres = starts + self.window_frames / 2
+        region_starts = offsets / (SAMPLE_RATE * FRAME_SECONDS)
+        segments = segment_ids(centres, region_starts, linkage.segment_seconds / FRAME_SECONDS)
+        hop_seconds = float(np.median(np.diff(starts))) * FRAME_SECONDS if len(starts) > 1 else 0.0
+        lowest = max(bounds.min_speakers or 1, 1)
+        highest = bounds.max_speakers or max(lowest, self.options.max_speakers_default)
+        return cluster_windows(embeddings, segments, hop_seconds, lowest, highest, linkage)
 
     def _cluster(
         self, embeddings: np.ndarray, starts: np.ndarray, bounds: SpeakerBounds, speech_seconds: float

@@ -59,6 +59,15 @@ class SpeakerEncoder:
         with self._lock:
             return np.concatenate([self._net(mels[i : i + BATCH]) for i in range(0, len(mels), BATCH)])
 
+    def windows_at(self, mel: np.ndarray, starts: np.ndarray, frames: int) -> np.ndarray:
+        """One unit-length d-vector per window `mel[start : start + frames]`, the windows stacked a batch at a time
+        (a long recording's windows, stacked at once, would take 24 kB each)."""
+        with self._lock:
+            return np.concatenate([
+                self._net(np.stack([mel[start : start + frames] for start in starts[i : i + BATCH]]))
+                for i in range(0, len(starts), BATCH)
+            ])
+
     def utterance(self, samples: np.ndarray) -> np.ndarray:
         """The unit-length d-vector of a whole utterance: the normalised mean of its partials' d-vectors."""
         samples = normalize_volume(samples)

@@ -1,0 +1,157 @@
+"""Calibrated matching of known speakers: the equal error rate and the operating point of the d-vector cosine
+similarity that `SpeakerMatcher` thresholds (`DIARIZATION__KNOWN_SPEAKER_THRESHOLD`).
+
+`python -m bench.speaker_verification [--write]` prints (and with --write puts into docs/benchmarks.md) the
+trials' result. The trials: every voice available here (tests/whisperx_api/meetings.py: the seven real voices of the
+fixtures, the two voices of stereo_diarization.wav, and the twelve espeak-ng voices) cut into clips that never
+overlap; a clip of a voice against another clip of the same voice is a target trial, against a clip of another
+voice an impostor trial. Both clips of a trial are embedded as the matcher embeds them (`SpeakerEncoder.utterance`).
+Test clips get a random room, spectral tilt and level (`VoicePool.vary`), as a recording differs from the
+enrolment clip. Two conditions: 3 s against 3 s (every voice), and enrolment 5 s against 15 s of a speaker's speech
+(the voices with enough material: the two readers and the synthetic voices; closer to how the matcher is used,
+a reference clip against up to 30 s of a diarized speaker).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.report import table, write_section
+from tests.whisperx_api.meetings import (
+    DEV_SYNTHETIC, HELD_OUT_SYNTHETIC, SAMPLE_RATE, VoicePool, real_speech, sentences, synthesize,
+)
+from tests.support import FIXTURES
+
+FALSE_ACCEPT_TARGET = 0.01
+
+
+@dataclass(frozen=True)
+class Clip:
+    voice: str
+    real: bool
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class Result:
+    condition: str
+    voices: int
+    targets: int
+    impostors: int
+    eer: float
+    eer_threshold: float
+    threshold: float  # lowest with false accepts <= 1 %
+    false_rejects: float  # at that threshold
+    at_current: tuple[float, float]  # false accepts, false rejects at the current default
+
+
+def voice_material() -> dict[str, tuple[bool, np.ndarray]]:
+    """Per voice: whether it is a real voice, and its speech (solo parts, joined)."""
+    import soundfile
+
+    voices = {who: (True, np.concatenate(parts)) for who, parts in real_speech().items()}
+    stereo, _ = soundfile.read(str(FIXTURES / "stereo_diarization.wav"), dtype="float32")
+    voices["stereo-left"], voices["stereo-right"] = (True, stereo[:, 0]), (True, stereo[:, 1])
+    rng = np.random.default_rng(7)
+    for voice in DEV_SYNTHETIC + HELD_OUT_SYNTHETIC:
+        voices[voice.name] = (False, np.concatenate([synthesize(voice, line) for line in sentences(rng, 14)]))
+    return voices
+
+
+def clips(material: dict[str, tuple[bool, np.ndarray]], enrol: float, test: float, seed: int) -> tuple[list[Clip], list[Clip]]:
+    """Per voice, alternating enrolment and test clips cut back to back from its speech (never overlapping)."""
+    pool = VoicePool(np.random.default_rng(seed), ())
+    enrolments, tests = [], []
+    for who, (real, speech) in material.items():
+        cursor, turn = 0, 0
+        while True:
+            length = int((enrol if turn % 2 == 0 else test) * SAMPLE_RATE)
+            if cursor + length > len(speech):
+                break
+            piece = speech[cursor : cursor + length]
+            if turn % 2 == 0:
+                enrolments.append(Clip(who, real, piece))
+            else:
+                tests.append(Clip(who, real, pool.vary(piece)))
+            cursor += length
+            turn += 1
+    return enrolments, tests
+
+
+def scores(enrolments: list[Clip], tests: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
+    from whisperx_api.diarize.encoder import SpeakerEncoder
+
+    encoder = SpeakerEncoder()
+    enrolled = np.stack([encoder.utterance(clip.samples) for clip in enrolments])
+    tested = np.stack([encoder.utterance(clip.samples) for clip in tests])
+    similarity = enrolled @ tested.T
+    same = np.array([[a.voice == b.voice for b in tests] for a in enrolments])
+    return similarity[same], similarity[~same]
+
+
+def evaluate(condition: str, voices: int, targets: np.ndarray, impostors: np.ndarray, current: float) -> Result:
+    thresholds = np.unique(np.concatenate([targets, impostors, [current]]))
+    false_accepts = np.array([(impostors >= t).mean() for t in thresholds])
+    false_rejects = np.array([(targets < t).mean() for t in thresholds])
+    crossing = int(np.argmin(np.abs(false_accepts - false_rejects)))
+    allowed = np.flatnonzero(false_accepts <= FALSE_ACCEPT_TARGET)[0]
+    return Result(
+        condition, voices, len(targets), len(impostors),
+        eer=float((false_accepts[crossing] + false_rejects[crossing]) / 2),
+        eer_threshold=float(thresholds[crossing]),
+        threshold=float(thresholds[allowed]),
+        false_rejects=float(false_rejects[allowed]),
+        at_current=(float((impostors >= current).mean()), float((targets < current).mean())),
+    )
+
+
+def run() -> list[Result]:
+    from whisperx_api.diarize.known import KNOWN_SPEAKER_THRESHOLD
+
+    material = voice_material()
+    results = []
+    for condition, enrol, test, subset in (
+        ("3 s vs 3 s, all voices", 3.0, 3.0, lambda who, real: True),
+        ("3 s vs 3 s, real voices", 3.0, 3.0, lambda who, real: real),
+        ("5 s vs 15 s", 5.0, 15.0, lambda who, real: True),
+    ):
+        chosen = {who: item for who, item in material.items() if subset(who, item[0])}
+        enrolments, tests = clips(chosen, enrol, test, seed=11)
+        targets, impostors = scores(enrolments, tests)
+        voices = len({clip.voice for clip in itertools.chain(enrolments, tests)})
+        results.append(evaluate(condition, voices, targets, impostors, KNOWN_SPEAKER_THRESHOLD))
+    return results
+
+
+def render(results: list[Result]) -> str:
+    from whisperx_api.diarize.known import KNOWN_SPEAKER_THRESHOLD
+
+    rows = [[
+        r.condition, r.voices, r.targets, r.impostors, f"{r.eer:.1%} (at {r.eer_threshold:.2f})",
+        f"{r.threshold:.2f}", f"{r.false_rejects:.1%}",
+        f"{r.at_current[0]:.1%} / {r.at_current[1]:.1%}",
+    ] for r in results]
+    return table(
+        ["trials", "voices", "target trials", "impostor trials", "EER (threshold)",
+         "threshold for false accepts ≤ 1 %", "false rejects there",
+         f"false accepts / rejects at today's {KNOWN_SPEAKER_THRESHOLD:.2f}"],
+        rows,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write the section of docs/benchmarks.md")
+    args = parser.parse_args()
+    body = render(run())
+    if args.write:
+        write_section("speaker-verification", "Known speakers: calibrated matching (embedded d-vectors)", body)
+    else:
+        print(body)
+
+
+if __name__ == "__main__":
+    main()
