@@ -3,11 +3,14 @@ pass `nginx -t`, and the proxy config for a domain is accepted by the proxy itse
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,53 +24,96 @@ from tests.support import ROOT, require
 pytestmark = pytest.mark.stack
 
 
-def test_nginx_sites_install_enable_and_pass_nginx_t(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    require_nginx()
-    nginx_dir = tmp_path / "etc-nginx"
-    monkeypatch.setenv("WHISPER_USER", "ops")
-    monkeypatch.delenv("WHISPER_PASSWORD", raising=False)
-    code = deploy(
+@pytest.fixture
+def etc_root() -> Iterator[Path]:
+    """A folder laid out like a server's /etc and /var: world-traversable (0755, as /etc/nginx is), so that Nginx's
+    worker user can reach what it must read. pytest's own temp folders are 0700 root, which no server has."""
+    root = Path(tempfile.mkdtemp(prefix="whisper-deploy-test-", dir="/var/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def _debian_nginx_conf(nginx_dir: Path, run_dir: Path) -> Path:
+    """Debian's shape: `user www-data;` (when root), conf.d/*.conf and sites-enabled/* inside http {}."""
+    conf = nginx_dir / "nginx.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(
+        render(
+            (ROOT / "nginx" / "nginx.conf.template").read_text(),
+            {
+                "user_directive": "user www-data;" if os.geteuid() == 0 else "",
+                "run_dir": str(run_dir),
+                "temp_dir": str(run_dir / "tmp"),
+                "error_log": str(run_dir / "error.log"),
+                "access_log": str(run_dir / "access.log"),
+                "mime_types": "/etc/nginx/mime.types",
+            },
+        )
+    )
+    (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    return conf
+
+
+def _install(etc_root: Path, nginx_dir: Path, *extra: str) -> int:
+    return deploy(
         [
             "nginx",
             "--domain", "example.org",
             "--nginx-dir", str(nginx_dir),
-            "--htpasswd", str(tmp_path / "whisper.htpasswd"),
-            "--credentials-store", str(tmp_path / "credentials"),
-            "--acme-webroot", str(tmp_path / "acme"),
-            "--access-log-dir", str(tmp_path / "logs"),
+            "--htpasswd", str(nginx_dir / "whisper.htpasswd"),
+            "--credentials-store", str(etc_root / "whisper-platform" / "credentials"),
+            "--acme-webroot", str(etc_root / "acme"),
+            "--access-log-dir", str(etc_root / "logs"),
             "--cors-origin", "https://portal.example.org",
+            *extra,
         ]
     )  # fmt: skip
-    assert code == 0
+
+
+def test_nginx_sites_install_enable_and_pass_nginx_t(etc_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_nginx()
+    nginx_dir = etc_root / "nginx"
+    conf = _debian_nginx_conf(nginx_dir, etc_root / "run")
+    monkeypatch.setenv("WHISPER_USER", "ops")
+    monkeypatch.delenv("WHISPER_PASSWORD", raising=False)
+    assert _install(etc_root, nginx_dir, "--nginx-conf", str(conf)) == 0
     for host in ("whisper.example.org", "whisperx.example.org"):
         link = nginx_dir / "sites-enabled" / f"{host}.conf"
         assert link.is_symlink() and link.resolve() == nginx_dir / "sites-available" / f"{host}.conf"
         site = link.read_text()
         # No Let's Encrypt certificate on this machine: a self-signed stand-in until certbot has run.
         assert f"{nginx_dir}/whisper-selfsigned/{host}.pem" in site
-    assert (tmp_path / "credentials").read_text().startswith("ops:")
-    assert (tmp_path / "credentials").stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "whisper.htpasswd").read_text().startswith("ops:$6$")
-
-    # Debian's nginx.conf includes conf.d/*.conf and sites-enabled/* inside http {}; the same shape here.
-    (nginx_dir / "nginx.conf").write_text(
-        render(
-            (ROOT / "nginx" / "nginx.conf.template").read_text(),
-            {
-                "user_directive": "",
-                "run_dir": str(tmp_path),
-                "error_log": str(tmp_path / "error.log"),
-                "access_log": str(tmp_path / "access.log"),
-                "mime_types": "/etc/nginx/mime.types",
-            },
-        )
-    )
-    for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "logs"):
-        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
-    assert "syntax is ok" in check_config(nginx_dir / "nginx.conf", tmp_path)
+    credentials = etc_root / "whisper-platform" / "credentials"
+    assert credentials.read_text().startswith("ops:")
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    htpasswd = nginx_dir / "whisper.htpasswd"
+    assert htpasswd.read_text().startswith("ops:$6$")
+    # Readable by Nginx's workers' group, by nobody else.
+    assert htpasswd.stat().st_mode & 0o777 == 0o640
+    if os.geteuid() == 0:
+        assert grp.getgrgid(htpasswd.stat().st_gid).gr_name == "www-data"
+    assert "syntax is ok" in check_config(conf, etc_root / "run")
 
     assert deploy(["disable-nginx", "--domain", "example.org", "--nginx-dir", str(nginx_dir)]) == 0
     assert not list((nginx_dir / "sites-enabled").iterdir())
+
+
+def test_a_configuration_nginx_refuses_puts_the_old_files_back(etc_root: Path) -> None:
+    require_nginx()
+    nginx_dir = etc_root / "nginx"
+    conf = _debian_nginx_conf(nginx_dir, etc_root / "run")
+    assert _install(etc_root, nginx_dir, "--nginx-conf", str(conf)) == 0
+    site = nginx_dir / "sites-available" / "whisper.example.org.conf"
+    before = {path: path.read_bytes() for path in nginx_dir.rglob("*.conf") if path.is_file() and path != conf}
+    # A second run whose result Nginx refuses (here: an include Nginx cannot find, added to nginx.conf).
+    conf.write_text(conf.read_text().replace("http {", "http {\n    include /nonexistent/x.conf;", 1))
+    assert _install(etc_root, nginx_dir, "--nginx-conf", str(conf), "--max-body-size", "900M") == 1
+    after = {path: path.read_bytes() for path in before}
+    assert after == before, "a refused configuration left new files behind"
+    assert b"900M" not in site.read_bytes()
 
 
 def test_proxy_config_for_a_domain_is_accepted_by_the_proxy(tmp_path: Path) -> None:
