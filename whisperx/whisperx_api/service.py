@@ -2,6 +2,9 @@
 the model (manager), audio decoding and the pipeline (transcribe → align → diarize) in worker threads, and the metrics.
 
     result = await service.transcribe_file(source, options, progress, cancel, request=request)
+
+The pipeline's `decode` is the one place where a file's audio becomes segments: a batch scheduler or a hallucination
+guard goes there.
 """
 from __future__ import annotations
 
