@@ -24,10 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install the pinned Python packages
 
-system-deps:  ## install the Debian packages the tests drive (nginx, docker.io, chromium, espeak-ng, sox, ffmpeg, wrk)
+system-deps:  ## install the Debian packages the tests drive (nginx, docker.io, chromium, postgresql, prometheus, ...)
 	@scripts/install-system-deps.sh all
 
-system-deps-runtime:
+system-deps-runtime:  ## install only the Debian packages `make run` needs (ffmpeg, nginx, openssl)
 	@scripts/install-system-deps.sh runtime
 
 run: system-deps-runtime install  ## start the stack on this machine (Nginx + auto-start proxy + services)
@@ -58,8 +58,8 @@ up: install  ## Docker deployment: build missing images, create the service cont
 down:  ## stop the Docker deployment
 	scripts/compose-down.sh
 
-lint: install
+lint: install  ## ruff over the whole repository
 	$(BIN)/ruff check .
 
-clean:
+clean:  ## remove .venv, the built guide and the caches
 	rm -rf $(VENV) site .cache .pytest_cache test-artifacts

@@ -2,11 +2,11 @@
 # Installs the Debian packages the project runs and tests with; a no-op when they are all there.
 # Usage: scripts/install-system-deps.sh [runtime|all]
 #   runtime: what `make run` needs (ffmpeg, nginx, openssl)
-#   all:     plus what the test suite and benchmarks drive for real
+#   all:     plus what the test suite and benchmarks drive for real (prometheus: promtool checks the alert rules)
 set -euo pipefail
 profile="${1:-all}"
 runtime=(ffmpeg nginx openssl curl ca-certificates)
-testing=(espeak-ng sox chromium docker.io docker-compose mmdebstrap busybox-static wrk shellcheck postgresql)
+testing=(espeak-ng sox chromium docker.io docker-compose mmdebstrap busybox-static wrk shellcheck postgresql prometheus)
 packages=("${runtime[@]}")
 [ "$profile" = all ] && packages+=("${testing[@]}")
 
