@@ -472,6 +472,10 @@ class FastProtocol(asyncio.Protocol):
             self.transport.close()  # the response had begun: cutting the connection is the only signal left
 
     def _timed_out(self, exchange: Exchange, route: Route) -> None:
+        log.warning("upstream timed out", extra={
+            "service": route.service.name, "requestId": exchange.request_id.decode("latin-1"),
+            "timeout": route.service.request_timeout, "fastPath": True,
+        })
         upstream, exchange.upstream = exchange.upstream, None
         if upstream is not None:
             upstream.client = None

@@ -237,6 +237,8 @@ class Proxy:
                 raise _ServiceGone from exc
             return self._upstream_failed(request, route, rid, response, CONNECTION_REFUSED, exc)
         except asyncio.TimeoutError as exc:
+            log.warning("upstream timed out", extra={"service": route.service.name, "requestId": rid.decode(),
+                                                       "timeout": route.service.request_timeout})
             if response is not None:
                 raise _abort(request) from exc
             return respond(not_answered(route.service.name, route.service.request_timeout))
