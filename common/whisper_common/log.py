@@ -67,13 +67,25 @@ def uvicorn_log_config(level: str = "info") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "filters": {"refusal_told": {"()": f"{__name__}.RefusalToldFilter"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {
             "uvicorn": {"level": level.upper(), "handlers": [], "propagate": True},
-            "uvicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": level.upper(), "handlers": [], "propagate": True, "filters": ["refusal_told"]},
             "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
         },
     }
+
+
+class RefusalToldFilter(logging.Filter):
+    """Drops uvicorn's copy of a start-up refusal the service has already told in one line (a database it will not
+    run on: `refusing to start: …` from whisper_common.db): uvicorn would add the whole traceback as a second record."""
+
+    TOLD = ("whisper_common.db.errors.", "SchemaTooNew:", "ForeignDatabase:", "CorruptDatabase:", "DatabaseRefused:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Traceback") and any(mark in message for mark in self.TOLD))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -143,6 +143,7 @@ def test_a_service_refuses_a_newer_schema_in_one_line_and_leaves_the_data(tmp_pa
         "this release knows versions up to 1 and cannot run on version 2: run the newer release, or restore a "
         "backup taken before the upgrade"
     ]
+    assert not [r for r in records if "Traceback" in r["message"] or r.get("exc_info")], "a traceback after the refusal"
     assert (data / "jobs.sqlite3").read_bytes() == before
 
 
