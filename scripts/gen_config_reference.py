@@ -6,7 +6,7 @@
 docs/configuration.md: the services' pydantic-settings classes (field names, types, bounds, defaults,
 descriptions), the proxy's pydantic config models, the proxy's argparse CLI and `make run`'s settings.
 docs/monitoring.md: the metrics registries of the services and the proxy (names, types, labels, help); docs/jobs.md:
-the jobs' metrics. Each table
+the jobs' metrics; docs/logs.md: the compose files' log limits. Each table
 lives between
 `<!-- generated:KEY:start -->` and `<!-- generated:KEY:end -->`; the prose around them is written by hand.
 """
@@ -359,9 +359,50 @@ def jobs_metrics_table() -> str:
     return metrics_table(registry)
 
 
+# -- log limits of the compose files -----------------------------------------------------------------------------
+
+COMPOSE_FILES = (ROOT / "whisper-faster" / "docker-compose.yml", ROOT / "whisperx" / "docker-compose.yml")
+_INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+)(?::?-(?P<default>[^}]*))?\}$")
+_SIZE_UNITS = {"b": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+
+
+def _setting(value: object) -> tuple[str, str]:
+    """(what the cell says, the value in force by default) for a compose value, `${VAR:-default}` or a literal."""
+    match = _INTERPOLATION.match(str(value))
+    if match:
+        return f"`{match.group('default')}` (`{match.group('name')}`)", match.group("default") or ""
+    return f"`{value}`", str(value)
+
+
+def _bytes(size: str) -> int:
+    """Docker's size notation: 10m = 10 MB (units of 1000, as the json-file driver parses them)."""
+    number, unit = re.fullmatch(r"(\d+)([bkmg]?)", size.strip().lower()).groups()  # type: ignore[union-attr]
+    return int(number) * _SIZE_UNITS[unit or "b"]
+
+
+def logging_table() -> str:
+    """Each container's log driver and limits as the compose files set them (unexpanded), and the most it keeps."""
+    import yaml
+
+    rows = []
+    for compose_file in COMPOSE_FILES:
+        for name, service in yaml.safe_load(compose_file.read_text())["services"].items():
+            logging = service.get("logging") or {}
+            options = logging.get("options") or {}
+            size_cell, size = _setting(options.get("max-size", "unlimited"))
+            files_cell, files = _setting(options.get("max-file", "1"))
+            most = f"{_bytes(size) * int(files) / 1000**2:g} MB" if size != "unlimited" else "**unbounded**"
+            rows.append([
+                f"`{compose_file.relative_to(ROOT)}`", f"`{service.get('container_name', name)}`",
+                f"`{logging.get('driver', 'json-file')}`", size_cell, files_cell, most,
+            ])
+    return markdown_table(["compose file", "container", "driver", "max-size (variable)", "max-file (variable)", "at most"], rows)
+
+
 CONFIGURATION_PAGE = PAGE
 MONITORING_PAGE = ROOT / "docs" / "monitoring.md"
 JOBS_PAGE = ROOT / "docs" / "jobs.md"
+LOGS_PAGE = ROOT / "docs" / "logs.md"
 
 
 def generated_pages() -> dict[Path, dict[str, str]]:
@@ -373,6 +414,7 @@ def generated_pages() -> dict[Path, dict[str, str]]:
         CONFIGURATION_PAGE: configuration,
         MONITORING_PAGE: metrics_tables(),
         JOBS_PAGE: {"metrics-jobs": jobs_metrics_table()},
+        LOGS_PAGE: {"compose-logging": logging_table()},
     }
 
 

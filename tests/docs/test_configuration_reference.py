@@ -5,10 +5,15 @@ default, bound, description, a new setting or a renamed metric fails here until 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,18 +83,102 @@ def test_every_setting_of_each_service_reaches_its_container() -> None:
     assert "**not passed**" not in table, [line for line in table.splitlines() if "**not passed**" in line]
 
 
+COMPOSE_FILES = [ROOT / "whisper-faster" / "docker-compose.yml", ROOT / "whisperx" / "docker-compose.yml"]
+ENV_EXAMPLES = [ROOT / "whisper-faster" / ".env.example", ROOT / "whisperx" / ".env.example"]
+
+
+def _interpolated(path: Path) -> set[str]:
+    """Variables the compose file reads from `.env` or the shell (`${NAME}`, `${NAME:-default}`)."""
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+
+
+def _env_example_names(path: Path) -> set[str]:
+    """Every `NAME=` line of an .env.example, commented-out examples included."""
+    return set(re.findall(r"(?:^|[\s#])([A-Z][A-Z0-9_]{2,})=", path.read_text(), flags=re.M))
+
+
 def test_every_variable_the_docker_files_set_is_documented() -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()
-    compose_files = [ROOT / "whisper-faster" / "docker-compose.yml", ROOT / "whisperx" / "docker-compose.yml"]
-    env_examples = [ROOT / "whisper-faster" / ".env.example", ROOT / "whisperx" / ".env.example"]
     names: set[str] = set()
-    for path in compose_files:
-        names |= _compose_environment(path)
-    for path in env_examples:
-        for line in path.read_text().splitlines():
-            line = line.lstrip("# ").strip()
-            if "=" in line and line.split("=", 1)[0].isupper() and " " not in line.split("=", 1)[0]:
-                names.add(line.split("=", 1)[0])
-    build_args = {"BASE_IMAGE", "TORCH_INDEX_URL"}
-    undocumented = sorted(name for name in names - build_args if f"`{name}" not in page)
+    for path in COMPOSE_FILES:
+        names |= _compose_environment(path) | _interpolated(path)
+    for path in ENV_EXAMPLES:
+        names |= _env_example_names(path)
+    undocumented = sorted(name for name in names if f"`{name}" not in page)
     assert not undocumented, f"set by the Docker files but not in docs/configuration.md: {undocumented}"
+
+
+@pytest.mark.parametrize("service", ["whisper-faster", "whisperx"])
+def test_every_line_of_env_example_is_read_by_its_compose_file(service: str) -> None:
+    # .env beside a compose file is read by compose alone: a name it never reads (a build argument, a typo) would be
+    # a line that silently does nothing.
+    compose_file = ROOT / service / "docker-compose.yml"
+    read = _compose_environment(compose_file) | _interpolated(compose_file)
+    unread = sorted(_env_example_names(ROOT / service / ".env.example") - read)
+    assert not unread, f"{service}/.env.example names what its compose file never reads: {unread}"
+
+
+def test_the_env_example_check_catches_a_build_argument(tmp_path: Path) -> None:
+    example = tmp_path / ".env.example"
+    example.write_text("# For a GPU image: BASE_IMAGE=nvidia/cuda:12.4.1\nMAX_QUEUE=16\n")
+    assert _env_example_names(example) == {"BASE_IMAGE", "MAX_QUEUE"}
+    assert "BASE_IMAGE" not in _interpolated(ROOT / "whisper-faster" / "docker-compose.yml")
+
+
+# -- container logs: bounded in both compose files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES, ids=lambda path: path.parent.name)
+def test_every_container_log_is_bounded(compose_file: Path) -> None:
+    generator = load_generator()
+    for name, service in yaml.safe_load(compose_file.read_text())["services"].items():
+        logging = service.get("logging")
+        assert logging, f"{compose_file.parent.name}: service {name} has no logging: block (its log grows forever)"
+        options = logging.get("options") or {}
+        if logging.get("driver") == "local":
+            continue  # bounded by its own defaults (100 MB per container)
+        assert logging.get("driver") == "json-file", logging
+        _, size = generator._setting(options.get("max-size", ""))
+        _, files = generator._setting(options.get("max-file", ""))
+        assert 0 < generator._bytes(size) <= 1000**3, f"{name}: max-size {size!r}"
+        assert 1 <= int(files) <= 100, f"{name}: max-file {files!r}"
+
+
+def test_the_log_limits_table_says_when_a_log_is_unbounded(tmp_path: Path) -> None:
+    generator = load_generator()
+    page = (ROOT / "docs" / "logs.md").read_text()
+    assert "**unbounded**" not in page
+    unbounded = tmp_path / "docker-compose.yml"
+    compose = yaml.safe_load(COMPOSE_FILES[0].read_text())
+    for service in compose["services"].values():
+        service.pop("logging")
+    unbounded.write_text(yaml.safe_dump(compose))
+    original = generator.COMPOSE_FILES
+    try:
+        generator.COMPOSE_FILES = (unbounded,)
+        generator.ROOT = tmp_path
+        assert "**unbounded**" in generator.logging_table()
+    finally:
+        generator.COMPOSE_FILES, generator.ROOT = original, ROOT
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None and shutil.which("docker") is None, reason="no compose")
+@pytest.mark.parametrize("compose_file", COMPOSE_FILES, ids=lambda path: path.parent.name)
+def test_compose_itself_reads_the_log_limits(compose_file: Path) -> None:
+    # What compose makes of the block, with a value from the environment: the limits reach the container's config.
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        result = subprocess.run(
+            [*command, "--project-directory", str(compose_file.parent), "-f", str(compose_file), "config"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "LOG_MAX_SIZE": "7m"},
+        )
+        if result.returncode != 0:
+            continue  # `docker` without the compose plugin
+        logging = next(iter(yaml.safe_load(result.stdout)["services"].values()))["logging"]
+        assert logging["driver"] == "json-file"
+        assert logging["options"]["max-size"] == "7m"
+        assert str(logging["options"]["max-file"]) == "5"
+        return
+    pytest.skip("neither `docker compose` nor `docker-compose` runs here")
