@@ -120,7 +120,9 @@ class Autostart:
             try:
                 config = load_config(path)
             except ConfigError as exc:
-                reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                heading = lines.pop(0) if len(lines) > 1 and lines[0].endswith(":") else ""
+                reason = " ".join(filter(None, [heading, "; ".join(lines)]))  # one line, however many problems
                 log.error("config reload refused: the running config stays in force",
                           extra={"path": str(path), "reason": reason})
                 return False
