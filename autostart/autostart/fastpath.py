@@ -36,7 +36,7 @@ from .forwarding import (
     request_id,
     unreachable,
 )
-from .routes import Route, RouteTable, parse_host
+from .routes import STATUS_PREFIX, Route, RouteTable, parse_host
 from .status import Metrics
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ FAST_METHODS = frozenset({b"GET", b"DELETE", b"OPTIONS"})
 MAX_HEADER_BYTES = 16 * 1024
 UPSTREAM_IDLE_SECONDS = 4.0  # below uvicorn's 5 s keep-alive, so the upstream never closes one under us
 HOST_CACHE_SIZE = 1024
-STATUS_PREFIX = b"/_autostart/"  # the proxy's own pages: the full path answers them
+_STATUS_PREFIX = STATUS_PREFIX.encode()  # the proxy's own pages: the full path answers them
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -300,6 +300,8 @@ class FastProtocol(asyncio.Protocol):
             self._hand_off()
 
     def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers.clear()  # new containers: the exchange in flight keeps its own
         if self.exchange is not None:
             self.pipelined = True  # a second request in the same chunk: not served here (see data_received)
         if self.handing_off or self.pipelined:
@@ -309,8 +311,6 @@ class FastProtocol(asyncio.Protocol):
         if self.fresh_chunk:
             self.raw = self.raw[-1:]
         self.fresh_chunk = False
-        self.url = b""
-        self.headers.clear()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -344,7 +344,7 @@ class FastProtocol(asyncio.Protocol):
         url = self.url
         if (headers.repeated or method not in FAST_METHODS or parser.get_http_version() != "1.1"
                 or parser.should_upgrade() or headers.size > MAX_HEADER_BYTES or url[:1] != b"/"
-                or url.startswith(STATUS_PREFIX) or b"content-length" in inspected
+                or url.startswith(_STATUS_PREFIX) or b"content-length" in inspected
                 or b"transfer-encoding" in inspected or b"expect" in inspected):
             return None  # a body, 100-continue, an upgrade, a repeated Host…: the full path
         host_header = inspected.get(b"host")

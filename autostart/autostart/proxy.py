@@ -39,7 +39,7 @@ from .forwarding import (
 )
 from .lifecycle import ServiceLifecycle
 from .pages import REFRESH_SECONDS, starting_page
-from .routes import Route, RouteTable, parse_host
+from .routes import STATUS_PREFIX, Route, RouteTable, parse_host
 from .status import Metrics, status_document
 
 log = logging.getLogger("autostart.proxy")
@@ -52,7 +52,6 @@ WEBSOCKET_HANDSHAKE = frozenset(
 )
 # aiohttp's client would add these when the client did not send them; a proxy must not.
 SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
-STATUS_PREFIX = "/_autostart/"
 STREAM_CHUNK = 256 * 1024
 SMALL_BODY = 64 * 1024
 
@@ -71,6 +70,8 @@ def _text(raw: bytes) -> str:
 
 
 class Proxy:
+    """The full path's request handler: aiohttp's low-level server (app.py) calls `handle` for each request."""
+
     def __init__(self, table: RouteTable, lifecycles: Mapping[str, ServiceLifecycle], metrics: Metrics) -> None:
         self.table = table
         self.lifecycles = lifecycles

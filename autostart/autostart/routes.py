@@ -16,6 +16,8 @@ from .lifecycle import ServiceLifecycle
 
 _HOST = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?$")
 RETRY_AFTER_STARTING = 5
+STATUS_PREFIX = "/_autostart/"
+"""The proxy's own pages (status, metrics, health): never forwarded; answered on the status hosts only."""
 
 
 def parse_host(header: str | None) -> str | None:
