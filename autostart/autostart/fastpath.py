@@ -360,7 +360,8 @@ class FastProtocol(asyncio.Protocol):
             return None  # asleep or starting: the full path wakes it and waits
         connection = inspected.get(b"connection")
         rid = request_id(inspected.get(b"x-request-id"))
-        return Exchange(route, touch, method, url, inspected, rid, headers.request_head(method, url, self.peer, rid),
+        head = b"%s %s HTTP/1.1\r\n%s\r\n" % (method, url, b"".join(headers.lines(self.peer, rid)))
+        return Exchange(route, touch, method, url, inspected, rid, head,
                         connection is not None and b"close" in connection.lower())
 
     # -- relaying ---------------------------------------------------------------------------------

@@ -35,21 +35,17 @@ _NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"expect", b"x-forwarded-for", b"x-request-
 
 REQUEST_ID_MAX = 128
 _REQUEST_ID = re.compile(rb"[\x20-\x7e]{1,%d}" % REQUEST_ID_MAX)
-_REQUEST_ID_PREFIX = os.urandom(4).hex()
+_REQUEST_ID_PREFIX = os.urandom(4).hex().encode()
 _request_numbers = itertools.count(1)
 
 
-def new_request_id() -> str:
-    """16 hex digits: this process's random prefix and a counter (unique here, and no system call per request)."""
-    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFF:08x}"
-
-
 def request_id(given: bytes | None) -> bytes:
-    """The X-Request-ID sent to the service (and logged): the client's when it is 1-128 printable ASCII characters,
-    else a new one. Anything else could forge log lines or smuggle bytes into the service's logs."""
+    """The X-Request-ID sent to the service (and logged): the client's when it is 1-128 printable ASCII characters
+    (anything else could forge log lines or smuggle bytes into the service's logs), else a new one: 16 hex digits,
+    this process's random prefix and a counter (unique here, and no system call per request)."""
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
-    return new_request_id().encode()
+    return b"%s%08x" % (_REQUEST_ID_PREFIX, next(_request_numbers) & 0xFFFFFFFF)
 
 
 class RequestHeaders:
@@ -86,7 +82,9 @@ class RequestHeaders:
         if lowered not in _NOT_FORWARDED:
             self.kept += (name, b": ", value, b"\r\n")
 
-    def _lines(self, peer: bytes, request_id: bytes) -> list[bytes]:
+    def lines(self, peer: bytes, request_id: bytes) -> list[bytes]:
+        """The header lines the service gets, as pieces (name, b": ", value, b"\\r\\n" for each) that joined make
+        the head after the request line; `peer` is the client's address. Once per request: it extends `kept`."""
         inspected = self.inspected
         lines = self.kept
         connection = inspected.get(b"connection")
@@ -104,14 +102,9 @@ class RequestHeaders:
         lines += (b"X-Request-ID", b": ", request_id, b"\r\n")
         return lines
 
-    def request_head(self, method: bytes, target: bytes, peer: bytes, request_id: bytes) -> bytes:
-        """The HTTP/1.1 request head the service gets (the fast path writes it as it is), `peer` being the
-        client's address. Once per request: it extends `kept`."""
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, b"".join(self._lines(peer, request_id)))
-
     def forwarded(self, peer: bytes, request_id: bytes) -> list[tuple[bytes, bytes]]:
         """The same headers as (name, value) pairs, for an HTTP client that writes the head itself."""
-        lines = self._lines(peer, request_id)
+        lines = self.lines(peer, request_id)
         return list(zip(lines[0::4], lines[2::4]))
 
 
