@@ -74,3 +74,41 @@ def test_nginx_error_bodies_are_in_the_api_reference() -> None:
             continue  # the /_autostart/ block, documented under Security and Monitoring
         assert body["error"]["message"] in page, f"Nginx's {status} message is not in docs/api.md"
         assert body["error"]["code"] in page, f"Nginx's {status} code is not in docs/api.md"
+
+
+@pytest.mark.parametrize("service", ["whisper-faster", "whisperx"])
+def test_security_page_names_every_path_open_without_an_api_key(service: str, tmp_path: Path) -> None:
+    # With API_KEYS set, ask every route of the real app without a key: what does not answer 401 is open, and
+    # docs/security.md must say so (it once listed two of the open paths).
+    from whisper_faster.app import create_app as create_faster
+    from whisper_faster.settings import Settings
+    from whisperx_api.app import create_app as create_whisperx
+    from whisperx_api.settings import WhisperXSettings
+
+    settings_class, create_app = {
+        "whisper-faster": (Settings, create_faster), "whisperx": (WhisperXSettings, create_whisperx)
+    }[service]
+    settings = settings_class(api_keys="k1", preload_models="", data_dir=str(tmp_path), jobs_workers=0)
+    app = create_app(settings)
+    paths = {
+        path: next(iter(operations)).upper()
+        for path, operations in app.openapi()["paths"].items()
+    }
+    paths.update({"/docs": "GET", "/openapi.json": "GET"})
+    if service == "whisper-faster":
+        paths["/realtime"] = "GET"  # the page (not in the schema)
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as client:  # the real lifespan: jobs, live sessions
+        open_paths = sorted(
+            path for path, method in paths.items()
+            if client.request(method, path.replace("{", "").replace("}", "")).status_code != 401
+        )
+    assert "/health/ready" in open_paths and "/metrics" not in open_paths
+    page = (ROOT / "docs" / "security.md").read_text()
+    section = page[page.index("## API keys"):]
+    section = section[:section.index("\n## ", 1)]
+    missing = [path for path in open_paths if f"`{path}`" not in section]
+    assert not missing, f"{service}: open without a key but not listed in docs/security.md's API keys: {missing}"
+    # And the other way: the docs' /docs and /openapi.json are open only with PUBLIC_DOCS.
+    assert "/docs" not in open_paths and "PUBLIC_DOCS=true" in section
