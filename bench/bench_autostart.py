@@ -10,8 +10,9 @@
 
 `python -m bench.bench_autostart --compare REV` measures instead what a change to the proxy costs: the proxy as it
 was at the git revision REV and the proxy in the working tree run side by side against the same backends, rounds
-interleaved (the order alternating), for plain GETs (the fast path) and small POSTs (the full path, bare app only); it prints the
-ratios working tree / REV per round and their median, and writes nothing to docs/benchmarks.md.
+interleaved (the order alternating), in front of the bare ASGI app: plain GETs with wrk's headers only and with
+the headers Nginx sends (the fast path) and small POSTs (the full path); it prints the ratios working tree / REV
+per round and their median, and writes nothing to docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -86,10 +87,11 @@ def _duration_ms(text: str) -> float:
     return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
 
 
-def wrk(url: str, host: str | None = None, script: Path | None = None) -> dict[str, float]:
+def wrk(url: str, host: str | None = None, script: Path | None = None,
+        headers: tuple[str, ...] = ()) -> dict[str, float]:
     args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", url]
-    if host:
-        args[1:1] = ["-H", f"Host: {host}"]
+    for header in (f"Host: {host}",) * bool(host) + headers:
+        args[1:1] = ["-H", header]
     if script:
         args[1:1] = ["-s", str(script)]
     output = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -341,58 +343,62 @@ def checkout_package(revision: str, destination: Path) -> Path:
     return destination / "autostart"
 
 
+# What Nginx sends the proxy in production (the site templates' proxy_set_header lines) and a client's own.
+NGINX_HEADERS = ("X-Real-IP: 203.0.113.9", "X-Forwarded-For: 203.0.113.9", "X-Forwarded-Proto: https",
+                 "X-Forwarded-Host: whisper.example.com", "X-Request-ID: 0123456789abcdef0123456789abcdef",
+                 "User-Agent: python-httpx/0.28.1", "Accept: */*", "Accept-Encoding: gzip, deflate",
+                 "Authorization: Bearer sk-0123456789")
+
+
 def compare(revision: str, rounds: int) -> int:
+    """The proxy at `revision` and the working tree's, side by side in front of the bare ASGI app (the case where
+    the proxy's own cost weighs most), rounds interleaved with the order alternating."""
     with tempfile.TemporaryDirectory(prefix="bench-autostart-compare-") as tmp:
         work = Path(tmp)
         baseline_source = checkout_package(revision, work)
         post = work / "post.lua"
         post.write_text(POST_SCRIPT)
-        with backends(work) as ports:
-            chosen = {name: port for name, port in ports.items() if name in (BARE, SERVICE)}
-            services = {
-                f"b{i}.bench": {"name": f"b{i}", "provider": "command", "proxyPort": port, "startCommand": ["true"],
-                                "idleTimeout": 0}
-                for i, port in enumerate(chosen.values())
-            }
-            config = proxy_config(services, work / "compare.json")
-            with autostart(config, work, baseline_source) as (base_port, base), autostart(config, work) as (new_port, new):
-                rows: list[list[object]] = []
-                summary: list[list[object]] = []
-                for i, (name, port) in enumerate(chosen.items()):
-                    cases = [("GET (fast path)", None)] + ([("POST (full path)", post)] if name == BARE else [])
-                    for kind, script in cases:
-                        ratios: dict[str, list[float]] = {"rps": [], "cpu_us": [], "p50": []}
-                        for round_ in range(rounds):
-                            direct = wrk(f"http://127.0.0.1:{port}/health", script=script)
-                            order = [("baseline", base_port, base), ("working tree", new_port, new)]
-                            if round_ % 2:
-                                order.reverse()
-                            measured: dict[str, dict[str, float]] = {}
-                            for label, proxy_port, proc in order:
-                                before = cpu_seconds([proc.pid])
-                                result = wrk(f"http://127.0.0.1:{proxy_port}/health", host=f"b{i}.bench", script=script)
-                                result["cpu_us"] = (cpu_seconds([proc.pid]) - before) / (result["rps"] * DURATION) * 1e6
-                                measured[label] = result
-                            old, now = measured["baseline"], measured["working tree"]
-                            for key in ratios:
-                                ratios[key].append(now[key] / old[key])
-                            rows.append([name, kind, round_ + 1, f"{direct['rps']:.0f}",
-                                         f"{old['rps']:.0f} / {now['rps']:.0f}",
-                                         f"{old['cpu_us']:.1f} / {now['cpu_us']:.1f}",
-                                         f"{old['p50']:.2f} / {now['p50']:.2f}",
-                                         f"{now['rps'] / old['rps']:.3f}", f"{now['cpu_us'] / old['cpu_us']:.3f}"])
-                            print(rows[-1], flush=True)
-                        summary.append([name, kind] + [
-                            f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
-                            for values in (ratios["rps"], ratios["cpu_us"], ratios["p50"])
-                        ])
-    print(f"\nbaseline: {revision}; working tree: {ROOT}; wrk {CONNECTIONS} connections, {DURATION} s, "
-          f"{rounds} rounds, load average now {os.getloadavg()[0]:.1f}\n")
-    print(table(["backend", "request", "round", "direct req/s", "proxy req/s (base / new)",
-                 "proxy CPU µs/req (base / new)", "p50 ms (base / new)", "req/s new/base", "CPU new/base"], rows))
+        port = free_port()
+        cases: list[tuple[str, Path | None, tuple[str, ...]]] = [
+            ("GET, wrk's headers only (fast path)", None, ()),
+            ("GET, Nginx-like headers (fast path)", None, NGINX_HEADERS),
+            ("POST (full path)", post, ()),
+        ]
+        services = {HOST: {"name": "bare", "provider": "command", "proxyPort": port, "startCommand": ["true"],
+                           "idleTimeout": 0}}
+        config = proxy_config(services, work / "compare.json")
+        rows: list[list[object]] = []
+        summary: list[list[object]] = []
+        with process(uvicorn_args(port), f"http://127.0.0.1:{port}/health", work / "uvicorn.log", cwd=ROOT), \
+                autostart(config, work, baseline_source) as (base_port, base), autostart(config, work) as (new_port, new):
+            for kind, script, headers in cases:
+                ratios: dict[str, list[float]] = {"rps": [], "cpu_us": [], "p50": []}
+                for round_ in range(rounds):
+                    direct = wrk(f"http://127.0.0.1:{port}/health", script=script, headers=headers)
+                    order = [("baseline", base_port, base), ("working tree", new_port, new)]
+                    if round_ % 2:
+                        order.reverse()
+                    measured: dict[str, dict[str, float]] = {}
+                    for label, proxy_port, proc in order:
+                        before = cpu_seconds([proc.pid])
+                        result = wrk(f"http://127.0.0.1:{proxy_port}/health", host=HOST, script=script, headers=headers)
+                        result["cpu_us"] = (cpu_seconds([proc.pid]) - before) / (result["rps"] * DURATION) * 1e6
+                        measured[label] = result
+                    old, now = measured["baseline"], measured["working tree"]
+                    for key in ratios:
+                        ratios[key].append(now[key] / old[key])
+                    rows.append([kind, round_ + 1, f"{direct['rps']:.0f}", f"{old['rps']:.0f} / {now['rps']:.0f}",
+                                 f"{old['cpu_us']:.1f} / {now['cpu_us']:.1f}", f"{old['p50']:.2f} / {now['p50']:.2f}",
+                                 f"{now['rps'] / old['rps']:.3f}", f"{now['cpu_us'] / old['cpu_us']:.3f}"])
+                    print(rows[-1], flush=True)
+                summary.append([kind] + [f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+                                         for values in (ratios["rps"], ratios["cpu_us"], ratios["p50"])])
+    print(f"\nbaseline: {revision}; working tree: {ROOT}; backend: {BARE}; wrk {CONNECTIONS} connections, "
+          f"{DURATION} s, {rounds} rounds, load average now {os.getloadavg()[0]:.1f}\n")
+    print(table(["request", "round", "direct req/s", "proxy req/s (base / new)", "proxy CPU µs/req (base / new)",
+                 "p50 ms (base / new)", "req/s new/base", "CPU new/base"], rows))
     print()
-    print(table(["backend", "request", "req/s new/base: median (min–max)", "CPU µs/req new/base", "p50 new/base"],
-                summary))
+    print(table(["request", "req/s new/base: median (min–max)", "CPU µs/req new/base", "p50 new/base"], summary))
     return 0
 
 
