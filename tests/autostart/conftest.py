@@ -1,8 +1,10 @@
 """Real things for the proxy tests: the proxy as a subprocess, a Docker Engine, a tiny busybox image."""
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 
 from tests.support import ARTIFACTS, ROOT, free_port, require, server_process
 
+UNIT = ROOT / "autostart" / "docker-autostart.service"
 BUSYBOX = Path("/bin/busybox")
 IMAGE = "autostart-test:busybox"
 IMAGE_HEALTHCHECK = "autostart-test:busybox-healthcheck"
@@ -230,3 +233,34 @@ def log_events(proxy: ProxyHandle) -> list[dict[str, Any]]:
             except ValueError:
                 pass
     return lines
+
+
+# -- reloading the config, as `systemctl reload` does -----------------------------------------------------
+
+
+def unit_service_section() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text())
+    return parser["Service"]
+
+
+def systemctl_reload(proxy: ProxyHandle) -> None:
+    """What `systemctl reload docker-autostart` runs: the unit's ExecReload, $MAINPID being the proxy."""
+    command = unit_service_section()["ExecReload"].replace("$MAINPID", str(proxy.pid))
+    subprocess.run(shlex.split(command), check=True, timeout=10)
+
+
+def reload_with(proxy: ProxyHandle, config: dict[str, Any] | str) -> dict[str, Any]:
+    """Write the config file, reload, and return the proxy's log line about it."""
+    before = len(_reload_events(proxy))
+    proxy.config_path.write_text(config if isinstance(config, str) else json.dumps(config))
+    systemctl_reload(proxy)
+    wait_until(lambda: len(_reload_events(proxy)) > before, 20, "the reload's log line")
+    events = _reload_events(proxy)
+    assert len(events) == before + 1, events[before:]
+    return events[-1]
+
+
+def _reload_events(proxy: ProxyHandle) -> list[dict[str, Any]]:
+    return [e for e in log_events(proxy) if str(e.get("event", "")).startswith("config reload")]

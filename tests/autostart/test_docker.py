@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import free_port, require
 
-from .conftest import docker_service, run_proxy, start_events, wait_until
+from .conftest import docker_service, log_events, reload_with, run_proxy, start_events, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -239,3 +239,27 @@ def test_a_container_that_never_becomes_healthy_gets_504_and_is_stopped_again(do
         wait_until(lambda: proxy.status()[HOST]["state"] == "stopped", 10, "status to say stopped")
         status = proxy.status()[HOST]
         assert status["wakes"] == 1 and status["stops"] == 1
+
+
+def test_a_reload_that_changes_how_a_container_is_probed_adopts_it_running(docker_client, make_container, tmp_path):
+    # A new healthPath makes a new service (its probe is the provider's), but the same container serves on: the reload
+    # adopts it as it runs, a request in flight finishes, and the container is neither stopped nor started again.
+    port = free_port()
+    name = make_container(port)
+    since = time.time()
+    config = docker_service(HOST, name, port, idleTimeout=0)
+    with run_proxy(config, tmp_path) as proxy:
+        assert proxy.get(HOST, "/index.html").status_code == 200
+        config["services"][HOST]["healthPath"] = "/status.txt"
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(proxy.get, HOST, "/cgi-bin/slow?3", timeout=30)
+            wait_until(lambda: proxy.status()[HOST]["inFlight"] == 1, 10, "the request in flight")
+            assert reload_with(proxy, config)["replaced"] == [HOST]
+            status = proxy.status()[HOST]
+            assert status["state"] == "ready" and status["wakes"] == 0  # adopted, not woken
+            assert proxy.get(HOST, "/index.html").status_code == 200
+            assert "slept 3" in slow.result(timeout=30).text
+        wait_until(lambda: any(e.get("event") == "service let go after a reload" for e in log_events(proxy)), 10,
+                   "the old service to be let go (once its request was answered)")
+        assert container_status(docker_client, name) == "running"
+        assert start_events(docker_client, name, since) == 1

@@ -6,7 +6,6 @@ before they are let go."""
 from __future__ import annotations
 
 import asyncio
-import configparser
 import json
 import os
 import shlex
@@ -27,43 +26,24 @@ from autostart.config import parse_config
 from autostart.reload import plan_reload
 from tests.support import ROOT, free_port
 
-from .conftest import ProxyHandle, alive, command_service, log_events, run_proxy, wait_until
+from .conftest import (
+    UNIT,
+    ProxyHandle,
+    alive,
+    command_service,
+    log_events,
+    reload_with,
+    run_proxy,
+    unit_service_section,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
-UNIT = ROOT / "autostart" / "docker-autostart.service"
 HOST = "backend.test"
 ADDED = "added.test"
 REPLACED = "replaced.test"
 REMOVED = "removed.test"
-
-
-def unit_service_section() -> configparser.SectionProxy:
-    parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(UNIT.read_text())
-    return parser["Service"]
-
-
-def systemctl_reload(proxy: ProxyHandle) -> None:
-    """What `systemctl reload docker-autostart` runs: the unit's ExecReload, $MAINPID being the proxy."""
-    command = unit_service_section()["ExecReload"].replace("$MAINPID", str(proxy.pid))
-    subprocess.run(shlex.split(command), check=True, timeout=10)
-
-
-def reload_with(proxy: ProxyHandle, config: dict[str, Any] | str) -> dict[str, Any]:
-    """Write the config file, reload, and return the proxy's log line about it."""
-    before = len(_reload_events(proxy))
-    proxy.config_path.write_text(config if isinstance(config, str) else json.dumps(config))
-    systemctl_reload(proxy)
-    wait_until(lambda: len(_reload_events(proxy)) > before, 20, "the reload's log line")
-    events = _reload_events(proxy)
-    assert len(events) == before + 1, events[before:]
-    return events[-1]
-
-
-def _reload_events(proxy: ProxyHandle) -> list[dict[str, Any]]:
-    return [e for e in log_events(proxy) if str(e.get("event", "")).startswith("config reload")]
 
 
 def backend(port: int, name: str, **extra: Any) -> dict[str, Any]:
