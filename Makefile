@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 24.3.1
 
-.PHONY: help install system-deps system-deps-runtime run test test-fast docs docs-serve bench images up down lint clean
+.PHONY: help install system-deps system-deps-runtime run test test-fast docs docs-serve bench images up down backup restore lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -57,6 +57,12 @@ up: install  ## Docker deployment: build missing images, create the service cont
 
 down:  ## stop the Docker deployment
 	scripts/compose-down.sh
+
+backup: install  ## Docker deployment: archive the data volumes, configuration, credentials and certificates into BACKUP_DIR (docs/backup.md)
+	scripts/backup.sh
+
+restore: install  ## Docker deployment, stopped: restore ARCHIVE=backups/whisper-<time>-<commit>.tar.gz (REPLACE=1 over existing data)
+	scripts/restore.sh
 
 lint: install  ## ruff over the whole repository
 	$(BIN)/ruff check .
