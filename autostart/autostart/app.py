@@ -69,6 +69,7 @@ class Autostart:
         self._listener: asyncio.Server | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
+        self._stopping = False
         # Lifecycles of services a reload removed or replaced, until their requests in flight have finished.
         self._retiring: dict[ServiceLifecycle, asyncio.Task[None]] = {}
 
@@ -117,6 +118,9 @@ class Autostart:
         """Read and validate the config file, then reload it; a file that cannot be used leaves the running
         config as it is (one log line says why). True when the new config is in force."""
         async with self._reloading:
+            if self._stopping:
+                log.warning("config reload ignored: the proxy is shutting down", extra={"path": str(path)})
+                return False
             try:
                 config = load_config(path)
             except ConfigError as exc:
@@ -193,6 +197,9 @@ class Autostart:
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop listening, let requests in flight finish (up to `grace`), then close everything."""
+        self._stopping = True
+        async with self._reloading:
+            pass  # a reload under way completes first; later ones are ignored
         if self._supervisor is not None:
             self._supervisor.cancel()
         loop = asyncio.get_running_loop()
