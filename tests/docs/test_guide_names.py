@@ -40,6 +40,8 @@ LIBRARY_ENV: dict[str, str] = {
     "DOCKER_HOST": "the Docker SDK and CLI: the engine's address",
     "DOCKER_BUILDKIT": "the docker CLI: build with BuildKit",
     "PIP_CERT": "pip: the CA bundle it trusts",
+    "PIP_NO_INDEX": "pip: install only from PIP_FIND_LINKS",
+    "PIP_FIND_LINKS": "pip: a folder of wheels to install from",
     "ALLOW_START": "the socket proxy image (autostart/docker-compose.socket-proxy.yml)",
     "ALLOW_STOP": "the socket proxy image (autostart/docker-compose.socket-proxy.yml)",
 }
@@ -86,7 +88,19 @@ def code_of(text: str) -> tuple[list[str], list[str]]:
 SETTING = re.compile(r"^([A-Z][A-Z0-9]*(?:__?[A-Z0-9]+)+)(?:[=:].*)?$")
 ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+(/\S*)")
 BARE_ROUTE = re.compile(r"^(/(?:v1|health|_autostart)\S*)")
-METRIC = re.compile(r"(?<![\w./-])(?:whisper_faster|whisperx|autostart|\*)_[a-z0-9_]+(?![\w.])")
+METRIC = re.compile(r"(?<![\w./-])(?:whisper_faster|whisperx|autostart|\*)_[a-z0-9_]+(?![\w.-])")
+
+
+@cache
+def volume_names() -> frozenset[str]:
+    """The compose projects' volumes (`whisperx_data`): named like metrics, but no metric."""
+    import yaml
+
+    return frozenset(
+        f"{path.parent.name}_{volume}"
+        for path in (ROOT / "whisper-faster" / "docker-compose.yml", ROOT / "whisperx" / "docker-compose.yml")
+        for volume in (yaml.safe_load(path.read_text()).get("volumes") or {})
+    )
 MAKE_INLINE = re.compile(r"(?:^|[\s;&|(])make\s+([a-z][\w-]*)")
 MAKE_FENCED = re.compile(r"(?:^\s*(?:sudo\s+)?(?:[A-Z_][A-Z0-9_]*=\S+\s+)*|[;&|]\s*)make\s+([a-z][\w-]*)")
 
@@ -108,7 +122,9 @@ def mentions(pages: list[Path] = PAGES) -> dict[str, list[tuple[Mention, str]]]:
         for line in fenced:
             found["make"] += [(Mention(page.name, line.strip()), target) for target in MAKE_FENCED.findall(line)]
         for chunk in spans + fenced:
-            found["metric"] += [(Mention(page.name, chunk.strip()), name) for name in METRIC.findall(chunk)]
+            found["metric"] += [
+                (Mention(page.name, chunk.strip()), name) for name in METRIC.findall(chunk) if name not in volume_names()
+            ]
     return found
 
 
