@@ -14,8 +14,11 @@ import pytest
 from tests.jobs.postgres import postgres_server
 from whisper_common.jobs.model import JobRow, JobStatus, new_job_id
 from whisper_common.jobs.postgres import PostgresStore
+from whisper_common.jobs.retry import Backoff
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.jobs.store import DuplicateKey, Finish, SqlStore
+
+NO_BACKOFF = Backoff(0)
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +84,29 @@ def test_an_expired_lease_goes_back_to_the_queue_then_fails_when_out_of_attempts
     job = store.insert(_job())
     now = time.time()
     assert store.claim("dead", now, 1) is not None
-    assert store.recover_expired(now + 0.5, 0) == []  # not expired yet
-    assert store.recover_expired(now + 2, 0) == []  # expired: queued again, attempt 1 of 2 used
+    assert store.recover_expired(now + 0.5, NO_BACKOFF) == []  # not expired yet
+    assert store.recover_expired(now + 2, NO_BACKOFF) == []  # expired: queued again, attempt 1 of 2 used
     again = store.get(job.id)
     assert again is not None and again.status is JobStatus.QUEUED and again.lease_owner is None
     assert json.loads(again.error or "{}")["code"] == "worker_lost"
     assert store.renew(job.id, "dead", now + 60, 1.0, 2.0) is None  # the dead owner's lease is gone
     second = store.claim("also-dead", now + 3, 1)
     assert second is not None and second.attempts == 2
-    [failed] = store.recover_expired(now + 5, 0)
+    [failed] = store.recover_expired(now + 5, NO_BACKOFF)
     assert failed.status is JobStatus.FAILED and json.loads(failed.error or "{}")["code"] == "worker_lost"
+
+
+def test_an_expired_lease_is_requeued_after_the_delay_the_retry_policy_gives(make_store) -> None:
+    """The store computes no backoff: recovery puts the job back at `now + backoff.delay(attempts)`."""
+    store = make_store()
+    job = store.insert(_job(max_attempts=3))
+    now = time.time()
+    store.claim("dead", now, 1)
+    store.recover_expired(now + 2, Backoff(100, jitter=0))
+    again = store.get(job.id)
+    assert again is not None and again.status is JobStatus.QUEUED
+    assert again.run_after == pytest.approx(now + 2 + 100)
+    assert store.claim("w", now + 2 + 99, 30) is None and store.claim("w", now + 2 + 101, 30) is not None
 
 
 def test_cancel_of_a_running_job_is_a_flag_its_worker_reads(make_store) -> None:
@@ -143,7 +159,7 @@ def test_one_job_that_cannot_be_recovered_does_not_block_the_others(make_store) 
     good = store.insert(_job(max_attempts=1, webhook_url="http://hooks.example/y"))
     now = time.time()
     assert store.claim("dead", now, 1) is not None and store.claim("dead", now, 1) is not None
-    [recovered] = store.recover_expired(now + 2, 0)
+    [recovered] = store.recover_expired(now + 2, NO_BACKOFF)
     assert recovered.id == good.id and recovered.status is JobStatus.FAILED
     assert len(store.deliveries(good.id)) == 1
     stuck = store.get(bad.id)

@@ -1,6 +1,9 @@
 """The errors a jobs client can cause or meet, each mapped once to a status by whisper_common.errors."""
 from __future__ import annotations
 
+import errno
+
+from whisper_common.db import StorageFull
 from whisper_common.errors import ApiError, InvalidParameter, NotFound
 
 
@@ -42,6 +45,13 @@ class InsufficientStorage(ApiError):
 
     def __init__(self, message: str = "the server has no space left to store this job; nothing was kept") -> None:
         super().__init__(message)
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether `exc` says there is no room left: in DATA_DIR (ENOSPC, EDQUOT) or in the database (StorageFull)."""
+    if isinstance(exc, StorageFull | InsufficientStorage):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutboundRefused(InvalidParameter):

@@ -1,7 +1,7 @@
 """A job's request body, taken in without holding it in memory: the multipart form is parsed as it streams, the file
 part written straight into DATA_DIR (hashed on the way, for Idempotency-Key), the other fields kept as strings.
 
-    intake = await receive_multipart(request, files.incoming_dir())
+    intake = await receive_multipart(request, files.incoming)
     intake.fields        # {"model": ["tiny.en"], "timestamp_granularities[]": ["word", "segment"], ...}
     intake.file          # the stored upload (a temporary name; JobFiles.adopt moves it to the job), or None
 
@@ -10,7 +10,6 @@ A disk that fills while the body arrives is an InsufficientStorage (507) and the
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import os
 import shutil
@@ -22,7 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from whisper_common.errors import InvalidParameter
-from whisper_common.jobs.errors import InsufficientStorage
+from whisper_common.jobs.errors import InsufficientStorage, storage_full
 
 _WRITE_CHUNK = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
@@ -182,7 +181,7 @@ async def receive_multipart(request: Request, directory: Path) -> Intake:
     except OSError as exc:
         if sink is not None:
             sink.abort()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if storage_full(exc):
             raise InsufficientStorage() from None
         raise
     except BaseException:

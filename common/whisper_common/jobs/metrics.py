@@ -1,7 +1,7 @@
 """The jobs' Prometheus series, on the service's registry and namespace (`whisper_faster_jobs{status="queued"}`).
 
-Counts by status and the oldest queued job's age are read from the queue (every second, by the runtime), so with
-PostgreSQL they describe the shared queue, whichever process is scraped.
+Counts by status and the oldest queued job's age are the queue's counts as last read (`counts.QueueCounts`, every
+second), so with PostgreSQL they describe the shared queue, whichever process is scraped.
 """
 from __future__ import annotations
 

@@ -5,14 +5,13 @@ host or a network holding the addresses. The request then goes to the checked ad
 resolved again, so DNS rebinding cannot swap it), with the original Host header and TLS server name. Each redirect
 of a download is checked the same way; webhooks do not follow redirects.
 
-    policy = OutboundPolicy.from_settings(settings)
+    policy = OutboundPolicy(settings.outbound_allowlist)
     await policy.check("webhook_url", url)                   # OutboundRefused (400) naming the field
     size = await download(policy, client, url, path, max_bytes, deadline_seconds)
 """
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from whisper_common.jobs.errors import OutboundRefused, PermanentJobError, TransientJobError
+from whisper_common.jobs.errors import OutboundRefused, PermanentJobError, TransientJobError, storage_full
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_REDIRECTS = 5
@@ -184,7 +183,7 @@ async def _save(response: httpx.Response, destination: Path, max_bytes: int) -> 
         raise TransientJobError(f"downloading audio_url failed: {type(exc).__name__}") from None
     except OSError as exc:
         destination.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if storage_full(exc):
             raise TransientJobError("no space left in DATA_DIR for the audio_url download") from None
         raise
     except BaseException:

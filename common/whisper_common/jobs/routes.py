@@ -1,5 +1,6 @@
 """`/v1/jobs`: submit (multipart like the service's synchronous route, or JSON with `audio_url`), read, list, fetch the
-result in any format the service offers, cancel or delete. Parse and validate here; the runtime does the rest.
+result in any format the service offers, cancel or delete. A route parses the request, calls the jobs service
+(`app.state.jobs`, a `JobsService`) and formats its answer.
 
     include_jobs_routes(app, MyJobOptions, formats=TRANSCRIPTION_FORMATS)   # the service's form fields and formats
 
@@ -7,11 +8,9 @@ The routes are added after `create_service_app`, not in its `routers`: those get
 form before the route runs, and a job upload must stream into DATA_DIR instead.
 """
 
-import asyncio
-import hashlib
 import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
@@ -20,18 +19,9 @@ from pydantic import BaseModel, ValidationError
 
 from whisper_common.auth import bearer_scheme
 from whisper_common.errors import InvalidParameter, MissingParameter
-from whisper_common.jobs.engine import transcript_from_json
-from whisper_common.jobs.errors import (
-    AudioUrlsDisabled,
-    IdempotencyConflict,
-    InsufficientStorage,
-    JobNotFinished,
-    JobNotFound,
-)
-from whisper_common.jobs.intake import Intake, check_free_space, receive_multipart
-from whisper_common.jobs.model import JobList, JobRow, JobStatus, JobView, new_job_id
-from whisper_common.jobs.runtime import JobsRuntime
-from whisper_common.jobs.store import DuplicateKey, StorageFull
+from whisper_common.jobs.intake import Intake, receive_multipart
+from whisper_common.jobs.model import JobList, JobStatus, JobView
+from whisper_common.jobs.service import Accepted, JobsService, Submission
 from whisper_common.openai_formats import ResponseFormat, parse_granularities, parse_response_format, render
 
 CORE_FIELDS = ("file", "audio_url", "webhook_url", "metadata")
@@ -49,11 +39,11 @@ JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _runtime(request: Request) -> JobsRuntime:
-    runtime: JobsRuntime | None = getattr(request.app.state, "jobs", None)
-    if runtime is None:
+def _service(request: Request) -> JobsService:
+    service: JobsService | None = getattr(request.app.state, "jobs", None)
+    if service is None:
         raise InvalidParameter("jobs", "jobs are not available yet; the service is starting")
-    return runtime
+    return service
 
 
 def _request_body_schema(options_model: type[BaseModel]) -> dict[str, Any]:
@@ -109,13 +99,13 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
             Header(alias="Idempotency-Key", max_length=255, description="The same key and body give the same job."),
         ] = None,
     ) -> Response:
-        runtime = _runtime(request)
-        intake = await _receive(request, runtime)
+        service = _service(request)
+        intake = await _receive(request, service.upload_dir)
         try:
-            job = await _accept(runtime, intake, options_model, idempotency_key)
+            accepted = await service.submit(_submission(intake, options_model, idempotency_key))
         finally:
             intake.discard()
-        return job
+        return _accepted(accepted)
 
     @router.get("", response_model=JobList, summary="List jobs, newest first")
     async def list_jobs(
@@ -124,17 +114,12 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
         limit: Annotated[int, Query(ge=1, le=100, description="At most this many.")] = 20,
         after: Annotated[str | None, Query(max_length=100, description="The `last_id` of the previous page.")] = None,
     ) -> JobList:
-        runtime = _runtime(request)
-        rows, has_more = await asyncio.to_thread(runtime.store.list, status, limit, after)
-        return JobList(data=[row.view() for row in rows], has_more=has_more, last_id=rows[-1].id if rows else None)
+        return await _service(request).list(status, limit, after)
 
     @router.get("/{job_id}", response_model=JobView, summary="A job: status, progress, attempts, webhook deliveries",
                 responses={404: JOB_RESPONSES[404]})
     async def get_job(request: Request, job_id: JOB_ID) -> JobView:
-        runtime = _runtime(request)
-        job = await _get(runtime, job_id)
-        deliveries = await asyncio.to_thread(runtime.store.deliveries, job_id)
-        return job.view(deliveries)
+        return await _service(request).get(job_id)
 
     @router.get(
         "/{job_id}/result",
@@ -148,17 +133,13 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
             str | None, Query(description=f"{format_names}; unset: the format asked at submit (json by default).")
         ] = None,
     ) -> Response:
-        runtime = _runtime(request)
-        job = await _get(runtime, job_id)
-        if job.status is not JobStatus.SUCCEEDED or job.result is None:
-            raise _not_finished(job)
-        options = job.options_dict
-        chosen = parse_response_format(response_format or options.get("response_format"), allowed=formats)
+        result = await _service(request).result(job_id)
+        asked = result.options
+        chosen = parse_response_format(response_format or asked.get("response_format"), allowed=formats)
         granularities = frozenset()
         if chosen in (ResponseFormat.VERBOSE_JSON, ResponseFormat.DIARIZED_JSON):
-            granularities = parse_granularities(options.get("timestamp_granularities") or (), chosen)
-        transcript = await asyncio.to_thread(transcript_from_json, job.result)
-        return render(transcript, chosen, granularities)
+            granularities = parse_granularities(asked.get("timestamp_granularities") or (), chosen)
+        return render(result.transcript, chosen, granularities)
 
     @router.delete(
         "/{job_id}",
@@ -166,40 +147,16 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
         responses={404: JOB_RESPONSES[404]},
     )
     async def delete_job(request: Request, job_id: JOB_ID) -> JSONResponse:
-        runtime = _runtime(request)
-        job, deleted = await asyncio.to_thread(runtime.store.cancel_or_delete, job_id, time.time())
-        if job is None:
-            raise JobNotFound(job_id)
-        if deleted:
-            await asyncio.to_thread(runtime.files.remove, job_id)
+        ended = await _service(request).cancel(job_id)
+        if ended.deleted:
             return JSONResponse({"id": job_id, "object": "transcription.job.deleted", "deleted": True})
-        if job.status is JobStatus.RUNNING:
-            runtime.cancel_local(job_id)
-            return JSONResponse(job.view().model_dump(mode="json"), status_code=202)
-        runtime.outbox_ready.set()
-        return JSONResponse(job.view().model_dump(mode="json"))
+        status_code = 202 if ended.job.status is JobStatus.RUNNING else 200  # 202: it stops at its next segment
+        return JSONResponse(ended.job.model_dump(mode="json"), status_code=status_code)
 
     return router
 
 
-async def _get(runtime: JobsRuntime, job_id: str) -> JobRow:
-    job = await asyncio.to_thread(runtime.store.get, job_id)
-    if job is None:
-        raise JobNotFound(job_id)
-    return job
-
-
-def _not_finished(job: JobRow) -> JobNotFinished:
-    if job.status is JobStatus.FAILED:
-        error = job.error_view()
-        reason = error.message if error else "unknown"
-        return JobNotFinished(f"job {job.id} failed: {reason}")
-    if job.status is JobStatus.CANCELED:
-        return JobNotFinished(f"job {job.id} was canceled; it has no result")
-    return JobNotFinished(f"job {job.id} is {job.status.value}; its result is not ready (poll GET /v1/jobs/{job.id})")
-
-
-async def _receive(request: Request, runtime: JobsRuntime) -> Intake:
+async def _receive(request: Request, upload_dir: FilePath) -> Intake:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() == "application/json":
         body = bytearray()
@@ -217,7 +174,7 @@ async def _receive(request: Request, runtime: JobsRuntime) -> Intake:
             raise InvalidParameter("body", "the JSON body must be an object")
         fields: dict[str, list[Any]] = {key: [value] for key, value in data.items()}
         return Intake(fields=fields)  # type: ignore[arg-type]
-    return await receive_multipart(request, runtime.files.incoming)
+    return await receive_multipart(request, upload_dir)
 
 
 def _single(fields: dict[str, list[Any]], name: str) -> Any:
@@ -263,9 +220,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _options(
-    options_model: type[BaseModel], fields: dict[str, list[Any]], check: Callable[[Any], None]
-) -> dict[str, Any]:
+def _options(options_model: type[BaseModel], fields: dict[str, list[Any]]) -> BaseModel:
     values: dict[str, Any] = {}
     for name, items in fields.items():
         key = name.removesuffix("[]")
@@ -285,19 +240,16 @@ def _options(
         if first.get("type") == "value_error" and "error" in first.get("ctx", {}):
             raise InvalidParameter(param, str(first["ctx"]["error"])) from None
         raise InvalidParameter(param, f"invalid '{param}': {first.get('msg', 'invalid value')}") from None
-    check(options)  # what needs the service, e.g. an English-only model asked for another language
-    return options.model_dump(mode="json", exclude_none=True)
+    return options
 
 
-async def _accept(
-    runtime: JobsRuntime, intake: Intake, options_model: type[BaseModel], idempotency_key: str | None
-) -> Response:
+def _submission(intake: Intake, options_model: type[BaseModel], idempotency_key: str | None) -> Submission:
     fields = dict(intake.fields)
     fields.pop("file", None)
     audio_url = _single(fields, "audio_url")
     webhook_url = _single(fields, "webhook_url")
     metadata = _metadata(_single(fields, "metadata"))
-    options = _options(options_model, fields, runtime.engine.check)
+    options = _options(options_model, fields)
     if audio_url is not None and not isinstance(audio_url, str):
         raise InvalidParameter("audio_url", "audio_url must be a string URL")
     if webhook_url is not None and not isinstance(webhook_url, str):
@@ -306,58 +258,14 @@ async def _accept(
         raise InvalidParameter("audio_url", "send either a file or audio_url, not both")
     if not audio_url and intake.file is None:
         raise MissingParameter("file", "'file' is required (or, with ALLOW_AUDIO_URLS, a JSON body with 'audio_url')")
-    if audio_url:
-        if not runtime.settings.allow_audio_urls:
-            raise AudioUrlsDisabled()
-        await runtime.policy.check("audio_url", audio_url)
-    if webhook_url:
-        await runtime.policy.check("webhook_url", webhook_url)
-
-    request_hash = hashlib.sha256(
-        json.dumps(
-            [options, metadata, webhook_url, audio_url, intake.file_sha256], sort_keys=True, separators=(",", ":")
-        ).encode()
-    ).hexdigest()
-    if idempotency_key:
-        existing = await asyncio.to_thread(runtime.store.by_idempotency_key, idempotency_key)
-        if existing is not None:
-            return _replay(existing, request_hash)
-
-    now = time.time()
-    job = JobRow(
-        id=new_job_id(), queue=runtime.store.queue, status=JobStatus.QUEUED, created_at=now, run_after=now,
-        max_attempts=runtime.max_attempts,
-        options=json.dumps(options), metadata=json.dumps(metadata), webhook_url=webhook_url, audio_url=audio_url,
-        idempotency_key=idempotency_key or None, request_hash=request_hash,
-    )
-    try:
-        if intake.file is not None:
-            check_free_space(runtime.files.root, 1 << 20)
-            job.audio_file = await asyncio.to_thread(runtime.files.adopt, job.id, intake.file)
-            intake.file = None
-        await asyncio.to_thread(runtime.store.insert, job)
-    except DuplicateKey:
-        await asyncio.to_thread(runtime.files.remove, job.id)
-        existing = await asyncio.to_thread(runtime.store.by_idempotency_key, idempotency_key or "")
-        if existing is None:
-            raise
-        return _replay(existing, request_hash)
-    except (StorageFull, InsufficientStorage, OSError) as exc:
-        await asyncio.to_thread(runtime.files.remove, job.id)
-        if isinstance(exc, OSError) and exc.errno not in (28, 122):  # ENOSPC, EDQUOT
-            raise
-        raise InsufficientStorage() from None
-    runtime.accepted()
-    return JSONResponse(job.view().model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
-
-
-def _replay(existing: JobRow, request_hash: str) -> Response:
-    if existing.request_hash != request_hash:
-        raise IdempotencyConflict()
-    return JSONResponse(
-        existing.view().model_dump(mode="json"), status_code=202,
-        headers={"Location": f"/v1/jobs/{existing.id}", "Idempotent-Replayed": "true"},
+    return Submission(
+        options=options, metadata=metadata, audio_url=audio_url, webhook_url=webhook_url,
+        file=intake.file, file_sha256=intake.file_sha256, idempotency_key=idempotency_key,
     )
 
 
-
+def _accepted(accepted: Accepted) -> Response:
+    headers = {"Location": f"/v1/jobs/{accepted.job.id}"}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(accepted.job.model_dump(mode="json"), status_code=202, headers=headers)

@@ -3,9 +3,9 @@ SQLite file in DATA_DIR by default, PostgreSQL for a queue shared by several pro
 connection of its own; its tables are migrations in `jobs/schema.py`.
 
     store = open_store(settings, queue)                 # in the runtime: SqliteStore or PostgresStore
-    job = store.claim(owner="host:pid", now=time.time(), lease_seconds=60)   # oldest runnable job, leased, or None
+    job = store.claim(holder="host:pid", now=time.time(), lease_seconds=60)   # oldest runnable job, leased, or None
 
-Every state change of a running job names its lease owner (`WHERE lease_owner = $n`), so a worker that lost its lease
+Every state change of a running job names its lease holder (`WHERE lease_owner = $n`), so a worker that lost its lease
 (it stalled, another took the job over) can never finish the job a second time. A finished job and its webhook
 delivery are written in one transaction: the outbox never misses a job, and never has one twice. A job is inserted in
 a durable transaction (on disk before its `202`).
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -36,8 +35,9 @@ from whisper_common.jobs.model import (
     iso,
     new_delivery_id,
 )
+from whisper_common.jobs.retry import Backoff
 
-__all__ = ["DuplicateKey", "Finish", "QueueState", "SqlStore", "StorageFull", "backoff"]
+__all__ = ["DuplicateKey", "Finish", "QueueState", "SqlStore", "StorageFull"]
 
 logger = logging.getLogger("whisper_common.jobs.store")
 
@@ -68,12 +68,6 @@ class Finish:
         if self.error_message is None:
             return None
         return json.dumps({"message": self.error_message, "code": self.error_code or "job_failed"})
-
-
-def backoff(base: float, attempt: int, cap: float = 3600.0) -> float:
-    """`base * 2**(attempt-1)`, capped, with ±20 % jitter so retries of many jobs or webhooks do not align."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
-    return delay * random.uniform(0.8, 1.2)
 
 
 class QueueState(NamedTuple):
@@ -222,7 +216,7 @@ class SqlStore:
 
     # --- the worker's side: leases ---
 
-    def claim(self, owner: str, now: float, lease_seconds: float) -> JobRow | None:
+    def claim(self, holder: str, now: float, lease_seconds: float) -> JobRow | None:
         """Lease the oldest queued job whose backoff is over: status running, attempts + 1."""
         with self.transaction() as tx:
             rows = tx.execute(
@@ -230,12 +224,12 @@ class SqlStore:
                 "started_at = COALESCE(started_at, $4) WHERE id = ("
                 "SELECT id FROM jobs WHERE queue = $5 AND status = $6 AND run_after <= $4 ORDER BY created_at, id LIMIT 1"
                 f"{self.skip_locked}) AND status = $6 RETURNING *",
-                (JobStatus.RUNNING.value, owner, now + lease_seconds, now, self.queue, JobStatus.QUEUED.value),
+                (JobStatus.RUNNING.value, holder, now + lease_seconds, now, self.queue, JobStatus.QUEUED.value),
             )
         return _job(rows[0]) if rows else None
 
     def renew(
-        self, job_id: str, owner: str, expires_at: float, done: float, total: float | None
+        self, job_id: str, holder: str, expires_at: float, done: float, total: float | None
     ) -> bool | None:
         """Extend the lease and record progress. Returns whether a cancel was asked, or None when the lease is lost."""
         with self.transaction() as tx:
@@ -243,17 +237,17 @@ class SqlStore:
                 "UPDATE jobs SET lease_expires_at = $1, audio_seconds_done = $2, "
                 "audio_seconds = COALESCE($3, audio_seconds) "
                 "WHERE id = $4 AND lease_owner = $5 AND status = $6 RETURNING cancel_requested",
-                (expires_at, done, total, job_id, owner, JobStatus.RUNNING.value),
+                (expires_at, done, total, job_id, holder, JobStatus.RUNNING.value),
             )
         return bool(rows[0]["cancel_requested"]) if rows else None
 
-    def finish(self, job_id: str, owner: str, outcome: Finish, now: float) -> JobRow | None:
-        """End a run this owner still holds; with a webhook_url, queue its delivery in the same transaction. None when
-        the lease was lost (the job is someone else's now, or already finished)."""
+    def finish(self, job_id: str, holder: str, outcome: Finish, now: float) -> JobRow | None:
+        """End a run whose lease `holder` still holds; with a webhook_url, queue its delivery in the same transaction.
+        None when the lease was lost (the job is someone else's now, or already finished)."""
         with self.transaction() as tx:
-            return self._finish(tx, job_id, owner, outcome, now)
+            return self._finish(tx, job_id, holder, outcome, now)
 
-    def _finish(self, tx: Tx, job_id: str, owner: str | None, outcome: Finish, now: float) -> JobRow | None:
+    def _finish(self, tx: Tx, job_id: str, holder: str | None, outcome: Finish, now: float) -> JobRow | None:
         p = Params()
         assignments = (
             f"status = {p(outcome.status.value)}, finished_at = {p(now)}, result = {p(outcome.result)}, "
@@ -261,10 +255,10 @@ class SqlStore:
             f"audio_seconds = COALESCE({p(outcome.audio_seconds)}, audio_seconds), "
             f"audio_seconds_done = COALESCE({p(outcome.audio_seconds_done)}, audio_seconds_done)"
         )
-        owner_clause = f"lease_owner = {p(owner)}" if owner is not None else "lease_owner IS NULL"
+        holder_clause = f"lease_owner = {p(holder)}" if holder is not None else "lease_owner IS NULL"
         rows = tx.execute(
             f"UPDATE jobs SET {assignments} WHERE id = {p(job_id)} "
-            f"AND status IN ({p(JobStatus.QUEUED.value)}, {p(JobStatus.RUNNING.value)}) AND {owner_clause} RETURNING *",
+            f"AND status IN ({p(JobStatus.QUEUED.value)}, {p(JobStatus.RUNNING.value)}) AND {holder_clause} RETURNING *",
             p.values,
         )
         if not rows:
@@ -280,13 +274,13 @@ class SqlStore:
             )
         return job
 
-    def set_audio(self, job_id: str, owner: str, audio_file: str) -> None:
+    def set_audio(self, job_id: str, holder: str, audio_file: str) -> None:
         with self.transaction() as tx:
             tx.execute(
-                "UPDATE jobs SET audio_file = $1 WHERE id = $2 AND lease_owner = $3", (audio_file, job_id, owner)
+                "UPDATE jobs SET audio_file = $1 WHERE id = $2 AND lease_owner = $3", (audio_file, job_id, holder)
             )
 
-    def retry_later(self, job_id: str, owner: str, run_after: float, message: str, code: str) -> bool:
+    def retry_later(self, job_id: str, holder: str, run_after: float, message: str, code: str) -> bool:
         """Back to the queue after a transient failure (the error stays visible until the next run ends). False when
         the lease is lost or a cancel was asked meanwhile (the job is not requeued: its worker ends it canceled)."""
         error = json.dumps({"message": message, "code": code})
@@ -294,23 +288,23 @@ class SqlStore:
             tx.execute(
                 "UPDATE jobs SET status = $1, lease_owner = NULL, lease_expires_at = NULL, run_after = $2, error = $3 "
                 "WHERE id = $4 AND lease_owner = $5 AND status = $6 AND cancel_requested = 0",
-                (JobStatus.QUEUED.value, run_after, error, job_id, owner, JobStatus.RUNNING.value),
+                (JobStatus.QUEUED.value, run_after, error, job_id, holder, JobStatus.RUNNING.value),
             )
             return tx.rowcount == 1
 
-    def release(self, job_id: str, owner: str, run_after: float) -> bool:
+    def release(self, job_id: str, holder: str, run_after: float) -> bool:
         """Give a job back without counting the attempt (shutdown, or the inference gate was full)."""
         with self.transaction() as tx:
             tx.execute(
                 "UPDATE jobs SET status = $1, lease_owner = NULL, lease_expires_at = NULL, run_after = $2, "
                 "attempts = attempts - 1 WHERE id = $3 AND lease_owner = $4 AND status = $5",
-                (JobStatus.QUEUED.value, run_after, job_id, owner, JobStatus.RUNNING.value),
+                (JobStatus.QUEUED.value, run_after, job_id, holder, JobStatus.RUNNING.value),
             )
             return tx.rowcount == 1
 
-    def recover_expired(self, now: float, retry_base: float) -> list[JobRow]:
-        """Jobs whose worker died (lease expired): back to the queue with backoff, or failed when out of attempts, or
-        canceled when a cancel was asked. Returns the jobs that finished here."""
+    def recover_expired(self, now: float, backoff: Backoff) -> list[JobRow]:
+        """Jobs whose worker died (lease expired): back to the queue after `backoff.delay(attempts)`, or failed when
+        out of attempts, or canceled when a cancel was asked. Returns the jobs that finished here."""
         finished: list[JobRow] = []
         with self.transaction() as tx:
             rows = tx.execute(
@@ -320,7 +314,7 @@ class SqlStore:
             for row in rows:  # each row on a savepoint of its own: one that cannot be recovered does not block the rest
                 tx.execute("SAVEPOINT recover_row")
                 try:
-                    ended = self._recover(tx, _job(row), now, retry_base)
+                    ended = self._recover(tx, _job(row), now, backoff)
                 except Exception as exc:  # noqa: BLE001 - logged; the other expired jobs still recover
                     tx.execute("ROLLBACK TO SAVEPOINT recover_row")
                     logger.error("an expired job could not be recovered", extra={"job_id": row.get("id")}, exc_info=exc)
@@ -330,7 +324,7 @@ class SqlStore:
                     finished.append(ended)
         return finished
 
-    def _recover(self, tx: Tx, job: JobRow, now: float, retry_base: float) -> JobRow | None:
+    def _recover(self, tx: Tx, job: JobRow, now: float, backoff: Backoff) -> JobRow | None:
         lost = f"the worker running it stopped (attempt {job.attempts} of {job.max_attempts})"
         if job.cancel_requested or job.attempts >= job.max_attempts:
             outcome = (
@@ -341,21 +335,21 @@ class SqlStore:
         tx.execute(
             "UPDATE jobs SET status = $1, lease_owner = NULL, lease_expires_at = NULL, run_after = $2, error = $3 "
             "WHERE id = $4 AND lease_owner = $5 AND status = $6",
-            (JobStatus.QUEUED.value, now + backoff(retry_base, job.attempts),
+            (JobStatus.QUEUED.value, now + backoff.delay(job.attempts),
              json.dumps({"message": lost, "code": "worker_lost"}), job.id, job.lease_owner, JobStatus.RUNNING.value),
         )
         return None
 
     # --- the webhook outbox ---
 
-    def claim_delivery(self, owner: str, now: float, lease_seconds: float) -> DeliveryRow | None:
+    def claim_delivery(self, holder: str, now: float, lease_seconds: float) -> DeliveryRow | None:
         with self.transaction() as tx:
             rows = tx.execute(
                 "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2 WHERE id = ("
                 "SELECT id FROM webhook_deliveries WHERE queue = $3 AND status = 'pending' AND next_attempt_at <= $4 AND "
                 f"(lease_expires_at IS NULL OR lease_expires_at < $4) ORDER BY next_attempt_at LIMIT 1{self.skip_locked}"
                 ") RETURNING *",
-                (owner, now + lease_seconds, self.queue, now),
+                (holder, now + lease_seconds, self.queue, now),
             )
         return _delivery(rows[0]) if rows else None
 
@@ -366,7 +360,7 @@ class SqlStore:
     def record_attempt(
         self,
         delivery: DeliveryRow,
-        owner: str,
+        holder: str,
         now: float,
         outcome: str,
         status_code: int | None,
@@ -374,13 +368,13 @@ class SqlStore:
         next_attempt_at: float | None,
     ) -> bool:
         """Record one attempt and move the delivery on: `delivered`/`failed`/`disabled` end it, `retrying` schedules
-        the next attempt at `next_attempt_at`. False when this owner no longer holds the delivery's lease."""
+        the next attempt at `next_attempt_at`. False when this holder no longer holds the delivery's lease."""
         status = {"retrying": "pending"}.get(outcome, outcome)
         with self.transaction() as tx:
             rows = tx.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, status = $1, next_attempt_at = $2, "
                 "lease_owner = NULL, lease_expires_at = NULL WHERE id = $3 AND lease_owner = $4 RETURNING attempts",
-                (status, next_attempt_at if next_attempt_at is not None else now, delivery.id, owner),
+                (status, next_attempt_at if next_attempt_at is not None else now, delivery.id, holder),
             )
             if not rows:
                 return False

@@ -4,7 +4,7 @@ A run ends in exactly one of: succeeded (result kept), canceled (a DELETE arrive
 segment), failed (a permanent error such as undecodable audio, or the last attempt failed), retried later with
 backoff (a transient error: model load, memory, a download timeout), or released without counting (shutdown; the
 inference gate was full). A worker whose lease was lost (it stalled past the lease and another worker took the job)
-drops its result: the store refuses a finish from a former owner.
+drops its result: the store refuses a finish from a former lease holder.
 """
 from __future__ import annotations
 
@@ -17,24 +17,28 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from whisper_common.errors import ApiError, ServerBusy
-from whisper_common.jobs.engine import transcript_to_json
+from whisper_common.jobs.context import JobsContext
+from whisper_common.jobs.engine import JobEngine, transcript_to_json
 from whisper_common.jobs.errors import PermanentJobError, TransientJobError
 from whisper_common.jobs.model import JobRow, JobStatus
 from whisper_common.jobs.outbound import download
-from whisper_common.jobs.store import Finish, backoff
+from whisper_common.jobs.store import Finish
+from whisper_common.transcript import Transcript
 
 if TYPE_CHECKING:
-    from whisper_common.jobs.runtime import JobsRuntime
+    from whisper_common.jobs.runner import RunningHere, Wakeups
 
 logger = logging.getLogger("whisper_common.jobs")
 
 
-def new_owner() -> str:
+def new_holder() -> str:
+    """A lease holder's name: host, process and loop, so an operator can tell who holds a job."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -48,58 +52,61 @@ class _Run:
 
 
 class Worker:
-    def __init__(self, runtime: JobsRuntime, owner: str) -> None:
-        self.runtime = runtime
-        self.owner = owner
+    def __init__(
+        self, context: JobsContext, engine: JobEngine, holder: str, wakeups: Wakeups, here: RunningHere
+    ) -> None:
+        self.context = context
+        self.store = context.store
+        self.engine = engine
+        self.holder = holder
+        self.wakeups = wakeups
+        self.here = here
 
     async def run_forever(self) -> None:
-        runtime = self.runtime
+        poll, lease = self.context.timings.poll_seconds, self.context.timings.lease_seconds
         while True:
             try:
-                job = await asyncio.to_thread(runtime.store.claim, self.owner, time.time(), runtime.lease_seconds)
+                job = await asyncio.to_thread(self.store.claim, self.holder, time.time(), lease)
             except Exception as exc:  # noqa: BLE001 - the database may be away for a while; keep trying
                 logger.warning("claiming a job failed", extra={"error": repr(exc)})
-                await asyncio.sleep(runtime.poll_seconds)
+                await asyncio.sleep(poll)
                 continue
             if job is None:
-                await runtime.wait_for_work()
+                await self.wakeups.wait_for_work()
                 continue
-            runtime.held_here += 1
-            try:
-                await self.run(job)
-            except Exception as exc:  # noqa: BLE001 - e.g. the database went away at the end; the lease expires
-                logger.error("job run could not be recorded", extra={"job_id": job.id}, exc_info=exc)
-                await asyncio.sleep(runtime.poll_seconds)
-            finally:
-                runtime.held_here -= 1
+            with self.here.holding():
+                try:
+                    await self.run(job)
+                except Exception as exc:  # noqa: BLE001 - e.g. the database went away at the end; the lease expires
+                    logger.error("job run could not be recorded", extra={"job_id": job.id}, exc_info=exc)
+                    await asyncio.sleep(poll)
 
     async def run(self, job: JobRow) -> None:
-        runtime = self.runtime
+        metrics = self.context.metrics
         run = _Run(job)
-        runtime.running[job.id] = run.cancel
-        heartbeat = asyncio.create_task(self._heartbeat(run))
         started = time.perf_counter()
         logger.info("job started", extra={"job_id": job.id, "attempt": job.attempts})
         outcome: Finish | None = None
-        try:
-            transcript = await self._execute(run)
-            if run.cancel.is_set():
-                outcome = Finish(JobStatus.CANCELED)
-            else:
-                outcome = Finish(JobStatus.SUCCEEDED, result=transcript_to_json(transcript))
-        except asyncio.CancelledError:
-            run.cancel.set()
-            self._release(job, time.time())  # shutting down: another worker (or this one, restarted) takes it over
-            raise
-        except ServerBusy as exc:
-            self._release(job, time.time() + exc.retry_after)
-            return
-        except Exception as exc:  # noqa: BLE001 - every failure ends the run with a reason (or a retry)
-            outcome = Finish(JobStatus.CANCELED) if run.cancel.is_set() else await self._failed(run, exc)
-        finally:
-            heartbeat.cancel()
-            runtime.running.pop(job.id, None)
-            runtime.metrics.run_seconds.observe(time.perf_counter() - started)
+        with self.here.running(job.id, run.cancel):
+            heartbeat = asyncio.create_task(self._heartbeat(run))
+            try:
+                transcript = await self._execute(run)
+                if run.cancel.is_set():
+                    outcome = Finish(JobStatus.CANCELED)
+                else:
+                    outcome = Finish(JobStatus.SUCCEEDED, result=transcript_to_json(transcript))
+            except asyncio.CancelledError:
+                run.cancel.set()
+                self._release(job, time.time())  # shutting down: another worker (or this one, restarted) takes it over
+                raise
+            except ServerBusy as exc:
+                self._release(job, time.time() + exc.retry_after)
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure ends the run with a reason (or a retry)
+                outcome = Finish(JobStatus.CANCELED) if run.cancel.is_set() else await self._failed(run, exc)
+            finally:
+                heartbeat.cancel()
+                metrics.run_seconds.observe(time.perf_counter() - started)
         if outcome is None:
             return
         if run.cancel.is_set() and outcome.status is not JobStatus.SUCCEEDED and not run.lost:
@@ -107,15 +114,15 @@ class Worker:
         done = run.total if outcome.status is JobStatus.SUCCEEDED and run.total is not None else run.done
         outcome = dataclasses.replace(outcome, audio_seconds=run.total, audio_seconds_done=done)
         finished = None if run.lost else await asyncio.to_thread(
-            runtime.store.finish, job.id, self.owner, outcome, time.time()
+            self.store.finish, job.id, self.holder, outcome, time.time()
         )
         if finished is None:
-            runtime.metrics.attempts.labels(outcome="lost").inc()
+            metrics.attempts.labels(outcome="lost").inc()
             logger.warning("job lease lost; its result was dropped", extra={"job_id": job.id})
             return
-        runtime.metrics.attempts.labels(outcome=outcome.status.value).inc()
+        metrics.attempts.labels(outcome=outcome.status.value).inc()
         logger.info("job finished", extra={"job_id": job.id, "status": outcome.status.value})
-        runtime.outbox_ready.set()
+        self.wakeups.deliveries_due()
 
     async def _failed(self, run: _Run, exc: Exception) -> Finish | None:
         """Permanent failures end the job; transient ones are retried with backoff while attempts remain."""
@@ -138,30 +145,29 @@ class Worker:
             return Finish(
                 JobStatus.FAILED, error_message=f"{message} (after {job.attempts} attempts)", error_code=code
             )
-        run_after = time.time() + backoff(self.runtime.retry_seconds, job.attempts)
-        if await asyncio.to_thread(self.runtime.store.retry_later, job.id, self.owner, run_after, message, code):
-            self.runtime.metrics.attempts.labels(outcome="retried").inc()
+        run_after = time.time() + self.context.retry.backoff.delay(job.attempts)
+        if await asyncio.to_thread(self.store.retry_later, job.id, self.holder, run_after, message, code):
+            self.context.metrics.attempts.labels(outcome="retried").inc()
             logger.info("job will be retried", extra={"job_id": job.id, "attempt": job.attempts, "error": message})
             return None
-        current = await asyncio.to_thread(self.runtime.store.get, job.id)
+        current = await asyncio.to_thread(self.store.get, job.id)
         if current is not None and current.cancel_requested and current.status is JobStatus.RUNNING:
             return Finish(JobStatus.CANCELED)  # a cancel asked during the failed attempt wins over the retry
         return None
 
     def _release(self, job: JobRow, run_after: float) -> None:
         try:
-            if self.runtime.store.release(job.id, self.owner, run_after):
-                self.runtime.metrics.attempts.labels(outcome="released").inc()
+            if self.store.release(job.id, self.holder, run_after):
+                self.context.metrics.attempts.labels(outcome="released").inc()
                 logger.info("job released", extra={"job_id": job.id})
         except Exception as exc:  # noqa: BLE001 - the lease expires anyway
             logger.warning("releasing a job failed", extra={"job_id": job.id, "error": repr(exc)})
 
-    async def _execute(self, run: _Run):  # noqa: ANN202 - a Transcript
-        runtime = self.runtime
+    async def _execute(self, run: _Run) -> Transcript:
         job = run.job
         audio = await self._audio(job)
         try:
-            options = runtime.engine.options_model.model_validate(job.options_dict)
+            options = self.engine.options_model.model_validate(job.options_dict)
         except ValidationError as exc:
             raise PermanentJobError(f"the job's options are no longer valid: {exc.errors()[0]['msg']}") from None
 
@@ -170,12 +176,12 @@ class Worker:
             if total is not None:
                 run.total = total
 
-        return await runtime.engine.run(audio, options, progress, run.cancel)
+        return await self.engine.run(audio, options, progress, run.cancel)
 
-    async def _audio(self, job: JobRow):  # noqa: ANN202 - a Path
-        runtime = self.runtime
+    async def _audio(self, job: JobRow) -> Path:
+        files = self.context.files
         if job.audio_file is not None:
-            path = runtime.files.resolve(job.audio_file)
+            path = files.resolve(job.audio_file)
             if not path.is_file():
                 raise PermanentJobError(
                     "the job's audio file is missing from DATA_DIR (processes sharing a queue must share DATA_DIR)",
@@ -184,24 +190,23 @@ class Worker:
             return path
         if job.audio_url is None:
             raise PermanentJobError("the job has no audio", "audio_missing")
-        destination = runtime.files.audio_path(job.id)
+        destination = files.audio_path(job.id)
         destination.parent.mkdir(parents=True, exist_ok=True)
+        context = self.context
         await download(
-            runtime.policy, runtime.client, job.audio_url, destination, runtime.max_download_bytes,
-            runtime.download_seconds,
+            context.outbound, context.client, job.audio_url, destination, context.max_download_bytes,
+            context.timings.download_seconds,
         )
-        await asyncio.to_thread(runtime.store.set_audio, job.id, self.owner, runtime.files.relative(destination))
+        await asyncio.to_thread(self.store.set_audio, job.id, self.holder, files.relative(destination))
         return destination
 
     async def _heartbeat(self, run: _Run) -> None:
-        runtime = self.runtime
-        interval = max(0.1, runtime.lease_seconds / 3)
+        lease = self.context.timings.lease_seconds
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.context.timings.heartbeat_seconds)
             try:
                 cancel = await asyncio.to_thread(
-                    runtime.store.renew, run.job.id, self.owner, time.time() + runtime.lease_seconds, run.done,
-                    run.total,
+                    self.store.renew, run.job.id, self.holder, time.time() + lease, run.done, run.total
                 )
             except Exception as exc:  # noqa: BLE001 - try again next beat; the lease outlives a few misses
                 logger.warning("renewing a job lease failed", extra={"job_id": run.job.id, "error": repr(exc)})
