@@ -11,10 +11,11 @@
   synthesiser's voices are more alike in their timbre than people are but steadier, and far easier to tell apart
   than two people in one room: results on them are optimistic.
 
-Each utterance is varied as a person's voice varies between one remark and the next, so repeated material does not give
-identical embeddings: speed changed by up to ±5 %, the spectrum tilted by a random first-order filter, a random
-room (synthetic reverberation, 0.1-0.5 s, direct-to-reverberant 4-14 dB), and the level by ±4 dB around the
-voice's own level (-26 dBFS, -8..+2 dB per voice); a faint noise floor (-70 dBFS) lies under everything.
+Each voice sits at its own place in the room (a synthetic reverberation drawn per voice and recording: RT60
+0.1-0.5 s, direct-to-reverberant 4-14 dB) at its own level (-26 dBFS, -8..+2 dB per voice), and each utterance is
+varied as a voice varies between one remark and the next, so repeated material does not give identical embeddings:
+speed by up to ±4 %, the spectrum tilted by a random first-order filter, the level by ±4 dB. A faint noise floor
+(-70 dBFS) lies under everything.
 
 `meeting(voices, seconds, seed)` interleaves turns of 1-4 utterances with pauses of 0.1-1 s; about a sixth of the
 changes overlap the previous turn by 0.3-1.2 s (both voices summed); the speakers' shares are uneven (a Dirichlet
@@ -172,6 +173,7 @@ class VoicePool:
     def __init__(self, rng: np.random.Generator, synthetic: tuple[SyntheticVoice, ...]) -> None:
         self.rng = rng
         self.synthetic = {voice.name: voice for voice in synthetic}
+        self._rooms: dict[str, np.ndarray] = {}
 
     def utterance(self, who: str) -> np.ndarray:
         rng = self.rng
@@ -183,22 +185,29 @@ class VoicePool:
         start = int(rng.integers(0, len(stretch) - length + 1))
         return stretch[start : start + length]
 
-    def vary(self, piece: np.ndarray) -> np.ndarray:
-        """A turn's speed, spectral tilt, room and level (see the module docstring)."""
+    def room(self, key: str) -> np.ndarray:
+        """The impulse response of `key`'s place in the room (drawn once per key): a synthetic reverberation tail,
+        RT60 0.1-0.5 s, direct-to-reverberant ratio 4-14 dB (a microphone on the table, not across the hall)."""
+        if key not in self._rooms:
+            rng = self.rng
+            decay = float(rng.uniform(0.1, 0.5))
+            t = np.arange(int(decay * SAMPLE_RATE)) / SAMPLE_RATE
+            tail = rng.normal(size=len(t)) * np.exp(-6.9 * t / decay)
+            room = tail * np.sqrt(10 ** (-float(rng.uniform(4, 14)) / 10) / np.sum(tail**2))
+            room[0] = 1.0
+            self._rooms[key] = room
+        return self._rooms[key]
+
+    def vary(self, piece: np.ndarray, room: str) -> np.ndarray:
+        """An utterance as said this time, from the place `room` (see the module docstring)."""
         from scipy.signal import fftconvolve, lfilter, resample_poly
 
         rng = self.rng
-        speed = int(round(100 * rng.uniform(0.95, 1.05)))
+        speed = int(round(100 * rng.uniform(0.96, 1.04)))
         piece = resample_poly(piece, 100, speed).astype(np.float32)
-        tilt = float(rng.uniform(-0.5, 0.5))
+        tilt = float(rng.uniform(-0.3, 0.3))
         piece = lfilter([1.0, -tilt], [1.0], piece) / (1 + abs(tilt))
-        decay = float(rng.uniform(0.1, 0.5))  # RT60 in seconds
-        t = np.arange(int(decay * SAMPLE_RATE)) / SAMPLE_RATE
-        tail = rng.normal(size=len(t)) * np.exp(-6.9 * t / decay)
-        direct_to_reverberant = float(rng.uniform(4, 14))  # dB: a microphone on the table, not across the hall
-        room = tail * np.sqrt(10 ** (-direct_to_reverberant / 10) / np.sum(tail**2))
-        room[0] = 1.0
-        piece = fftconvolve(piece, room)[: len(piece)]
+        piece = fftconvolve(piece, self.room(room))[: len(piece)]
         level = 10 ** ((LEVEL_DBFS + rng.uniform(-4, 4)) / 20) / max(float(np.sqrt(np.mean(np.square(piece)))), 1e-6)
         return (piece * level).astype(np.float32)
 
@@ -222,7 +231,7 @@ def meeting(
         if previous is not None and rng.random() < overlap_share:
             cursor = max(turns[-1][0] + 0.5, turns[-1][1] - float(rng.uniform(0.3, 1.2)))
         for _ in range(int(rng.integers(1, 5))):
-            piece = pool.vary(pool.utterance(who)) * gains[who]
+            piece = pool.vary(pool.utterance(who), room=who) * gains[who]
             pieces.append((int(cursor * SAMPLE_RATE), piece))
             turns.append((cursor, cursor + len(piece) / SAMPLE_RATE, who))
             cursor += len(piece) / SAMPLE_RATE + float(rng.uniform(0.1, 0.4))

@@ -1,24 +1,27 @@
 """Speaker clustering that holds from minutes to hours: segment embeddings, average-linkage clustering with a
-calibrated threshold, then a switch-penalised pass over the windows.
+calibrated threshold, a merge of voices split in two, then a switch-penalised pass over the windows.
 
 1. **Segments.** The windows' d-vectors are averaged over short stretches of one speech region (`segment_seconds`
    of speech each). One 1.5 s window is a noisy sample of a voice; the mean of a few is a steadier one, and
    the same voice's segments then agree with each other far more than with anyone else's.
 2. **Average linkage** over the segments' cosine similarity, cut where the mean similarity between two groups
    falls below `threshold`. The mean pairwise similarity of two groups does not depend on how many segments they
-   hold, so one threshold serves 30 seconds and three hours, two voices and ten; it was calibrated on assembled
-   meetings (bench/long_der.py). A group with less than `min_speaker_seconds` of speech is not a speaker of its own:
-   its segments go to the nearest speaker. `lowest`/`highest` move the cut when the count must lie elsewhere.
+   hold, so one threshold serves minutes and hours, two voices and ten (calibrated on assembled meetings,
+   bench/long_der.py). A group with less speech than `min_speaker_seconds`, or than `min_speaker_share` of all
+   the speech, is not a speaker of its own: its segments go to the nearest speaker. `lowest`/`highest` move the
+   cut when the count must lie elsewhere.
 3. **Long recordings** are linked in chunks of at most `max_segments` segments: each chunk is clustered on its
    own (keeping even its small groups), then the groups of every chunk are clustered together by the same rule.
    Between two groups the mean pairwise similarity is the dot product of their (unnormalised) mean segment
    vectors, so the second stage uses the same criterion exactly. Memory stays bounded by the chunk size.
-4. **Refinement.** Each speaker's centroid is re-estimated from its segments (two k-means steps), then every
-   window takes the speaker whose centroid it is most similar to, along the path that maximises the summed
-   similarity minus `switch_penalty` per change of speaker (Viterbi): turns change where the voice changes, not
-   where a segment ends, and a single odd window does not make a turn.
+4. **Refinement.** Each speaker's centroid is re-estimated from its segments (k-means steps); speakers whose
+   centroids are at least `merge_threshold` alike are one voice that spread over two groups (a voice that talks a
+   lot meets more rooms, moods and loudness) and are merged. Then every window takes the speaker whose centroid it
+   is most similar to, along the path that maximises the summed similarity minus `switch_penalty` per change of
+   speaker (Viterbi): turns change where the voice changes, not where a segment ends, and a single odd window
+   does not make a turn.
 
-One speaker per moment: overlapped speech goes to whichever voice dominates the window.
+One speaker per moment: overlapped speech goes to whichever voice the windows there resemble most.
 """
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ import numpy as np
 class LinkageOptions:
     segment_seconds: float = 2.0
     threshold: float = 0.75
+    merge_threshold: float = 0.9
     min_speaker_seconds: float = 5.0
+    min_speaker_share: float = 0.02
     max_segments: int = 2000
     switch_penalty: float = 1.0
     refine_steps: int = 2
@@ -63,9 +68,21 @@ def cluster_windows(
     speech = np.bincount(segments, minlength=count) * seconds_per_window  # each window stands for one hop of speech
     groups = _link(vectors, speech, lowest, highest, options)
     centroids = _refine(vectors, groups, options.refine_steps)
-    if len(centroids) == 1:
-        return np.zeros(len(embeddings), dtype=int)
-    return viterbi(embeddings @ centroids.T, options.switch_penalty)
+    if options.merge_threshold < 1:
+        speakers = _merge_alike(centroids * np.bincount(groups)[:, None], options.merge_threshold, lowest)
+        centroids = _refine(vectors, speakers[groups], options.refine_steps)
+    penalty = options.switch_penalty * 0.25 / max(seconds_per_window, 1e-3)  # per window: the same per second
+    labels = np.zeros(len(embeddings), dtype=int)
+    while len(centroids) > 1:
+        labels = viterbi(embeddings @ centroids.T, penalty)
+        sums = np.stack([embeddings[labels == k].sum(axis=0) for k in range(len(centroids))])
+        used = np.flatnonzero(np.any(sums != 0, axis=1))
+        speakers = _merge_alike(sums[used], options.merge_threshold, lowest)
+        if int(speakers.max()) + 1 == len(centroids):
+            break
+        centroids = _unit(np.stack([sums[used][speakers == k].sum(axis=0) for k in range(int(speakers.max()) + 1)]))
+    _, labels = np.unique(labels, return_inverse=True)
+    return labels.reshape(-1)
 
 
 def _link(vectors: np.ndarray, speech: np.ndarray, lowest: int, highest: int, options: LinkageOptions) -> np.ndarray:
@@ -101,6 +118,7 @@ def _cut(
     too small to be a speaker join the nearest speaker unless `keep_small`."""
     if len(means) == 1:
         return np.zeros(1, dtype=int)
+    minimum = max(options.min_speaker_seconds, options.min_speaker_share * float(speech.sum()))
     merges = _average_linkage(means, weights)
     heights = np.array([similarity for _, _, similarity in merges])
     steps = int(np.sum(heights >= options.threshold))  # merges made above the threshold
@@ -109,30 +127,47 @@ def _cut(
 
     def speakers_after(step: int) -> int:
         groups = _groups_after(len(means), merges, step)
-        return max(1, int(np.sum(np.bincount(groups, weights=speech) >= options.min_speaker_seconds)))
+        return max(1, int(np.sum(np.bincount(groups, weights=speech) >= minimum)))
 
     highest = max(1, min(highest, len(means)))
     lowest = max(1, min(lowest, highest))
     if not lowest <= speakers_after(steps) <= highest:
-        candidates = [s for s in range(len(merges) + 1) if lowest <= speakers_after(s) <= highest]
-        if candidates:
-            steps = min(candidates, key=lambda s: abs(s - steps))
-        else:  # no cut has that many big groups: count every group
-            steps = len(means) - highest
+        # the cut nearest the threshold that gives an allowed count; if none does, count every group
+        nearest = (s for d in range(len(merges) + 1) for s in (steps - d, steps + d) if 0 <= s <= len(merges))
+        steps = next((s for s in nearest if lowest <= speakers_after(s) <= highest), len(means) - highest)
     groups = _groups_after(len(means), merges, steps)
     seconds = np.bincount(groups, weights=speech)
-    big = np.flatnonzero(seconds >= options.min_speaker_seconds)
+    big = np.flatnonzero(seconds >= minimum)
     if len(big) < lowest:
         big = np.argsort(-seconds)[:lowest]
     if len(big) == 0:
         big = np.array([int(np.argmax(seconds))])
     sums = np.zeros((int(groups.max()) + 1, means.shape[1]))
     np.add.at(sums, groups, means * weights[:, None])
-    centroids = _unit(sums[big])
-    nearest = np.argmax(_unit(means) @ centroids.T, axis=1)
-    keep = np.isin(groups, big)
+    nearest = np.argmax(_unit(means) @ _unit(sums[big]).T, axis=1)
     rank = {int(group): index for index, group in enumerate(big)}
-    return np.where(keep, [rank.get(int(g), -1) for g in groups], nearest)
+    return np.array([rank.get(int(g), int(n)) for g, n in zip(groups, nearest)])
+
+
+def _merge_alike(sums: np.ndarray, threshold: float, lowest: int) -> np.ndarray:
+    """Speaker index per group: groups whose centroids (directions of `sums`) are at least `threshold` alike are
+    one voice split in two (a voice that talks a lot spreads: rooms, moods, loudness), merged most alike first while
+    more than `lowest` remain."""
+    members = [[k] for k in range(len(sums))]
+    totals = [row.copy() for row in sums]
+    while len(totals) > max(lowest, 1):
+        centroids = _unit(np.array(totals))
+        similarity = centroids @ centroids.T
+        np.fill_diagonal(similarity, -np.inf)
+        a, b = sorted(np.unravel_index(int(np.argmax(similarity)), similarity.shape))
+        if similarity[a, b] < threshold:
+            break
+        totals[a] = totals[a] + totals.pop(b)
+        members[a] += members.pop(b)
+    speakers = np.zeros(len(sums), dtype=int)
+    for index, group in enumerate(members):
+        speakers[group] = index
+    return speakers
 
 
 def _average_linkage(means: np.ndarray, weights: np.ndarray) -> list[tuple[int, int, float]]:

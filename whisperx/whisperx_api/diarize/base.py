@@ -33,3 +33,14 @@ def relabel_by_first_appearance(turns: list[tuple[float, float, object]]) -> lis
     for _, _, label in ordered:
         names.setdefault(label, f"SPEAKER_{len(names):02d}")
     return [SpeakerTurn(round(start, 3), round(end, 3), names[label]) for start, end, label in ordered]
+
+
+def rttm(turns: list[SpeakerTurn], file_id: str = "audio") -> str:
+    """The turns as RTTM, one `SPEAKER <file-id> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>` line each (the
+    format the NIST scoring tools and pyannote.metrics read); spaces in the id or a label become underscores."""
+    file_id = "_".join(file_id.split()) or "audio"
+    return "".join(
+        f"SPEAKER {file_id} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> {'_'.join(turn.speaker.split())} "
+        "<NA> <NA>\n"
+        for turn in turns
+    )

@@ -17,7 +17,7 @@ Labels are SPEAKER_00, SPEAKER_01, ... by first appearance.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class EmbeddedDiarizerOptions:
     min_speaker_seconds: float = 5.0
     max_speakers_default: int = 8
     min_turn_seconds: float = 0.3
-    max_windows: int = 2400
+    max_windows: int = 1200
     long_speech_seconds: float = 120.0
     linkage: LinkageOptions = LinkageOptions()
 
@@ -98,7 +98,7 @@ class EmbeddedDiarizer:
     def _link(
         self, embeddings: np.ndarray, starts: np.ndarray, offsets: np.ndarray, bounds: SpeakerBounds
     ) -> np.ndarray:
-        linkage = self.options.linkage
+        linkage = replace(self.options.linkage, min_speaker_seconds=self.options.min_speaker_seconds)
         centres = starts + self.window_frames / 2
         region_starts = offsets / (SAMPLE_RATE * FRAME_SECONDS)
         segments = segment_ids(centres, region_starts, linkage.segment_seconds / FRAME_SECONDS)
