@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -84,8 +85,17 @@ def copy_service(archive: ArchiveWriter, source: service_data.Source) -> Service
     service = source.service
     name = service_data.helper_name(service, "backup")
     args = [*service.store_args(), *(["--postgres"] if source.postgres else [])]
-    stream = Producer(service_data.helper_command(source, name, "dump", *args),
-                    on_failure=lambda: service_data.remove_helper(name))
+    part = copy_part(archive, service.name, service_data.helper_command(source, name, "dump", *args),
+                     on_failure=lambda: service_data.remove_helper(name))
+    return ServiceRecord(container=service.container, image=source.image,
+                         image_revision=service_data.image_revision(source.image), volume=source.volume, part=part)
+
+
+def copy_part(archive: ArchiveWriter, service: str, command: list[str],
+              on_failure: Callable[[], None] = lambda: None) -> ServicePart:
+    """The tar stream of `python -m whisper_common.backup dump` (run by `command`) into the archive under
+    `<service>/`, each file checked against the part's own manifest on the way."""
+    stream = Producer(command, on_failure=on_failure)
     part: ServicePart | None = None
     copied = {}
     try:
@@ -93,13 +103,13 @@ def copy_service(archive: ArchiveWriter, source: service_data.Source) -> Service
             for member in tar:
                 handle = tar.extractfile(member)
                 if handle is None:
-                    raise ArchiveDamaged(f"{service.name}: {member.name} is not a regular file")
+                    raise ArchiveDamaged(f"{service}: {member.name} is not a regular file")
                 if member.name == SERVICE_MANIFEST:
                     part = ServicePart.model_validate_json(handle.read())
                     continue
                 if not member.name.startswith(DATA_PREFIX):
-                    raise ArchiveDamaged(f"{service.name}: unexpected member {member.name}")
-                entry = archive.add(f"{service.name}/{member.name}", handle, member.size, mode=member.mode,
+                    raise ArchiveDamaged(f"{service}: unexpected member {member.name}")
+                entry = archive.add(f"{service}/{member.name}", handle, member.size, mode=member.mode,
                                     mtime=member.mtime)
                 copied[member.name.removeprefix(DATA_PREFIX)] = entry
         stream.finish()
@@ -108,18 +118,17 @@ def copy_service(archive: ArchiveWriter, source: service_data.Source) -> Service
         try:
             stream.finish()
         except BackupError as failure:
-            raise BackupError(f"{service.name}: {failure}") from None
-        raise ArchiveDamaged(f"{service.name}: the stream from the helper container broke off ({exc})") from None
+            raise BackupError(f"{service}: {failure}") from None
+        raise ArchiveDamaged(f"{service}: the stream from the helper container broke off ({exc})") from None
     except BackupError as exc:
         stream.kill()
-        raise BackupError(f"{service.name}: {exc}") from None
+        raise BackupError(f"{service}: {exc}") from None
     except BaseException:
         stream.kill()
         raise
     if part is None or copied != part.files:
-        raise ArchiveDamaged(f"{service.name}: what the helper container sent differs from its own manifest")
-    return ServiceRecord(container=service.container, image=source.image,
-                         image_revision=service_data.image_revision(source.image), volume=source.volume, part=part)
+        raise ArchiveDamaged(f"{service}: what the helper container sent differs from its own manifest")
+    return part
 
 
 def summary(name: str, record: ServiceRecord, source: service_data.Source) -> str:

@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.containers.deployment import Deployment, require_stock_nginx
+from tests.containers.deployment import HOSTS, Deployment, require_stock_nginx
 from tests.containers.docker_cli import CONTAINERS, docker, inspect, running
 from tests.stack.harness import require_nginx
 from tests.support import ROOT, fixture_path, free_port
@@ -236,8 +236,8 @@ def test_backup_drill_while_jobs_arrive_then_restore_onto_empty_volumes(deployme
     deployment.extra_env["OUTBOUND_ALLOWLIST"] = address
     backups = tmp_path / "backups"
     with webhook_receiver(address) as receiver:
+        ok(deployment.make("up"))
         with deployment.client() as http:
-            ok(deployment.make("up"))
 
             # 1. Jobs that finish, each announced to the receiver; both services.
             hooked = {submit(http, deployment, "whisper-faster", webhook=receiver.url(f"/before/{n}")):
@@ -284,8 +284,10 @@ def test_backup_drill_while_jobs_arrive_then_restore_onto_empty_volumes(deployme
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         assert manifest["release"]["commit"] == head and manifest["format"] == 1
         assert manifest["include"] == ["data", "config", "credentials", "certificates"]
-        assert {h["relative"] for h in manifest["host"].values()} >= {"credentials", "whisper.htpasswd",
-                                                                      "autostart.json"}
+        # (No credentials store: the test gives make up its password, so none is generated.)
+        assert {h["relative"] for h in manifest["host"].values()} >= {"whisper.htpasswd", "autostart.json",
+                                                                      f"whisper-selfsigned/{HOSTS['whisper-faster']}.key"}
+        print(backup.stdout)
         for service, record in manifest["services"].items():
             versions = {s["store"]: s["versions"] for s in record["part"]["stores"]}
             assert versions["jobs"] == [{"version": 1, "additive": False}], (service, versions)
@@ -390,8 +392,8 @@ def newer_release(scratch: Path, manifest: dict, members: dict[str, bytes]) -> N
 def test_each_refusal_is_one_line_a_non_zero_exit_and_the_data_untouched(deployment: Deployment,
                                                                          tmp_path: Path) -> None:
     backups = tmp_path / "backups"
+    ok(deployment.make("up"))
     with deployment.client() as http:
-        ok(deployment.make("up"))
         kept = {submit(http, deployment, "whisper-faster") for _ in range(2)}
         wait_for_jobs(http, deployment, "whisper-faster", kept, 600, done={"succeeded"})
 
