@@ -126,6 +126,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.framed = True
         self.idle_since = 0.0
         self.closed = False
+        self.paused = False  # by its client's flow control (the client reads slower than the service writes)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -186,6 +187,8 @@ class UpstreamConnection(asyncio.Protocol):
         reusable = self.parser.should_keep_alive() and not self.closed
         if reusable:
             self.idle_since = time.monotonic()
+            if self.paused:  # idle in the pool it must read: to answer the next request, to notice a close
+                self.resume_reading()
             self.pool.append(self)
         else:
             self.close()
@@ -209,11 +212,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
     def pause_reading(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.paused:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self.paused:
+            self.paused = False
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -443,6 +448,8 @@ class FastProtocol(asyncio.Protocol):
             return
         if exchange.rechunk:
             self.pending.append(b"0\r\n\r\n")
+        # The upstream connection is back in its pool: this last write must not pause it (flow control).
+        exchange.upstream = None
         self.flush()
         self._finish(exchange)
         if exchange.close_after or self.pipelined:

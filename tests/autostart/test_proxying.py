@@ -392,3 +392,19 @@ def test_a_request_past_request_timeout_gets_504(tmp_path, method):
         assert response.status_code == 504 and time.monotonic() - started < 5
         assert response.json() == {"error": "backend did not answer within 1s", "service": "backend"}
         wait_until(lambda: proxy.status()[HOST]["inFlight"] == 0, 5, "nothing left in flight")
+
+
+def test_a_keep_alive_upstream_left_paused_by_a_slow_client_serves_the_next_request(proxy):
+    # A client slower than the service makes the proxy stop reading the service (flow control). When the answer's
+    # last bytes came in the read that paused it, the connection went back to the pool paused, and the next request
+    # sent on it was never answered. Repeated, because which read is the last one depends on timing.
+    for _ in range(3):
+        with httpx.stream("GET", f"{proxy.base}/big?bytes={8 * 1024 * 1024}", headers={"Host": HOST},
+                          timeout=30) as response:
+            received = 0
+            for chunk in response.iter_raw(16384):
+                received += len(chunk)
+                time.sleep(0.0005)
+        assert received == 8 * 1024 * 1024
+        for _ in range(3):
+            assert proxy.get(HOST, "/health", timeout=5).status_code == 200
