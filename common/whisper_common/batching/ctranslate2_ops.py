@@ -8,8 +8,8 @@
 
 `BatchedWhisper` stands where faster-whisper expects a `ctranslate2.models.Whisper`: each call becomes an op whose key
 says which calls can share one CTranslate2 call (the same model and input shape to encode; the same model, decoding
-options and prompt layout to generate, as CTranslate2 needs `<|startoftranscript|>` at one position in a batch; the
-same start sequence to align). `run_whisper_ops` merges the ops of a batch along the batch dimension, makes the one
+options and prompt layout to generate, as CTranslate2 needs `<|startoftranscript|>` at one position and as many
+tokens after it in every prompt of a batch; the same start sequence to align). `run_whisper_ops` merges the ops of a batch along the batch dimension, makes the one
 call, and splits the results. Encoder outputs travel as host arrays (CTranslate2 returns them to the CPU), so the
 outputs of different requests can be stacked.
 """
@@ -35,7 +35,7 @@ class EncodeKey:
 class GenerateKey:
     model: Any
     shape: tuple[int, ...]
-    sot_index: int
+    layout: tuple[int, int]  # tokens before and after <|startoftranscript|>
     options: tuple[tuple[str, Hashable], ...]
 
 
@@ -103,8 +103,7 @@ class BatchedWhisper:
 
     def generate(self, features: Any, prompts: Sequence[Sequence[int]], **kwargs: Any) -> list[Any]:
         array = host_array(features)
-        sot = self._model_sot(prompts)
-        key = GenerateKey(self._model, array.shape[1:], sot, _options(kwargs))
+        key = GenerateKey(self._model, array.shape[1:], self._layout(prompts), _options(kwargs))
         return self.stream.run(key, (array, [list(prompt) for prompt in prompts], kwargs), rows=len(array))  # type: ignore[no-any-return]
 
     def align(
@@ -120,10 +119,13 @@ class BatchedWhisper:
         array = host_array(features)
         return self.stream.run(DetectKey(self._model, array.shape[1:]), array, rows=len(array))  # type: ignore[no-any-return]
 
-    def _model_sot(self, prompts: Sequence[Sequence[int]]) -> int:
-        """Where <|startoftranscript|> is in the prompts (CTranslate2 batches only prompts that agree on it)."""
-        positions = {list(prompt).index(self._sot) if self._sot in prompt else 0 for prompt in prompts}
-        return positions.pop() if len(positions) == 1 else -1
+    def _layout(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
+        """Tokens before and after <|startoftranscript|>: CTranslate2 batches only prompts that agree on both."""
+        layouts = set()
+        for prompt in prompts:
+            position = list(prompt).index(self._sot) if self._sot in prompt else 0
+            layouts.add((position, len(prompt) - position))
+        return layouts.pop() if len(layouts) == 1 else (-1, -1)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
