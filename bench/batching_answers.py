@@ -30,7 +30,26 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 THREADS = 2
 
 # Measured with this script at commit 6c28b7e (before the batch scheduler), embedded tiny.en, 2 threads.
-TODAY: dict[str, dict[str, object]] = {}
+TODAY: dict[str, dict[str, object]] = {'whisper_faster': {'sample.wav': {'wer': 0.1728, 'words': 73, 'seconds': 4.74},
+                    'jfk.flac': {'wer': 0.0, 'words': 22, 'seconds': 1.98},
+                    'word timings': {'matched': '11/13', 'median_ms': 180, 'mean_ms': 250, 'p90_ms': 402},
+                    'referenced-10': {'words': 1352,
+                                      'seconds': 112.5,
+                                      'peak_rss_mb': 773,
+                                      'idle_rss_mb': 293,
+                                      'wer': 0.147},
+                    'fixtures-10': {'words': 1201, 'seconds': 102.5, 'peak_rss_mb': 784, 'idle_rss_mb': 293},
+                    'fixtures-60': {'words': 7410, 'seconds': 579.4, 'peak_rss_mb': 3546, 'idle_rss_mb': 293}},
+ 'whisperx_api': {'sample.wav': {'wer': 0.1235, 'words': 73, 'seconds': 6.34},
+                  'jfk.flac': {'wer': 0.0, 'words': 22, 'seconds': 4.08},
+                  'word timings': {'matched': '13/13', 'median_ms': 6, 'mean_ms': 69, 'p90_ms': 173},
+                  'referenced-10': {'words': 1326,
+                                    'seconds': 105.6,
+                                    'peak_rss_mb': 1053,
+                                    'idle_rss_mb': 316,
+                                    'wer': 0.1221},
+                  'fixtures-10': {'words': 1140, 'seconds': 92.4, 'peak_rss_mb': 1031, 'idle_rss_mb': 316},
+                  'fixtures-60': {'words': 7150, 'seconds': 495.7, 'peak_rss_mb': 1831, 'idle_rss_mb': 316}}}
 
 
 def normalized(text: str) -> str:
