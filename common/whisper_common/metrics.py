@@ -4,7 +4,8 @@
     metrics.record_inference("tiny.en", "transcribe", audio_seconds=11.0, seconds=0.8)   # after each transcription
 
 Request counts by route template and status are recorded by `RequestContextMiddleware` (whisper_common.log); queue
-depth by `InferenceGate`; loaded models by `ModelManager`.
+depth by `InferenceGate`; loaded models by `ModelManager`; text kept out of transcripts by the hallucination guard
+(`metrics.hallucination_suppressed` is the guard's report).
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from whisper_common.speech_guard import Reason
+
 logger = logging.getLogger("whisper_common.inference")
+
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -60,6 +64,13 @@ class ServiceMetrics:
             "model_load_seconds", "Time to load a model.", ["model"], namespace=namespace, registry=self.registry,
             buckets=_LATENCY_BUCKETS,
         )
+        self.hallucinations_suppressed = Counter(
+            "hallucinations_suppressed", "Decoded text (or audio without speech) kept out of transcripts by the "
+            "hallucination guard, by reason (whisper_common.speech_guard).",
+            ["reason"], namespace=namespace, registry=self.registry,
+        )
+        for reason in Reason:  # shown at 0 before the first
+            self.hallucinations_suppressed.labels(reason=reason.value)
 
     def record_inference(self, model: str, task: str, audio_seconds: float, seconds: float, **details: Any) -> None:
         """One transcription done (a synchronous request, a stream or a job): the audio and inference counters and the
@@ -76,6 +87,10 @@ class ServiceMetrics:
                 **details,
             },
         )
+
+    def hallucination_suppressed(self, reason: str) -> None:
+        """One suppression by the hallucination guard (its `Report`)."""
+        self.hallucinations_suppressed.labels(reason=reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

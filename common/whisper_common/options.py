@@ -121,6 +121,13 @@ Prompt = Annotated[
 Temperature = Annotated[
     float | None, Field(ge=0.0, le=1.0, description="Sampling temperature 0-1. Unset: the engine's fallback 0, 0.2, ... 1.")
 ]
+HallucinationGuard = Annotated[
+    bool,
+    Field(
+        description="Extension: keep text nobody said out of the result (default true): audio without speech gives no "
+        "text, a word or phrase repeated more than four times in a row is cut. `false`: the model's raw output."
+    ),
+]
 TimestampGranularities = Annotated[
     list[str] | None,
     BeforeValidator(_granularities),
@@ -157,6 +164,7 @@ class TranscriptionOptions(BaseModel):
     response_format: response_format_type(TRANSCRIPTION_FORMATS) = None  # type: ignore[valid-type]
     temperature: Temperature = None
     timestamp_granularities: TimestampGranularities = None
+    hallucination_guard: HallucinationGuard = True
 
     @property
     def output_format(self) -> ResponseFormat:

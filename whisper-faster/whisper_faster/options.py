@@ -1,6 +1,6 @@
-"""whisper-faster's options model: the shared fields (whisper_common.options) and faster-whisper's own (`beam_size`,
-`vad_filter`, `hotwords`). The routes take it as a form, jobs as JSON (with `task`), and `transcribe_kwargs` turns it
-into faster-whisper's arguments.
+"""whisper-faster's options model: the shared fields (whisper_common.options, `hallucination_guard` among them) and
+faster-whisper's own (`beam_size`, `vad_filter`, `hotwords`). The routes take it as a form, jobs as JSON (with `task`),
+and `transcribe_kwargs` turns it into faster-whisper's arguments.
 
     options = FasterOptions(language="en", beam_size=1)
     model.whisper.transcribe(samples, **options.transcribe_kwargs("transcribe"))
@@ -13,6 +13,7 @@ from pydantic import Field
 
 from whisper_common.options import (
     FormModel,
+    HallucinationGuard,
     ModelName,
     Prompt,
     Temperature,
@@ -25,7 +26,9 @@ from whisper_common.transcript import Task
 DEFAULT_TEMPERATURES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 BeamSize = Annotated[int, Field(ge=1, le=20, description="Extension: beam search width.")]
-VadFilter = Annotated[bool, Field(description="Extension: skip non-speech with Silero VAD.")]
+VadFilter = Annotated[
+    bool, Field(description="Extension: skip non-speech with Silero VAD (always on while `hallucination_guard` is).")
+]
 Hotwords = Annotated[str | None, Field(description="Extension: words or phrases to favour (names, jargon).")]
 
 
@@ -35,6 +38,7 @@ class FasterOptions(TranscriptionOptions):
 
     beam_size: BeamSize = 5
     vad_filter: VadFilter = False
+    hallucination_guard: HallucinationGuard = True
     hotwords: Hotwords = None
 
     def transcribe_kwargs(self, task: Task = "transcribe") -> dict[str, object]:
@@ -46,7 +50,8 @@ class FasterOptions(TranscriptionOptions):
             "temperature": DEFAULT_TEMPERATURES if self.temperature is None else self.temperature,
             "word_timestamps": self.word_timestamps,
             "beam_size": self.beam_size,
-            "vad_filter": self.vad_filter,
+            # The guard's speech gate: only speech is decoded (audio without any gives no text and costs no decoding).
+            "vad_filter": self.vad_filter or self.hallucination_guard,
             "hotwords": self.hotwords or None,
         }
 
@@ -64,8 +69,8 @@ class TranscriptionForm(FasterOptions, FormModel):
 
 
 class TranslationForm(FormModel):
-    """`POST /v1/audio/translations`: OpenAI's translation fields and faster-whisper's `beam_size` and `vad_filter`
-    (the speech's language is detected; the text is English)."""
+    """`POST /v1/audio/translations`: OpenAI's translation fields, faster-whisper's `beam_size` and `vad_filter`, and
+    `hallucination_guard` (the speech's language is detected; the text is English)."""
 
     model: ModelName = None
     prompt: Prompt = None
@@ -73,3 +78,4 @@ class TranslationForm(FormModel):
     temperature: Temperature = None
     beam_size: BeamSize = 5
     vad_filter: VadFilter = False
+    hallucination_guard: HallucinationGuard = True

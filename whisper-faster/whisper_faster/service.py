@@ -7,7 +7,8 @@ check, admission (gate), the model (manager), audio decoding and faster-whisper 
 
 Everything that can fail before the first segment (busy, unknown model, English-only, bad audio) fails in `open_file`,
 so a stream can still answer it as a plain JSON error. `Decoding.segments` is the one place where a file's audio
-becomes segments: a batch scheduler or a hallucination guard goes there."""
+becomes segments: the hallucination guard (whisper_common.speech_guard) checks them there, and a batch scheduler goes
+there."""
 from __future__ import annotations
 
 import threading
@@ -26,6 +27,7 @@ from whisper_common.metrics import ServiceMetrics
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.models import ModelManager
 from whisper_common.options import check_model_supports
+from whisper_common.speech_guard import SegmentGuard
 from whisper_common.transcript import Segment, Task, Transcript
 from whisper_common.uploads import DecodedAudio, decode_audio
 from whisper_faster.engine import SegmentStream
@@ -96,16 +98,32 @@ class Decoding:
     task: Task
     request: Request | None
     language: str = "en"
+    guard: SegmentGuard | None = None
 
     def segments(self, cancel: threading.Event, progress: ProgressCallback | None = None) -> Iterator[Segment]:
-        """The file's segments as faster-whisper decodes them (in a worker thread); stops when `cancel` is set."""
+        """The file's segments as faster-whisper decodes them (in a worker thread), through the hallucination guard
+        unless the request opted out (`hallucination_guard=false`); stops when `cancel` is set.
+
+        With the guard, faster-whisper decodes only what its Silero VAD finds to be speech (`vad_filter`): audio
+        without speech is not decoded at all. Segments the guard drops leave no gap in the ids."""
         stream = SegmentStream(self.model, self.audio.samples, self.options, self.task, cancel)
         self.language = stream.info.language
         duration = self.audio.duration
+        if self.options.hallucination_guard:
+            self.guard = SegmentGuard(self.service.metrics.hallucination_suppressed, duration=duration,
+                                      language=stream.info.language)
+            if duration > 0 and stream.info.duration_after_vad == 0:
+                self.guard.no_speech()
+        kept = 0
         try:
-            for segment in stream:
+            for decoded in stream:
                 if progress is not None:
-                    progress(min(segment.end, duration), duration)
+                    progress(min(decoded.end, duration), duration)
+                segment = decoded if self.guard is None else self.guard.check(decoded)
+                if segment is None:
+                    continue
+                segment.id = kept
+                kept += 1
                 yield segment
         finally:
             stream.close()
@@ -131,6 +149,8 @@ class Decoding:
         self._record(started)
 
     def _record(self, started: float) -> None:
+        suppressed = dict(self.guard.suppressed) if self.guard is not None and self.guard.suppressed else {}
         self.service.metrics.record_inference(
-            self.model.model_id, self.task, self.audio.duration, time.perf_counter() - started
+            self.model.model_id, self.task, self.audio.duration, time.perf_counter() - started,
+            **({"hallucinations_suppressed": suppressed} if suppressed else {}),
         )
