@@ -1,7 +1,7 @@
-"""WhisperX's options model: the shared fields (whisper_common.options), `diarized_json`, and the diarization
-extensions (`diarize`, `min_speakers`, `max_speakers`) and `batch_size`. Jobs take it as JSON; the routes' forms are
-it (`/v1/audio/transcriptions`) or a part of it (`/transcribe`, `/v1/audio/translations`), with the known speakers'
-clips where a route takes them."""
+"""WhisperX's options model: the shared fields (whisper_common.options, `hallucination_guard` among them),
+`diarized_json`, and the diarization extensions (`diarize`, `min_speakers`, `max_speakers`) and `batch_size`. Jobs
+take it as JSON; the routes' forms are it (`/v1/audio/transcriptions`) or a part of it (`/transcribe`,
+`/v1/audio/translations`), with the known speakers' clips where a route takes them."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -13,6 +13,7 @@ from whisper_common.errors import InvalidParameter
 from whisper_common.openai_formats import TRANSCRIPTION_FORMATS, ResponseFormat
 from whisper_common.options import (
     FormModel,
+    HallucinationGuard,
     Language,
     ModelName,
     Prompt,
@@ -110,6 +111,7 @@ class TranscribeForm(KnownSpeakerFields):
     min_speakers: MinSpeakers = None
     max_speakers: MaxSpeakers = None
     batch_size: BatchSize = None
+    hallucination_guard: HallucinationGuard = True
     response_format: response_format_type(TRANSCRIBE_FORMATS) = None  # type: ignore[valid-type]
 
 
@@ -121,3 +123,4 @@ class TranslationForm(FormModel):
     response_format: response_format_type(TRANSCRIPTION_FORMATS) = None  # type: ignore[valid-type]
     temperature: WhisperXTemperature = None
     batch_size: BatchSize = None
+    hallucination_guard: HallucinationGuard = True

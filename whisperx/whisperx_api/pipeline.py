@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from whisper_common.speech_guard import Report, SegmentGuard
 from whisper_common.transcript import Segment, Task, Transcript, Word
 from whisperx_api.align import CROSS_ATTENTION, Segments, WordAligner
 from whisperx_api.diarize.base import SpeakerTurn
@@ -60,14 +61,16 @@ class TranscriptionPipeline:
         task: Task = "transcribe",
         known_speakers: tuple[KnownSpeaker, ...] = (),
         cancel: threading.Event | None = None,
+        report: Report | None = None,
     ) -> PipelineResult:
         """`task` "translate": English text from speech in any language (no wav2vec2 re-timing). The service has
-        checked that the model can do what is asked (whisper_common.options.check_model_supports)."""
+        checked that the model can do what is asked (whisper_common.options.check_model_supports). `report` counts
+        what the hallucination guard keeps out (the service's metric)."""
         language = options.language if model.multilingual else "en"
         duration = len(audio) / SAMPLE_RATE
         # Chosen (and loaded) first: a diarizer that cannot load fails the request before any decoding is spent.
         diarizer = self.diarizers.get() if options.with_speakers(bool(known_speakers)) else None
-        segments, language = self.decode(model, audio, options, task, language, cancel)
+        segments, language = self.decode(model, audio, options, task, language, cancel, report)
         if task == "translate":  # English words over speech in `language`: keep the decoder's own timings
             alignment = CROSS_ATTENTION
         else:
@@ -93,8 +96,12 @@ class TranscriptionPipeline:
         task: Task,
         language: str | None,
         cancel: threading.Event | None,
+        report: Report | None = None,
     ) -> tuple[Segments, str]:
-        """faster-whisper's batched decoding over Silero speech chunks, word timings from the same encoder pass."""
+        """faster-whisper's batched decoding over Silero speech chunks, word timings from the same encoder pass; the
+        one place audio becomes segments. Unless the request opted out, each chunk's text passes the hallucination
+        guard (whisper_common.speech_guard), which `report`s what it drops: audio without speech was never decoded
+        (`no_speech`), a chunk Whisper judges silent, without words or looping is dropped or cut."""
         from faster_whisper.vad import VadOptions
 
         vad = VadOptions(
@@ -103,6 +110,7 @@ class TranscriptionPipeline:
             speech_pad_ms=self.vad.speech_pad_ms,
         )
         segments: Segments = []
+        duration = len(audio) / SAMPLE_RATE
         with model.lock:
             decoded, info = model.batched.transcribe(
                 audio,
@@ -114,17 +122,33 @@ class TranscriptionPipeline:
                 vad_filter=True,
                 vad_parameters=vad,
             )
+            guard = SegmentGuard(report, duration=duration, language=info.language) if options.hallucination_guard else None
+            if guard is not None and duration > 0 and info.duration_after_vad == 0:
+                guard.no_speech()
             for segment in decoded:  # decoded batch by batch: a client that left stops the work between batches
                 _check(cancel)
+                checked = _as_segment(segment) if guard is None else guard.check(_as_segment(segment))
+                if checked is None:
+                    continue
                 words = [
-                    {"word": word.word.strip(), "start": float(word.start), "end": float(word.end),
-                     "score": round(float(word.probability), 3)}
-                    for word in segment.words or ()
+                    {"word": word.word.strip(), "start": word.start, "end": word.end, "score": round(word.probability or 0.0, 3)}
+                    for word in checked.words or ()
                     if word.word.strip()
                 ]
                 if words:
-                    segments.append({"start": words[0]["start"], "end": words[-1]["end"], "text": segment.text, "words": words})
+                    segments.append({"start": words[0]["start"], "end": words[-1]["end"], "text": checked.text, "words": words})
         return segments, info.language
+
+
+def _as_segment(segment: Any) -> Segment:
+    """A faster-whisper segment (with words) as the guard reads it."""
+    return Segment(
+        id=0, start=float(segment.start), end=float(segment.end), text=segment.text,
+        avg_logprob=float(segment.avg_logprob), no_speech_prob=float(segment.no_speech_prob),
+        compression_ratio=float(segment.compression_ratio),
+        words=[Word(word=word.word, start=float(word.start), end=float(word.end), probability=float(word.probability))
+               for word in segment.words or ()],
+    )
 
 
 def _check(cancel: threading.Event | None) -> None:

@@ -3,8 +3,8 @@ the model (manager), audio decoding and the pipeline (transcribe → align → d
 
     result = await service.transcribe_file(source, options, progress, cancel, request=request)
 
-The pipeline's `decode` is the one place where a file's audio becomes segments: a batch scheduler or a hallucination
-guard goes there.
+The pipeline's `decode` is the one place where a file's audio becomes segments: the hallucination guard checks them
+there (its suppressions counted in this service's metrics), and a batch scheduler goes there.
 """
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ class WhisperXService:
             result = await run_in_worker(
                 self.gate,
                 lambda stop: self.pipeline.run(
-                    model, audio.samples, options, task=task, known_speakers=known_speakers, cancel=cancel or stop
+                    model, audio.samples, options, task=task, known_speakers=known_speakers, cancel=cancel or stop,
+                    report=self.metrics.hallucination_suppressed,
                 ),
                 request,
             )

@@ -15,13 +15,18 @@ the earlier ones). Partials only have to agree with the next partial, and there 
 Both are prompted with the client's prompt and the end of the session's earlier finals, and both hear the previous
 utterance as left context when the session gives one (its transcript is the forced prefix, cut from what comes back).
 Without a language (a multilingual model and none configured) decoding goes through `WhisperModel.transcribe`, which
-detects it."""
+detects it.
+
+Unless the session opted out (`hallucination_guard: false`), the text passes the hallucination guard
+(whisper_common.speech_guard): an utterance in which the session's VAD never heard speech (a manual commit of silence or
+noise) is not decoded at all, and a decoded text without words, or looping, is emptied or cut. `report` counts it."""
 from __future__ import annotations
 
 import ctranslate2
 import numpy as np
 from faster_whisper.tokenizer import Tokenizer
 
+from whisper_common.speech_guard import Reason, Report, TextGuard, silent_window
 from whisper_faster.models import LoadedModel
 from whisper_faster.realtime.session import DecodeRequest
 
@@ -35,17 +40,27 @@ WINDOWED_FINAL_MAX_SECONDS = (MIN_FRAMES - PADDING_FRAMES) / 100
 """Finals up to this long (context included) take the short window, where it saves the most; longer ones take
 faster-whisper's 30 s window, where Whisper ends long passages more reliably (in a window cut close to the speech it
 sometimes repeated or dropped the last sentences) and the saving would be small."""
-NO_SPEECH_THRESHOLD = 0.6
-LOGPROB_THRESHOLD = -1.0
 
 
-def transcribe_utterance(model: LoadedModel, request: DecodeRequest) -> str:
+def transcribe_utterance(model: LoadedModel, request: DecodeRequest, report: Report | None = None) -> str:
+    """The utterance's text (the final's or a partial's); only finals are reported (partials are many per utterance)."""
+    guarded = request.config.hallucination_guard
+    report = report if request.final else None
+    if guarded and not request.has_speech:
+        if report is not None:
+            report(Reason.NO_SPEECH.value)
+        return ""
+    silenced = report if guarded else None
     language = request.config.language or (None if model.multilingual else "en")
     if language is None or (request.final and request.audio_seconds > WINDOWED_FINAL_MAX_SECONDS):
-        return _transcribe(model, request, language)
-    if request.final:
-        return _windowed(model, request, language, beam_size=FINAL_BEAM, tokens_per_second=FINAL_TOKENS_PER_SECOND)
-    return _windowed(model, request, language, beam_size=1, tokens_per_second=PARTIAL_TOKENS_PER_SECOND)
+        text = _transcribe(model, request, language)
+    elif request.final:
+        text = _windowed(model, request, language, beam_size=FINAL_BEAM, tokens_per_second=FINAL_TOKENS_PER_SECOND,
+                         silenced=silenced)
+    else:
+        text = _windowed(model, request, language, beam_size=1, tokens_per_second=PARTIAL_TOKENS_PER_SECOND,
+                         silenced=silenced)
+    return TextGuard(report, language=language).check(text) if guarded else text
 
 
 def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None) -> str:
@@ -64,18 +79,14 @@ def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None
     return request.without_context("".join(segment.text for segment in segments))
 
 
-def _silence(no_speech_prob: float, avg_logprob: float) -> bool:
-    """faster-whisper's rule for a window that holds no speech (its `transcribe` defaults), for the windowed path."""
-    return no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
-
-
 def _prefix(text: str) -> str | None:
     return text.strip() or None
 
 
 def _windowed(model: LoadedModel, request: DecodeRequest, language: str, beam_size: int,
-              tokens_per_second: float) -> str:
-    """Encode only the audio plus padding (at least 10 s) and decode once with CTranslate2."""
+              tokens_per_second: float, silenced: Report | None = None) -> str:
+    """Encode only the audio plus padding (at least 10 s) and decode once with CTranslate2; a window Whisper judges
+    silent gives "" (reported to `silenced`)."""
     whisper = model.whisper
     features = whisper.feature_extractor(request.samples)
     frames = min(FULL_FRAMES, max(MIN_FRAMES, features.shape[1] + PADDING_FRAMES))
@@ -91,6 +102,8 @@ def _windowed(model: LoadedModel, request: DecodeRequest, language: str, beam_si
                                     return_no_speech_prob=True)[0]
     tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
     avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length penalty 1: the score is per token
-    if _silence(result.no_speech_prob, avg_logprob):
+    if silent_window(result.no_speech_prob, avg_logprob):  # faster-whisper's rule, as `_transcribe` applies it
+        if silenced is not None and tokens:
+            silenced(Reason.NO_SPEECH_PROB.value)
         return ""
     return request.without_context(tokenizer.decode(tokens))

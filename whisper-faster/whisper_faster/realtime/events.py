@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from whisper_common.errors import ApiError
-from whisper_common.options import Language, ModelName, Prompt
+from whisper_common.options import HallucinationGuard, Language, ModelName, Prompt
 
 SAMPLE_RATE = 24_000
 """The only input rate the protocol has: PCM16 mono little-endian at 24 kHz."""
@@ -46,11 +46,13 @@ class ServerVad(_Lenient):
 
 
 class Transcription(_Lenient):
-    """The fields a session shares with a file's transcription (whisper_common.options): the same checks."""
+    """The fields a session shares with a file's transcription (whisper_common.options): the same checks.
+    `hallucination_guard` is an extension (false: an utterance without speech is still decoded and `completed`)."""
 
     model: ModelName = None
     language: Language = None
     prompt: Prompt = None
+    hallucination_guard: HallucinationGuard = True
 
 
 class AudioFormat(_Lenient):

@@ -8,7 +8,11 @@ and decode requests out. It does no I/O and reads no clock: the route passes `no
 
 Scheduling keeps it real-time: at most one decode per session at a time, in this order: a committed utterance's final
 transcript, a speculative final once the speaker has paused (so `completed` follows the end of speech by little more
-than the VAD's silence), then a partial re-decode when `partial_interval` of new audio has come."""
+than the VAD's silence), then a partial re-decode when `partial_interval` of new audio has come.
+
+An utterance whose final comes back empty while the hallucination guard is on (nothing was said: noise the VAD took
+for speech, or a manual commit of silence) ends at `committed`: no `completed` follows and nothing is stored, unless
+deltas were already sent (then `completed` carries the empty correction)."""
 from __future__ import annotations
 
 import base64
@@ -54,6 +58,7 @@ class SessionConfig:
     model: str | None = None
     language: str | None = None
     prompt: str | None = None
+    hallucination_guard: bool = True
     turn_detection: ev.ServerVad | None = field(default_factory=ev.ServerVad)
 
     def updated(self, event: ev.SessionUpdate | ev.BetaSessionUpdate) -> SessionConfig:
@@ -76,7 +81,8 @@ class SessionConfig:
         return config
 
     def describe(self, session_id: str, beta: bool) -> dict[str, Any]:
-        transcription = {"model": self.model or "whisper-1", "language": self.language, "prompt": self.prompt}
+        transcription = {"model": self.model or "whisper-1", "language": self.language, "prompt": self.prompt,
+                         "hallucination_guard": self.hallucination_guard}
         turn = self.turn_detection.model_dump() if self.turn_detection else None
         if beta:
             return {"id": session_id, "object": "realtime.transcription_session", "input_audio_format": "pcm16",
@@ -122,6 +128,8 @@ class DecodeRequest:
     context_text: str = ""
     """That earlier utterance's final transcript (empty when no audio leads `samples`): the decode is forced to begin
     with it, and it is cut from the result."""
+    has_speech: bool = True
+    """Whether the VAD heard speech in the utterance (a manual commit may hold none: the guard then decodes nothing)."""
 
     @property
     def prompt(self) -> str | None:
@@ -457,13 +465,18 @@ class RealtimeSession:
         else:
             from_sample, context_text = item.start, ""
         request = DecodeRequest(next(self._jobs), item.item_id, samples[from_sample - samples_start:], final,
-                                self.config, end, self._context, item.start - from_sample, context_text)
+                                self.config, end, self._context, item.start - from_sample, context_text,
+                                item.has_speech)
         self._in_flight = request
         return Decode(request)
 
     def _complete(self, final: _Final, text: str, now: float | None) -> list[Output]:
         self._finals.popleft()
         item = final.item
+        if not text and not item.agreement.confirmed and self.config.hallucination_guard:
+            # Nothing was said (the guard emptied it, and no delta was sent): no `completed`, nothing stored.
+            self._spoken = None
+            return []
         outputs: list[Output] = []
         delta = item.agreement.finish(text)
         if delta:
