@@ -36,7 +36,7 @@ class LinkageOptions:
     threshold: float = 0.75
     merge_threshold: float = 0.9
     min_speaker_seconds: float = 5.0
-    min_speaker_share: float = 0.02
+    min_speaker_share: float = 0.03
     max_segments: int = 2000
     switch_penalty: float = 1.0
     refine_steps: int = 2
