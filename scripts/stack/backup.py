@@ -131,11 +131,15 @@ def copy_part(archive: ArchiveWriter, service: str, command: list[str],
     return part
 
 
+def row_counts(rows: dict[str, int]) -> str:
+    return ", ".join(f"{table} {count}" for table, count in sorted(rows.items(), key=lambda item: -item[1])
+                     if count) or "empty"
+
+
 def summary(name: str, record: ServiceRecord, source: service_data.Source) -> str:
     part = record.part
-    stores = ", ".join(
-        f"{state.file} ({state.store} schema v{state.version}, {sum(state.rows.values())} rows)" for state in part.stores
-    ) or "no SQLite store"
+    stores = ", ".join(f"{state.file} ({state.store} schema v{state.version}: {row_counts(state.rows)})"
+                       for state in part.stores) or "no SQLite store"
     size = sum(entry.size for entry in part.files.values()) / 1e6
     line = (f"{name}: {source.describe()}: {stores}; {len(part.files)} files, {size:.1f} MB; "
             f"{len(part.missing)} referenced files already gone")

@@ -34,6 +34,7 @@ from whisper_common.backup.manifest import PARTS, SERVICE_MANIFEST, Manifest, Pa
 
 from . import service_data
 from .archive import is_disk_full, members, verify
+from .backup import row_counts
 from .host_files import HOST_MANIFEST, PREFIX
 from .settings import ROOT
 from .streams import Consumer, as_root
@@ -254,7 +255,7 @@ def describe(manifest: Manifest, path: Path) -> Iterator[str]:
            f"{' (with local changes)' if release.dirty else ''}; holds {', '.join(manifest.include)}")
     for name, record in manifest.services.items():
         part = record.part
-        stores = ", ".join(f"{s.file} ({s.store} v{s.version}, {sum(s.rows.values())} rows)" for s in part.stores)
+        stores = ", ".join(f"{s.file} ({s.store} schema v{s.version}: {row_counts(s.rows)})" for s in part.stores)
         yield f"  {name}: {len(part.files)} files; {stores or part.database}"
         if part.missing:
             yield (f"  {name}: {len(part.missing)} file(s) its rows reference were already gone at backup time (a job "

@@ -129,10 +129,12 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 
 def refused(result: subprocess.CompletedProcess[str], *expected: str) -> str:
-    """Non-zero, and the reason is the last line of stderr, named once."""
+    """Non-zero, and the reason is one line `make backup: …` or `make restore: …` (make adds its own `Error 1`)."""
     assert result.returncode != 0, result.stdout[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    line = result.stderr.strip().splitlines()[-1]
+    reasons = [line for line in result.stderr.splitlines() if line.startswith(("make backup: ", "make restore: "))]
+    assert len(reasons) == 1, result.stderr[-3000:]
+    line = reasons[0]
     for text in expected:
         assert text in line, result.stderr[-3000:]
     return line
@@ -329,11 +331,10 @@ def test_backup_drill_while_jobs_arrive_then_restore_onto_empty_volumes(deployme
             wait_for_jobs(http, deployment, "whisper-faster", {probe}, 600, done={"succeeded"}, delivered=True)
             time.sleep(5)
             assert sorted(receiver.paths()) == ["/after", "/before/0", "/before/1", "/before/2", "/before/x"]
-            for service in ("whisper-faster", "whisperx"):
-                for job_id, job in jobs(http, deployment, service).items():
-                    if job_id in hooked:
-                        [delivery] = job["webhook"]["deliveries"]
-                        assert delivery["status"] == "delivered" and len(delivery["attempts"]) == 1, job
+            for job_id, service in hooked.items():
+                job = http.get(deployment.url(service, f"/v1/jobs/{job_id}")).json()
+                [delivery] = job["webhook"]["deliveries"]
+                assert delivery["status"] == "delivered" and len(delivery["attempts"]) == 1, job
 
 
 # --- refusals -----------------------------------------------------------------------------------------------------
