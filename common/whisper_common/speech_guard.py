@@ -70,14 +70,15 @@ def has_words(text: str) -> bool:
 
 
 def _key(token: str) -> str:
-    return "".join(_WORD_CHARACTER.findall(token.lower()))
+    """What a token is compared by: its letters and digits, lower-cased; a token of punctuation only ("...") by itself."""
+    return "".join(_WORD_CHARACTER.findall(token.lower())) or token.strip()
 
 
 def repeated_beyond(keys: Sequence[str], first_new: int = 0, max_repeats: int = MAX_REPEATS,
                     max_phrase: int = MAX_PHRASE_TOKENS) -> set[int]:
     """Indices (at or after `first_new`) of the copies beyond the `max_repeats`-th of any phrase of up to
-    `max_phrase` tokens that follows itself in `keys`. Empty keys (punctuation) are not words: they are skipped when
-    comparing and never removed here. Earlier indices are context: they count, but are never removed."""
+    `max_phrase` tokens that follows itself in `keys` (empty keys are skipped). Indices before `first_new` are context:
+    they count, but are never removed."""
     positions = [index for index, key in enumerate(keys) if key]
     words = [keys[index] for index in positions]
     removed: set[int] = set()
@@ -165,7 +166,7 @@ class SegmentGuard(_Guard):
             if not removed:
                 return segment
             words = [word for index, word in enumerate(segment.words) if index not in removed]
-            if not any(_key(word.word) for word in words):
+            if not any(has_words(word.word) for word in words):
                 return None
             start = segment.start if 0 not in removed else words[0].start
             end = segment.end if len(segment.words) - 1 not in removed else words[-1].end
@@ -175,7 +176,7 @@ class SegmentGuard(_Guard):
         if not removed:
             return segment
         kept = [token for index, token in enumerate(tokens) if index not in removed]
-        if not any(_key(token) for token in kept):
+        if not any(has_words(token) for token in kept):
             return None
         return replace(segment, text=_joined_tokens(kept, self.unspaced))
 
@@ -198,7 +199,7 @@ class TextGuard(_Guard):
             return text
         self._suppress(Reason.REPETITION)
         kept = [token for index, token in enumerate(tokens) if index not in removed]
-        return _joined_tokens(kept, self.unspaced).strip() if any(_key(token) for token in kept) else ""
+        return _joined_tokens(kept, self.unspaced).strip() if any(has_words(token) for token in kept) else ""
 
 
 def _tokens(text: str, unspaced: bool) -> list[str]:
