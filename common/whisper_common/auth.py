@@ -1,32 +1,44 @@
-"""API-key authentication: with keys configured, every route but `/health*` needs `Authorization: Bearer <key>`.
+"""Who is calling, resolved once at the edge of a service: every route but `/health*` (and the open pages) gets the
+caller's `Owner` in its scope (`owners.owner_of(request)`), or the request is answered 401 before its body is read.
 
-`create_service_app` installs `ApiKeyMiddleware(app, keys)`; it answers 401 with OpenAI's error JSON before the body is
-read, compares keys in constant time and never logs them. `bearer_scheme` adds the "Authorize" button to Swagger UI.
-WebSocket handshakes need a key too: the same header, or (browsers cannot set headers on a WebSocket) OpenAI's
-subprotocol `openai-insecure-api-key.<key>`; a refused handshake gets the same 401 JSON where the server can send one.
+`create_service_app` installs `OwnerMiddleware(app, resolver, open_prefixes)`. The caller is, in this order:
+- the owner of an API key: `Authorization: Bearer <key>`, or (browsers cannot set headers on a WebSocket) OpenAI's
+  subprotocol `openai-insecure-api-key.<key>`; checked against API_KEYS and API_KEYS_FILE (`keys.KeyRing`, constant
+  time, never logged); a wrong key is a 401 whatever else the request carries;
+- an edge user: the user Nginx (or an ingress) authenticated, named in EDGE_USER_HEADER, believed only from an address
+  in TRUSTED_PROXIES (the proxy in front always overwrites the header, so a client cannot set it);
+- `ANONYMOUS` (an admin) when no authentication is configured at all, as before owners existed.
+Anything else is a 401. When Nginx let a request through without basic auth because it carries an API key, it says
+so (`X-Whisper-Edge-Auth: api-key`, always overwritten there): such a request needs a valid key here even on a
+service without keys, so a site that accepts keys at the edge can never open a service that checks none.
+
+A refused WebSocket handshake gets the same 401 JSON where the server can send one, and is logged below ERROR.
+`bearer_scheme` adds the "Authorize" button to Swagger UI.
 """
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable
+import contextvars
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from whisper_common.errors import Unauthorized, error_response
+from whisper_common.errors import ApiError, Unauthorized, error_response
+from whisper_common.keys.ring import KeyRing
+from whisper_common.owners import ANONYMOUS, OWNER_SCOPE_KEY, Owner, Role, valid_owner_name
 
 OPEN_PATH_PREFIXES: tuple[str, ...] = ("/health",)
 API_KEY_SUBPROTOCOL = "openai-insecure-api-key."
-bearer_scheme = HTTPBearer(auto_error=False, description="An API key from API_KEYS (only when API_KEYS is set).")
+EDGE_AUTH_HEADER = b"x-whisper-edge-auth"
+"""Set by Nginx on every request it proxies: `basic` (it checked a password) or `api-key` (it left the key to us)."""
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key (API_KEYS or API_KEYS_FILE), when keys are set.")
 
-
-def key_matches(presented: str, keys: Iterable[bytes]) -> bool:
-    """Constant-time comparison against every configured key (no early exit on the first match)."""
-    presented_bytes = presented.encode()
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(presented_bytes, key)
-    return matched
+logger = logging.getLogger("whisper_common.auth")
+_handshake_denied: contextvars.ContextVar[bool] = contextvars.ContextVar("handshake_denied", default=False)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -42,42 +54,126 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
-class ApiKeyMiddleware:
-    """ASGI middleware: 401 unless the request carries one of `keys` (no-op when `keys` is empty)."""
+class EdgeUserRefused(Unauthorized):
+    code = "invalid_edge_user"
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], open_prefixes: tuple[str, ...] = OPEN_PATH_PREFIXES) -> None:
+
+class KeyRequired(Unauthorized):
+    """The edge passed the request on for its API key, and there is none (or this service checks none)."""
+
+    default_message = "this request must carry a valid API key: send 'Authorization: Bearer <key>'"
+
+
+@dataclass
+class OwnerResolver:
+    keys: KeyRing
+    trusted_proxies: Sequence[Network] = ()
+    edge_user_header: bytes = b"x-whisper-user"
+    edge_admins: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(
+        cls, keys: KeyRing, trusted_proxies: Iterable[str] = (), edge_user_header: str = "X-Whisper-User",
+        edge_admins: Iterable[str] = (),
+    ) -> OwnerResolver:
+        networks = [ipaddress.ip_network(entry.strip(), strict=False) for entry in trusted_proxies if entry.strip()]
+        return cls(keys, networks, edge_user_header.lower().encode("latin-1"), frozenset(edge_admins))
+
+    @property
+    def required(self) -> bool:
+        return self.keys.configured or bool(self.trusted_proxies)
+
+    def resolve(self, scope: Scope) -> Owner:
+        """The caller, or an Unauthorized naming what is missing."""
+        token = bearer_token(scope)
+        edge_user: str | None = None
+        edge_auth: bytes | None = None
+        for name, value in scope.get("headers", ()):
+            if name == self.edge_user_header:
+                edge_user = value.decode("latin-1")
+            elif name == EDGE_AUTH_HEADER:
+                edge_auth = value
+        if token is not None and (self.keys.configured or edge_auth == b"api-key"):
+            owner = self.keys.lookup(token) if self.keys.configured else None
+            if owner is None:
+                raise Unauthorized()
+            return owner
+        if edge_user and self.trusted_proxies and self._from_trusted_proxy(scope):
+            if not valid_owner_name(edge_user):
+                raise EdgeUserRefused(
+                    "the user name the proxy in front authenticated cannot name an owner here (1 to 64 of A-Z a-z 0-9 "
+                    ". _ @ -, starting with a letter or digit)"
+                )
+            return Owner(edge_user, Role.ADMIN if edge_user in self.edge_admins else Role.USER, source="edge")
+        if edge_auth == b"api-key":
+            raise KeyRequired()
+        if self.required:
+            raise Unauthorized()
+        return ANONYMOUS
+
+    def _from_trusted_proxy(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
+
+
+class OwnerMiddleware:
+    """ASGI middleware: the caller's Owner into the scope, or 401 (HTTP JSON, or a refused WebSocket handshake)."""
+
+    def __init__(self, app: ASGIApp, resolver: OwnerResolver, open_prefixes: tuple[str, ...] = OPEN_PATH_PREFIXES) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys if key]
+        self.resolver = resolver
         self.open_prefixes = open_prefixes
+        quiet_denied_handshakes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            not self.keys
-            or scope["type"] not in ("http", "websocket")
-            or scope.get("method") == "OPTIONS"
-            or scope["path"].startswith(self.open_prefixes)
-        ):
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or scope.get("method") == "OPTIONS" or scope["path"].startswith(self.open_prefixes):
             await self.app(scope, receive, send)
             return
-        token = bearer_token(scope)
-        if token is None or not key_matches(token, self.keys):
-            if scope["type"] == "websocket":
-                await _deny_websocket(scope, receive, send)
+        try:
+            scope[OWNER_SCOPE_KEY] = self.resolver.resolve(scope)
+        except ApiError as exc:
+            if kind == "websocket":
+                await deny_websocket(scope, receive, send, exc)
             else:
-                await error_response(Unauthorized())(scope, receive, send)
+                await error_response(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-async def _deny_websocket(scope: Scope, receive: Receive, send: Send) -> None:
-    """401 with the JSON body when the server supports denial responses (uvicorn does), else close 1008."""
+async def deny_websocket(scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
+    """Refuse a handshake with `exc`'s status and JSON body when the server supports denial responses (uvicorn does),
+    else close 1008. uvicorn logs an ERROR for a refusal answered this way ("ASGI callable returned without
+    completing handshake"): anyone could write error lines at will, so it is dropped for these (the refusal is in
+    uvicorn's own INFO line)."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    _handshake_denied.set(True)
     if "websocket.http.response" in scope.get("extensions", {}):
-        response = error_response(Unauthorized())
+        response = error_response(exc)
         await send({"type": "websocket.http.response.start", "status": response.status_code,
                     "headers": response.raw_headers})
         await send({"type": "websocket.http.response.body", "body": response.body})
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": "missing or invalid API key"})
+        await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
+
+
+class _DeniedHandshakeFilter(logging.Filter):
+    MESSAGE = "ASGI callable returned without completing handshake"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_handshake_denied.get() and record.getMessage().startswith(self.MESSAGE))
+
+
+def quiet_denied_handshakes() -> None:
+    """Install the filter on uvicorn's error logger (once)."""
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, _DeniedHandshakeFilter) for existing in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(_DeniedHandshakeFilter())

@@ -10,6 +10,7 @@ depth by `InferenceGate`; loaded models by `ModelManager`; text kept out of tran
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -28,6 +29,8 @@ class ServiceMetrics:
 
     def __init__(self, namespace: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.inference_observers: list[Callable[[str, str, float], None]] = []
+        """Called with (model, task, audio_seconds) after each transcription (per-owner usage)."""
         self.requests = Counter(
             "http_requests", "HTTP requests by route template, method and status.",
             ["route", "method", "status"], namespace=namespace, registry=self.registry,
@@ -77,6 +80,8 @@ class ServiceMetrics:
         `inference done` log line (with `details`, e.g. the alignment and diarization methods)."""
         self.audio_seconds.labels(model=model, task=task).inc(audio_seconds)
         self.inference_seconds.labels(model=model, task=task).observe(seconds)
+        for observe in self.inference_observers:
+            observe(model, task, audio_seconds)
         logger.info(
             "inference done",
             extra={

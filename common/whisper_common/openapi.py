@@ -5,8 +5,9 @@
 FastAPI's generated schema is close but not exact for these services; this fixes it once, at the edge, for all routes:
 - no 422 (validation errors are 400 with OpenAI's error body), and every error response carries that body;
 - operations with parameters or a body document 400, operations with a body also 408 (stalled upload) and 413;
-- with API_KEYS set, every operation outside `open_prefixes` requires the bearer scheme and documents 401; without
-  keys no operation declares security at all (the server asks for none);
+- with authentication configured (API_KEYS, API_KEYS_FILE or TRUSTED_PROXIES), every operation outside
+  `open_prefixes` requires the bearer scheme and documents 401; without, no operation declares security at all (the
+  server asks for none);
 - form fields marked `include_in_schema=False` (hidden aliases) are left out of request bodies;
 - a multipart field cannot be JSON null (leaving it out means the default), so form fields are not declared nullable;
   an empty optional form field also means the default (FastAPI reads `""` as not given), and the schema allows it;
@@ -62,7 +63,7 @@ def shape_openapi(
         schemas.setdefault(name, definition)
     schemas.setdefault("ErrorResponse", error_schema)
     hidden = _hidden_body_fields(app)
-    protected = bool(settings.api_keys)
+    protected = settings.authentication_configured
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if method not in _METHODS:
@@ -89,7 +90,7 @@ def shape_openapi(
     security_schemes = components.setdefault("securitySchemes", {})
     if protected:
         security_schemes.setdefault(
-            BEARER, {"type": "http", "scheme": "bearer", "description": "An API key from API_KEYS."}
+            BEARER, {"type": "http", "scheme": "bearer", "description": "An API key (API_KEYS or API_KEYS_FILE)."}
         )
     else:
         security_schemes.pop(BEARER, None)

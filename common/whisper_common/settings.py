@@ -65,6 +65,26 @@ class WhisperSettings(BaseModel):
     device_index: int = Field(0, ge=0, le=64, description="GPU index when the device is CUDA.")
 
 
+class QuotaSettings(BaseModel):
+    """Per-owner limits, for every owner whose key sets none of its own (env prefix `QUOTA__`); 0: no limit."""
+
+    max_concurrent_requests: int = Field(
+        0, ge=0, le=10_000,
+        description="Synchronous transcriptions and translations (streamed ones too) and live sessions one owner may run "
+        "at once; one more is answered 429 `rate_limit_exceeded` at once. Below MAX_CONCURRENCY, one owner at its "
+        "limit leaves slots to the others.",
+    )
+    max_active_jobs: int = Field(
+        0, ge=0, le=1_000_000,
+        description="Jobs one owner may have queued or running; one more is answered 429 `rate_limit_exceeded`.",
+    )
+    audio_hours_per_day: float = Field(
+        0, ge=0, le=1_000_000,
+        description="Hours of audio one owner may have transcribed per UTC day (requests, jobs and live sessions "
+        "together, counted when each ends); past it, 429 `insufficient_quota` until midnight UTC.",
+    )
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service reads. Subclass it and add the service's own fields."""
 
@@ -74,8 +94,39 @@ class ServiceSettings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated API keys. When set, every route except `/health*` needs "
-        "`Authorization: Bearer <key>`. Empty: no authentication.",
+        "`Authorization: Bearer <key>`. Each key is its own owner (`key-<first 12 hex digits of its SHA-256>`, role "
+        "user): it sees only the jobs and sessions it made. Empty (and no API_KEYS_FILE): no authentication.",
         repr=False,
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="A keys file of named, hashed keys with roles and quotas, kept with `python -m "
+        "whisper_common.keys add|list|revoke`; changes apply within a second, without a restart (a file that does not "
+        "parse is reported once and the last good keys stay). Used beside API_KEYS. Unset: none.",
+        repr=False,
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or CIDRs of the proxy in front of the service (the auto-start proxy, "
+        "an ingress controller). Only requests from these carry a trusted EDGE_USER_HEADER (the user Nginx "
+        "authenticated); set, every request needs that header or an API key. Empty: the header is ignored.",
+    )
+    edge_user_header: str = Field(
+        "X-Whisper-User",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="The header in which the proxy in front names the user it authenticated (Nginx's `$remote_user`, "
+        "always overwritten there); trusted only from TRUSTED_PROXIES.",
+    )
+    edge_admin_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated edge users (EDGE_USER_HEADER) with the admin role: they see and may delete every "
+        "owner's data. Other edge users are role user.",
+    )
+    quota: QuotaSettings = Field(default_factory=QuotaSettings, description="See `QUOTA__*`.")
+    usage_flush_seconds: float = Field(
+        5, ge=0.1, le=3600,
+        description="How often the per-owner usage counted in memory is added to the usage table (`GET /v1/usage`, "
+        "daily quotas across processes). At most this much usage is lost when a process is killed.",
     )
     public_docs: bool = Field(
         False,
@@ -149,6 +200,11 @@ class ServiceSettings(BaseSettings):
     )
     webhook_max_attempts: int = Field(8, ge=1, le=100, description="Attempts to deliver one webhook before giving up.")
     webhook_timeout_seconds: float = Field(10, gt=0, le=300, description="Deadline of one whole webhook delivery attempt.")
+    webhook_concurrency: int = Field(
+        8, ge=1, le=256,
+        description="Webhook deliveries one process makes at once, at most one per receiver (scheme, host and port), so "
+        "a slow receiver holds up only its own deliveries.",
+    )
     allow_audio_urls: bool = Field(False, description="Accept `audio_url` (a URL the service downloads) on `POST /v1/jobs`.")
     audio_url_timeout_seconds: float = Field(
         600, gt=0, le=86400, description="Deadline of one whole `audio_url` download (redirects and body together); "
@@ -165,7 +221,7 @@ class ServiceSettings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         return split_comma_list(value)
 
-    @field_validator("webhook_secret", "outbound_allowlist", mode="before")
+    @field_validator("webhook_secret", "outbound_allowlist", "trusted_proxies", "edge_admin_users", mode="before")
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         return split_comma_list(value)
@@ -174,6 +230,11 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _split_models(cls, value: Any) -> Any:
         return split_comma_list(value)
+
+    @property
+    def authentication_configured(self) -> bool:
+        """Callers must say who they are: keys (API_KEYS or a keys file) or a trusted proxy naming its users."""
+        return bool(self.api_keys) or self.api_keys_file is not None or bool(self.trusted_proxies)
 
     @property
     def max_upload_bytes(self) -> int:

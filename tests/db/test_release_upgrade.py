@@ -31,6 +31,7 @@ from whisper_common.jobs.model import JobStatus
 from whisper_common.jobs.postgres import PostgresStore
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.jobs.store import Finish, SqlStore
+from whisper_common.owners import ANONYMOUS
 from whisper_faster.realtime.store import SESSIONS_SCHEMA, SqlSessionStore
 
 KEEP = {"JOB_RETENTION": "36500d", "REALTIME_RETENTION": "36500d"}  # the fixtures' rows are from 2026-01-01
@@ -45,12 +46,12 @@ def raw_result_sqlite(path: Path) -> bytes:
 
 
 def check_release_jobs(store: SqlStore, raw_result: bytes) -> None:
-    finished = store.get(FINISHED_JOB)
+    finished = store.peek(FINISHED_JOB)
     assert finished is not None and finished.status is JobStatus.SUCCEEDED
     assert finished.result is not None and finished.result.encode() == raw_result
     assert json.loads(finished.metadata) == {"customer": "fixture"}
-    assert store.by_idempotency_key("fixture-key") == finished
-    failed = store.get(FAILED_JOB)
+    assert finished.owner == "" and finished.idempotency_key == "fixture-key"  # from before owners: kept as it was
+    failed = store.peek(FAILED_JOB)
     assert failed is not None and failed.status is JobStatus.FAILED
     assert json.loads(failed.error or "{}")["code"] == "audio_decode_error"
     [delivery] = store.deliveries(FINISHED_JOB)
@@ -73,7 +74,7 @@ def test_the_release_sqlite_files_are_migrated_and_keep_every_row(tmp_path: Path
     store.close()
     assert raw_result_sqlite(tmp_path / "jobs.sqlite3") == raw
     sessions = SqlSessionStore(open_database(tmp_path / "realtime.sqlite3", SESSIONS_SCHEMA))
-    stored = sessions.get(SESSION)
+    stored = sessions.get(SESSION, ANONYMOUS)
     assert stored is not None and stored.model == "tiny.en" and stored.closed_at is not None
     assert [(u.item_id, u.start, u.end, u.text) for u in stored.utterances] == list(SESSION_UTTERANCES)
     sessions.shutdown()
@@ -92,7 +93,8 @@ def test_the_release_postgres_dump_is_migrated_and_keeps_every_row(new_database)
     check_release_jobs(store, bytes(raw))
     store.close()
     with psycopg.connect(url) as connection:
-        assert connection.execute("SELECT store, version FROM whisper_schema_versions").fetchall() == [("jobs", 1)]
+        assert connection.execute("SELECT store, version FROM whisper_schema_versions ORDER BY version").fetchall() == [
+            ("jobs", 1), ("jobs", 2)]
 
 
 def release_data_dir(tmp_path: Path) -> Path:
@@ -128,7 +130,7 @@ def test_a_service_refuses_a_newer_schema_in_one_line_and_leaves_the_data(tmp_pa
     SqliteStore(data / "jobs.sqlite3", QUEUE).close()
     with sqlite3.connect(data / "jobs.sqlite3") as connection:
         connection.execute("INSERT INTO whisper_schema_versions (store, version, name, applied_at) "
-                           "VALUES ('jobs', 2, 'a newer release', 0)")
+                           "VALUES ('jobs', 3, 'a newer release', 0)")
     connection.close()
     before = (data / "jobs.sqlite3").read_bytes()
     env = {"DATA_DIR": str(data), "UVICORN_PORT": str(free_port()), "HF_HUB_OFFLINE": "0", **KEEP}
@@ -139,8 +141,8 @@ def test_a_service_refuses_a_newer_schema_in_one_line_and_leaves_the_data(tmp_pa
     records = [json.loads(line) for line in finished.stderr.splitlines() if line.startswith("{")]
     refusals = [r for r in records if r["logger"] == "whisper_common.db" and r["level"] == "error"]
     assert [r["message"] for r in refusals] == [
-        f"refusing to start: the jobs schema in {data / 'jobs.sqlite3'} is at version 2, written by a newer release; "
-        "this release knows versions up to 1 and cannot run on version 2: run the newer release, or restore a "
+        f"refusing to start: the jobs schema in {data / 'jobs.sqlite3'} is at version 3, written by a newer release; "
+        "this release knows versions up to 2 and cannot run on version 3: run the newer release, or restore a "
         "backup taken before the upgrade"
     ]
     assert not [r for r in records if "Traceback" in r["message"] or r.get("exc_info")], "a traceback after the refusal"

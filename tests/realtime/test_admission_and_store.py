@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from whisper_common.owners import ANONYMOUS, Owner, Role
 from whisper_faster.realtime.admission import Admission, RealtimeMetrics, usable_cores
 from whisper_faster.settings import Settings
 from whisper_faster.realtime.store import SqlSessionStore, StoredUtterance, open_session_store
@@ -146,11 +147,11 @@ def test_the_store_keeps_utterances_in_order_across_reopening(tmp_path: Path) ->
     store.close("sess_1", "small")
     store.shutdown()
     reopened = sqlite_store(tmp_path / "data")
-    stored = reopened.get("sess_1")
+    stored = reopened.get("sess_1", ANONYMOUS)
     assert stored is not None and stored.model == "small" and stored.closed_at is not None
     assert [u.text for u in stored.utterances] == ["Hello.", "Again."]
     assert stored.duration == 4.5
-    assert reopened.get("sess_2") is None
+    assert reopened.get("sess_2", ANONYMOUS) is None
 
 
 def test_sessions_past_their_retention_are_removed_with_their_utterances(tmp_path: Path) -> None:
@@ -161,9 +162,25 @@ def test_sessions_past_their_retention_are_removed_with_their_utterances(tmp_pat
     store.create("sess_crashed", "tiny.en")  # never closed: the process died
     assert store.remove_ended_before(time.time() - 60) == 0
     assert store.remove_ended_before(time.time() + 1) == 2
-    assert store.get("sess_old") is None and store.get("sess_crashed") is None
+    assert store.get("sess_old", ANONYMOUS) is None and store.get("sess_crashed", ANONYMOUS) is None
     store.create("sess_old", "tiny.en")  # the id is free again, and no orphan utterance comes back with it
-    assert store.get("sess_old").utterances == []
+    assert store.get("sess_old", ANONYMOUS).utterances == []
+    store.shutdown()
+
+
+def test_a_session_is_read_by_its_owner_or_an_admin_and_erased_with_its_owner(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path)
+    store.create("sess_a", "tiny.en", owner="team-a")
+    store.add_utterance("sess_a", StoredUtterance("item_a", 0.5, 2.0, "Budget approved."))
+    store.create("sess_b", "tiny.en", owner="team-b")
+    team_a, team_b, admin = Owner("team-a"), Owner("team-b"), Owner("boss", Role.ADMIN)
+    assert store.get("sess_a", team_a).owner == "team-a"  # type: ignore[union-attr]
+    assert store.get("sess_a", team_b) is None and store.get("sess_a", admin) is not None
+    assert store.erase_owner("team-a") == 1
+    assert store.get("sess_a", admin) is None and store.get("sess_b", team_b) is not None
+    store.add_utterance("sess_a", StoredUtterance("item_b", 3.0, 4.0, "After the erasure."))  # a session still open
+    with store.db.transaction() as tx:
+        assert tx.execute("SELECT COUNT(*) AS n FROM realtime_utterances WHERE session_id = 'sess_a'")[0]["n"] == 0
     store.shutdown()
 
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from whisper_common.app import create_service_app, serve_models
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.models_routes import models_router
+from whisper_common.usage import serve_usage
 from whisper_faster import __version__
 from whisper_faster.jobs import FasterJobEngine
 from whisper_faster.models import load_model
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with serve_models(app, settings, partial(load_model, settings=settings)) as manager:
+        loader = partial(load_model, settings=settings)
+        async with serve_usage(app, settings), serve_models(app, settings, loader) as manager:
             app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics)
             engine = FasterJobEngine(app.state.service)
             async with (realtime.serve_realtime(app, settings, manager),
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[transcriptions.router, models_router(), realtime.router],
         lifespan=lifespan,
         open_paths=(realtime.PAGE_PATH,),
+        metered_paths=(realtime.SOCKET_PATH,),
     )
     realtime.install(app)
     include_jobs_routes(app, FasterJobEngine.options_model, FasterJobEngine.formats)

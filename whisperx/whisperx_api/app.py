@@ -10,6 +10,7 @@ from whisper_common.app import create_service_app, serve_models
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.model_catalog import default_compute_type, inference_device
 from whisper_common.models_routes import models_router
+from whisper_common.usage import serve_usage
 from whisperx_api import __version__
 from whisperx_api.align import WordAligner
 from whisperx_api.diarize.select import Diarizers
@@ -44,7 +45,7 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with serve_models(app, settings, loader) as manager:
+        async with serve_usage(app, settings), serve_models(app, settings, loader) as manager:
             pipeline = TranscriptionPipeline(
                 WordAligner(settings.alignment, device), Diarizers(settings, device), settings.vad, settings.batch_size
             )

@@ -67,6 +67,8 @@ class JobsContext:
     timings: Timings
     max_download_bytes: int
     allow_audio_urls: bool
+    webhook_concurrency: int = 8
+    """Deliveries the outbox makes at once, one per receiver at most (WEBHOOK_CONCURRENCY)."""
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings, store: SqlStore, metrics: JobMetrics) -> JobsContext:
@@ -81,4 +83,5 @@ class JobsContext:
             timings=Timings.from_settings(settings),
             max_download_bytes=settings.max_upload_bytes,
             allow_audio_urls=settings.allow_audio_urls,
+            webhook_concurrency=settings.webhook_concurrency,
         )

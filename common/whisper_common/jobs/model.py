@@ -1,4 +1,5 @@
-"""A job as stored (`JobRow`, one row of table `jobs`) and as the API shows it (`JobView`, also the webhook's `data`)."""
+"""A job as stored (`JobRow`, one row of table `jobs`) and as the API shows it (`JobView`, also the webhook's `data`).
+The view never shows a URL's credentials or query string (`webhook.url` is redacted)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from whisper_common.jobs.outbound import redact_url
 
 
 class JobStatus(StrEnum):
@@ -62,13 +65,15 @@ class DeliveryView(BaseModel):
 
 
 class WebhookView(BaseModel):
-    url: str | None
+    url: str | None = Field(description="Scheme, host and path of the webhook URL (its credentials and query string "
+                            "are never shown).")
     deliveries: list[DeliveryView]
 
 
 class JobView(BaseModel):
     id: str
     object: str = "transcription.job"
+    owner: str = Field(description="Who submitted it (a key's name, an edge user); empty for jobs from before owners.")
     status: JobStatus
     created_at: str
     started_at: str | None
@@ -79,6 +84,19 @@ class JobView(BaseModel):
     cancel_requested: bool = Field(False, description="A cancel was asked while it ran; it stops at its next segment.")
     metadata: dict[str, Any]
     webhook: WebhookView
+
+
+class DisabledWebhookView(BaseModel):
+    id: str = Field(description="Pass it to `DELETE /v1/webhooks/disabled/{id}` to deliver to this URL again.")
+    object: str = "webhook.disabled_url"
+    owner: str
+    url: str = Field(description="Scheme, host and path of the URL that answered 410 Gone.")
+    disabled_at: str
+
+
+class DisabledWebhookList(BaseModel):
+    object: str = "list"
+    data: list[DisabledWebhookView]
 
 
 class JobList(BaseModel):
@@ -93,6 +111,7 @@ class JobRow(BaseModel):
 
     id: str
     queue: str
+    owner: str = ""
     status: JobStatus
     created_at: float
     started_at: float | None = None
@@ -125,6 +144,7 @@ class JobRow(BaseModel):
     def view(self, deliveries: list[DeliveryView] | None = None) -> JobView:
         return JobView(
             id=self.id,
+            owner=self.owner,
             status=self.status,
             created_at=iso(self.created_at) or "",
             started_at=iso(self.started_at),
@@ -134,7 +154,7 @@ class JobRow(BaseModel):
             error=self.error_view(),
             cancel_requested=bool(self.cancel_requested) and self.status is JobStatus.RUNNING,
             metadata=json.loads(self.metadata),
-            webhook=WebhookView(url=self.webhook_url, deliveries=deliveries or []),
+            webhook=WebhookView(url=redact_url(self.webhook_url), deliveries=deliveries or []),
         )
 
 
@@ -145,6 +165,8 @@ class DeliveryRow(BaseModel):
     queue: str
     job_id: str
     url: str
+    receiver: str | None = None
+    """Scheme, host and port of `url`: the outbox sends to one receiver at a time."""
     event: str
     payload: str
     status: str

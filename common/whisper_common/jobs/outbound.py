@@ -1,23 +1,30 @@
 """Requests the service makes on a user's behalf (`audio_url` downloads, webhooks), kept off internal networks.
 
-A URL must be http(s); its host is resolved and every address must be public, unless OUTBOUND_ALLOWLIST names the
-host or a network holding the addresses. The request then goes to the checked address itself (the name is not
+A URL must be http(s) with a host name IDNA can encode (else a 400 `url_refused`, and a permanent failure behind a
+redirect); its host is resolved and every address must be public, unless OUTBOUND_ALLOWLIST names the host or a
+network holding the addresses. An IPv6 address that carries an IPv4 one (v4-mapped, v4-translated, v4-compatible,
+NAT64 in 64:ff9b::/96 and the local-use 64:ff9b:1::/48, 6to4, Teredo, ISATAP) is judged by that IPv4 address too;
+site-local fec0::/10 is not public. The request then goes to the checked address itself (the name is not
 resolved again, so DNS rebinding cannot swap it), with the original Host header and TLS server name. Each redirect
 of a download is checked the same way; webhooks do not follow redirects.
 
     policy = OutboundPolicy(settings.outbound_allowlist)
     await policy.check("webhook_url", url)                   # OutboundRefused (400) naming the field
     size = await download(policy, client, url, path, max_bytes, deadline_seconds)
+
+A URL may carry credentials (`user:password@`, a pre-signed query string, a token): nothing beyond its scheme, host and
+path reaches a log or an API answer (`redact_url`; `outbound_client` puts a filter on httpx's request log).
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -26,7 +33,39 @@ from whisper_common.jobs.errors import OutboundRefused, PermanentJobError, Trans
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_REDIRECTS = 5
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+NOT_PUBLIC_V6 = (ipaddress.ip_network("fec0::/10"), LOCAL_NAT64)
+"""Not global although Python's `is_global` says so: site-local (deprecated, still routed on some networks) and the
+local-use NAT64 prefix (RFC 8215: a translator of the operator's own)."""
+
+
+def redact_url(url: str | None) -> str | None:
+    """Scheme, host (and port) and path only: no `user:password@`, query string or fragment."""
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else "<invalid URL>"
+
+
+class RedactUrls(logging.Filter):
+    """httpx logs each request as `HTTP Request: POST <url> "HTTP/1.1 200 OK"`: the URL is redacted in place."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 2:
+            record.args = tuple(
+                redact_url(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
 
 
 @dataclass(frozen=True)
@@ -62,46 +101,86 @@ class OutboundPolicy:
             return True
         if any(address in network for network in self.networks):
             return True
+        if isinstance(address, ipaddress.IPv6Address) and any(address in network for network in NOT_PUBLIC_V6):
+            return False
         embedded = embedded_ipv4(address)
         if embedded is not None:
-            return self._allowed(host, embedded)
+            return all(self._allowed(host, carried) for carried in embedded)
         return address.is_global and not address.is_multicast
 
     async def check(self, param: str, url: str) -> Target:
         try:
             parsed = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError):
+            host = parsed.host.lower()  # decoded from IDNA here: an invalid label raises
+        except (httpx.InvalidURL, TypeError, ValueError):  # an IDNA error is a UnicodeError, a ValueError
+            raw = _raw_host(url)
+            if raw:
+                raise OutboundRefused(param, f"{param}: the host '{raw}' is not a valid host name") from None
             raise OutboundRefused(param, f"{param} is not a valid URL") from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
+        if parsed.scheme not in ("http", "https") or not host:
             raise OutboundRefused(param, f"{param} must be an http:// or https:// URL")
-        host = parsed.host.lower()
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        shown = host[:100]
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            raise OutboundRefused(param, f"{param}: the host '{host}' cannot be resolved") from None
+            name = host if _is_ip_literal(host) else host.encode("idna").decode("ascii")
+        except UnicodeError:  # an empty or over-long label, an invalid punycode label (xn--a)
+            raise OutboundRefused(param, f"{param}: the host '{shown}' is not a valid host name") from None
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError, ValueError):
+            raise OutboundRefused(param, f"{param}: the host '{shown}' cannot be resolved") from None
         addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
         refused = [address for address in addresses if not self._allowed(host, address)]
         if refused or not addresses:
             raise OutboundRefused(
                 param,
-                f"{param}: the host '{host}' resolves to {refused[0] if refused else 'nothing'}, a loopback, private or "
+                f"{param}: the host '{shown}' resolves to {refused[0] if refused else 'nothing'}, a loopback, private or "
                 "link-local address; the operator must allow it in OUTBOUND_ALLOWLIST",
             )
         return Target(parsed, str(addresses[0]))
 
 
-def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (v4-mapped ::ffff:a.b.c.d, v4-compatible ::a.b.c.d, NAT64 64:ff9b::/96,
-    6to4 2002::/16), which reaches that IPv4 host and so must pass the same checks; None for other addresses."""
+def _raw_host(url: str) -> str:
+    """The host as written, for a message (ASCII-safe, at most 100 characters); empty when there is none."""
+    try:
+        host = urlsplit(str(url)).hostname or ""
+    except ValueError:
+        return ""
+    return host.encode("ascii", "backslashreplace").decode()[:100]
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...] | None:
+    """The IPv4 addresses an IPv6 one carries, which reach (or relay to) those IPv4 hosts and so must pass the same
+    checks: v4-mapped ::ffff:a.b.c.d, v4-translated ::ffff:0:a.b.c.d, v4-compatible ::a.b.c.d, NAT64 64:ff9b::/96 and
+    64:ff9b:1::/48 (RFC 6052's layout for a /48: the IPv4 bytes around the reserved octet), 6to4 2002::/16, Teredo
+    2001::/32 (server and client), ISATAP (`…:0:5efe:a.b.c.d`). None for other addresses."""
     if not isinstance(address, ipaddress.IPv6Address):
         return None
+    value = int(address)
+    low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
     if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return (address.ipv4_mapped,)
+    if address in IPV4_TRANSLATED or address in NAT64:
+        return (low32,)
+    if address in LOCAL_NAT64:
+        packed = address.packed
+        return (ipaddress.IPv4Address(packed[6:8] + packed[9:11]),)
     if address.sixtofour is not None:
-        return address.sixtofour
-    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):  # not :: or ::1
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    if address in IPV4_COMPATIBLE and value > 1:  # not :: or ::1
+        return (low32,)
+    if (value >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP interface id: 0000:5efe or 0200:5efe, then the IPv4
+        return (low32,)
     return None
 
 
@@ -109,6 +188,10 @@ def outbound_client() -> httpx.AsyncClient:
     """The client for `audio_url` downloads and webhooks. No keep-alive: requests go to a pinned IP with the name in
     Host/SNI, and httpcore pools connections by IP alone, so a TLS connection checked for one host would otherwise
     be reused for another host on the same address."""
+    for name in ("httpx", "httpcore"):
+        log = logging.getLogger(name)
+        if not any(isinstance(existing, RedactUrls) for existing in log.filters):
+            log.addFilter(RedactUrls())
     return httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=10.0), trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
     )
@@ -153,7 +236,10 @@ async def _download(
             raise TransientJobError(f"downloading audio_url failed: {type(exc).__name__}") from None
         try:
             if response.is_redirect and "location" in response.headers:
-                current = urljoin(str(target.url), response.headers["location"])
+                try:
+                    current = urljoin(str(target.url), response.headers["location"])
+                except ValueError:
+                    raise PermanentJobError("audio_url redirected to an invalid URL", "audio_url_refused") from None
                 continue
             if response.status_code >= 400:
                 message = f"downloading audio_url answered HTTP {response.status_code}"

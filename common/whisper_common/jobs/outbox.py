@@ -2,8 +2,12 @@
 
 Each delivery keeps its `webhook-id` and body across retries (receivers deduplicate by id). 2xx delivers; timeouts,
 connection errors, 5xx and 429 are retried with exponential backoff and jitter up to WEBHOOK_MAX_ATTEMPTS; any other
-status (3xx included: webhooks do not follow redirects) fails without retry; 410 Gone also disables the URL for every
-later delivery. Every attempt is recorded on the job.
+status (3xx included: webhooks do not follow redirects) fails without retry; 410 Gone also disables the URL for the
+job owner's later deliveries (until it re-enables it: `DELETE /v1/webhooks/disabled/{id}`). Every attempt is recorded
+on the job.
+
+Up to WEBHOOK_CONCURRENCY deliveries go out at once, never two to one receiver (scheme, host and port): a receiver
+that answers slowly, or not at all until the timeout, holds up its own deliveries only.
 """
 from __future__ import annotations
 
@@ -33,21 +37,44 @@ class Outbox:
         self.wakeups = wakeups
 
     async def run_forever(self) -> None:
-        lease, poll = self.context.timings.delivery_lease_seconds, self.context.timings.poll_seconds
-        while True:
-            try:
-                delivery = await asyncio.to_thread(self.store.claim_delivery, self.holder, time.time(), lease)
-            except Exception as exc:  # noqa: BLE001 - keep trying while the database is away
-                logger.warning("claiming a webhook delivery failed", extra={"error": repr(exc)})
-                delivery = None
-            if delivery is None:
-                await self.wakeups.wait_for_deliveries()
-                continue
-            try:
-                await self.deliver(delivery)
-            except Exception as exc:  # noqa: BLE001 - the delivery's lease expires and it is sent again
-                logger.error("webhook delivery could not be recorded", extra={"webhook_id": delivery.id}, exc_info=exc)
-                await asyncio.sleep(poll)
+        lease = self.context.timings.delivery_lease_seconds
+        limit = self.context.webhook_concurrency
+        sending: dict[str, asyncio.Task[None]] = {}  # receiver -> its delivery under way
+        try:
+            while True:
+                if len(sending) >= limit:
+                    await asyncio.wait(sending.values(), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    delivery = await asyncio.to_thread(
+                        self.store.claim_delivery, self.holder, time.time(), lease, tuple(sending)
+                    )
+                except Exception as exc:  # noqa: BLE001 - keep trying while the database is away
+                    logger.warning("claiming a webhook delivery failed", extra={"error": repr(exc)})
+                    delivery = None
+                if delivery is None:
+                    await self.wakeups.wait_for_deliveries()
+                    continue
+                receiver = delivery.receiver or delivery.url
+                task = asyncio.create_task(self._deliver_one(delivery), name=f"webhook {delivery.id}")
+                sending[receiver] = task
+                task.add_done_callback(lambda _, receiver=receiver: self._sent(sending, receiver))
+        finally:
+            for task in sending.values():  # shutting down: their leases expire and they are sent again
+                task.cancel()
+            if sending:
+                await asyncio.gather(*sending.values(), return_exceptions=True)
+
+    def _sent(self, sending: dict[str, asyncio.Task[None]], receiver: str) -> None:
+        sending.pop(receiver, None)
+        self.wakeups.deliveries_due()  # the receiver's next delivery, if one is due
+
+    async def _deliver_one(self, delivery: DeliveryRow) -> None:
+        try:
+            await self.deliver(delivery)
+        except Exception as exc:  # noqa: BLE001 - the delivery's lease expires and it is sent again
+            logger.error("webhook delivery could not be recorded", extra={"webhook_id": delivery.id}, exc_info=exc)
+            await asyncio.sleep(self.context.timings.poll_seconds)
 
     async def deliver(self, delivery: DeliveryRow) -> None:
         outcome, status_code, error = await self._attempt(delivery)
@@ -73,7 +100,8 @@ class Outbox:
 
     async def _attempt(self, delivery: DeliveryRow) -> tuple[str, int | None, str | None]:
         context = self.context
-        if await asyncio.to_thread(self.store.url_disabled, delivery.url):
+        owner = await asyncio.to_thread(self.store.job_owner, delivery.job_id)
+        if await asyncio.to_thread(self.store.url_disabled, owner or "", delivery.url):
             return "disabled", None, "the URL answered 410 Gone earlier; deliveries to it are disabled"
         try:
             target = await context.outbound.check("webhook_url", delivery.url)

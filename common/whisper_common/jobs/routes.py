@@ -1,6 +1,7 @@
 """`/v1/jobs`: submit (multipart like the service's synchronous route, or JSON with `audio_url`), read, list, fetch the
-result in any format the service offers, cancel or delete. A route parses the request, calls the jobs service
-(`app.state.jobs`, a `JobsService`) and formats its answer.
+result in any format the service offers, cancel or delete; `/v1/webhooks/disabled`: the webhook URLs a 410 disabled,
+and their re-enabling. A route parses the request, calls the jobs service (`app.state.jobs`, a `JobsService`) with the
+caller (`owners.owner_of`) and formats its answer: a job of another owner is a 404 like one that does not exist.
 
     include_jobs_routes(app, MyJobOptions, formats=TRANSCRIPTION_FORMATS)   # the service's form fields and formats
 
@@ -20,8 +21,9 @@ from pydantic import BaseModel, ValidationError
 from whisper_common.auth import bearer_scheme
 from whisper_common.errors import InvalidParameter, MissingParameter
 from whisper_common.jobs.intake import Intake, receive_multipart
-from whisper_common.jobs.model import JobList, JobStatus, JobView
+from whisper_common.jobs.model import DisabledWebhookList, JobList, JobStatus, JobView
 from whisper_common.jobs.service import Accepted, JobsService, Submission
+from whisper_common.owners import owner_of
 from whisper_common.openai_formats import ResponseFormat, parse_granularities, parse_response_format, render
 
 CORE_FIELDS = ("file", "audio_url", "webhook_url", "metadata")
@@ -35,6 +37,8 @@ JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown job"},
     409: {"description": "Not finished yet, failed or canceled (result); Idempotency-Key reused (submit)"},
     413: {"description": "Upload larger than MAX_UPLOAD_MB"},
+    429: {"description": "Over the owner's quota: jobs at once (`rate_limit_exceeded`) or today's audio hours "
+                         "(`insufficient_quota`); Retry-After says when to try again"},
     507: {"description": "No space left to store the job; nothing was kept"},
 }
 
@@ -78,6 +82,26 @@ def _request_body_schema(options_model: type[BaseModel]) -> dict[str, Any]:
 
 def include_jobs_routes(app: FastAPI, options_model: type[BaseModel], formats: Sequence[ResponseFormat]) -> None:
     app.include_router(jobs_router(options_model, formats), dependencies=[Depends(bearer_scheme)])
+    app.include_router(webhooks_router(), dependencies=[Depends(bearer_scheme)])
+
+
+def webhooks_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/webhooks", tags=["jobs"])
+
+    @router.get("/disabled", response_model=DisabledWebhookList,
+                summary="Webhook URLs a 410 Gone disabled (the caller's; an admin's: everyone's)")
+    async def list_disabled(request: Request) -> DisabledWebhookList:
+        return await _service(request).disabled_webhooks(owner_of(request))
+
+    @router.delete("/disabled/{disabled_id}", summary="Deliver to a disabled webhook URL again",
+                   responses={404: {"description": "No such entry of the caller's"}})
+    async def enable(
+        request: Request, disabled_id: Annotated[str, Path(max_length=100, description="The entry's id (`whd_...`).")]
+    ) -> JSONResponse:
+        await _service(request).enable_webhook(owner_of(request), disabled_id)
+        return JSONResponse({"id": disabled_id, "object": "webhook.disabled_url", "deleted": True})
+
+    return router
 
 
 def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat]) -> APIRouter:
@@ -102,7 +126,7 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
         service = _service(request)
         intake = await _receive(request, service.upload_dir)
         try:
-            accepted = await service.submit(_submission(intake, options_model, idempotency_key))
+            accepted = await service.submit(owner_of(request), _submission(intake, options_model, idempotency_key))
         finally:
             intake.discard()
         return _accepted(accepted)
@@ -114,12 +138,12 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
         limit: Annotated[int, Query(ge=1, le=100, description="At most this many.")] = 20,
         after: Annotated[str | None, Query(max_length=100, description="The `last_id` of the previous page.")] = None,
     ) -> JobList:
-        return await _service(request).list(status, limit, after)
+        return await _service(request).list(owner_of(request), status, limit, after)
 
     @router.get("/{job_id}", response_model=JobView, summary="A job: status, progress, attempts, webhook deliveries",
                 responses={404: JOB_RESPONSES[404]})
     async def get_job(request: Request, job_id: JOB_ID) -> JobView:
-        return await _service(request).get(job_id)
+        return await _service(request).get(owner_of(request), job_id)
 
     @router.get(
         "/{job_id}/result",
@@ -133,7 +157,7 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
             str | None, Query(description=f"{format_names}; unset: the format asked at submit (json by default).")
         ] = None,
     ) -> Response:
-        result = await _service(request).result(job_id)
+        result = await _service(request).result(owner_of(request), job_id)
         asked = result.options
         chosen = parse_response_format(response_format or asked.get("response_format"), allowed=formats)
         granularities = frozenset()
@@ -147,7 +171,7 @@ def jobs_router(options_model: type[BaseModel], formats: Sequence[ResponseFormat
         responses={404: JOB_RESPONSES[404]},
     )
     async def delete_job(request: Request, job_id: JOB_ID) -> JSONResponse:
-        ended = await _service(request).cancel(job_id)
+        ended = await _service(request).cancel(owner_of(request), job_id)
         if ended.deleted:
             return JSONResponse({"id": job_id, "object": "transcription.job.deleted", "deleted": True})
         status_code = 202 if ended.job.status is JobStatus.RUNNING else 200  # 202: it stops at its next segment

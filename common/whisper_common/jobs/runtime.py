@@ -1,6 +1,7 @@
 """A service's jobs, for its lifespan: opens the store, builds the context, starts what runs here (the runner) and
-puts the jobs service where the routes find it (`app.state.jobs`); registers the metrics and the activity counts the
-auto-start proxy reads; stops and closes it all after.
+puts the jobs service where the routes find it (`app.state.jobs`, held to the owners' quotas and counted in their
+usage: `app.state.quotas`, `app.state.usage`); registers the metrics, the activity counts the auto-start proxy reads and
+the jobs' eraser (`app.state.erasure`); stops and closes it all after.
 
     async with serve_jobs(app, settings, engine, metrics_namespace="my_service"):   # once its engine can run
         yield
@@ -59,8 +60,9 @@ async def serve_jobs(
         store.close()
         raise
     runner = JobsRunner(context, engine, counts, workers=settings.jobs_workers)
-    service = JobsService(context, engine, runner)
+    service = JobsService(context, engine, runner, app.state.quotas, app.state.usage)
     app.state.jobs = service
+    app.state.erasure.register("jobs", service.erase_owner)
     app.state.activity.register("jobs_queued", lambda: counts.count(JobStatus.QUEUED))
     # Running jobs: this process's own. With PostgreSQL the queue's other running jobs belong to other processes,
     # which neither an idle stop nor a pod's drain here would interrupt.
@@ -73,6 +75,7 @@ async def serve_jobs(
     try:
         yield service
     finally:
+        app.state.erasure.unregister("jobs")
         await runner.stop()
         await context.client.aclose()
         store.close()

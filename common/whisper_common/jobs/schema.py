@@ -1,5 +1,11 @@
 """The jobs store's schema (jobs, the webhook outbox), as migrations of `whisper_common.db`.
 
+Migration 2 (additive) gives every job its `owner` (`''` for jobs from before owners: only an admin sees them), with
+the indexes the owner-scoped lists and the fair claim use; each webhook delivery its `receiver` (scheme, host and
+port: the outbox sends to one receiver at a time); and `webhook_disabled`, the URLs a 410 disabled, per owner and with
+an id the owner (or an admin) re-enables them by. Idempotency keys are stored as `<owner>:<key>`, so the unique key
+`(queue, idempotency_key)` of migration 1 is per owner without a rebuild of the table.
+
 Migration 1 is the schema of the release before schema versions, frozen as that release wrote it: on a database that
 release made (tables, no version row) it changes nothing; on an older development layout without the `queue` column
 it adds the column (the rows belong to the service opening the file) and its unique key. A later change is a new
@@ -8,6 +14,7 @@ it adds the column (the rows belong to the service opening the file) and its uni
 from __future__ import annotations
 
 import re
+import uuid
 
 from whisper_common.db import DatabaseRefused, Migration, MigrationContext, Schema
 
@@ -115,6 +122,31 @@ def _complete_older_tables(context: MigrationContext) -> None:
                 context.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
+def _carry_disabled_urls(context: MigrationContext) -> None:
+    """URLs disabled before owners existed stay disabled for every owner (owner `''`) until an admin re-enables them."""
+    for row in context.execute("SELECT url, disabled_at FROM webhook_disabled_urls"):
+        context.execute(
+            "INSERT INTO webhook_disabled (id, owner, url, disabled_at) VALUES ($1, '', $2, $3)",
+            (f"whd_{uuid.uuid4().hex}", row["url"], row["disabled_at"]),
+        )
+
+
+OWNERS_STEPS = (
+    "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (queue, owner, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (queue, owner, status)",
+    "ALTER TABLE webhook_deliveries ADD COLUMN receiver TEXT",
+    """CREATE TABLE IF NOT EXISTS webhook_disabled (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        url TEXT NOT NULL,
+        disabled_at DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS webhook_disabled_owner_url ON webhook_disabled (owner, url)",
+    _carry_disabled_urls,
+)
+
+
 JOBS_SCHEMA = Schema(
     store="jobs",
     tables=frozenset(RELEASE_TABLES),
@@ -124,5 +156,7 @@ JOBS_SCHEMA = Schema(
             "the tables of the release before schema versions",
             (_complete_older_tables, *RELEASE_TABLES.values(), *RELEASE_INDEXES),
         ),
+        Migration(2, "owners: jobs.owner, webhook receivers, per-owner disabled webhook URLs", OWNERS_STEPS,
+                  additive=True),
     ),
 )

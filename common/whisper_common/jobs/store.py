@@ -5,6 +5,12 @@ connection of its own; its tables are migrations in `jobs/schema.py`.
     store = open_store(settings, queue)                 # in the runtime: SqliteStore or PostgresStore
     job = store.claim(holder="host:pid", now=time.time(), lease_seconds=60)   # oldest runnable job, leased, or None
 
+Every read an API caller makes names its `Owner` (`owners.owner_filter` in the query): a user's query finds only its
+own jobs, an admin's every job, so a job of someone else is answered exactly like one that does not exist. The
+workers' and the janitor's queries are the queue's, not an owner's (`peek`, `claim`, `expired`, ...). A worker claims
+the oldest runnable job of the owner with the fewest jobs running (fair share: one owner's long queue does not hold
+up another owner's job).
+
 Every state change of a running job names its lease holder (`WHERE lease_owner = $n`), so a worker that lost its lease
 (it stalled, another took the job over) can never finish the job a second time. A finished job and its webhook
 delivery are written in one transaction: the outbox never misses a job, and never has one twice. A job is inserted in
@@ -19,9 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from collections.abc import Collection
 
 from whisper_common.db import Database, DuplicateKey, Params, StorageFull, Tx
 from whisper_common.jobs.model import (
@@ -36,6 +46,7 @@ from whisper_common.jobs.model import (
     new_delivery_id,
 )
 from whisper_common.jobs.retry import Backoff
+from whisper_common.owners import Owner, owner_filter
 
 __all__ = ["DuplicateKey", "Finish", "QueueState", "SqlStore", "StorageFull"]
 
@@ -51,6 +62,22 @@ def _job(row: dict[str, Any]) -> JobRow:
 
 def _delivery(row: dict[str, Any]) -> DeliveryRow:
     return DeliveryRow(**{name: row[name] for name in DELIVERY_COLUMNS})
+
+
+def scoped_idempotency_key(owner: str, key: str) -> str:
+    """An Idempotency-Key as stored: the owner's, so another owner's same key is another key (owner names hold no
+    `:`)."""
+    return f"{owner}:{key}"
+
+
+def receiver_of(url: str) -> str:
+    """Scheme, host and port of a webhook URL: deliveries to one receiver go one at a time."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+    except ValueError:
+        return url[:200]
 
 
 @dataclass(frozen=True)
@@ -105,25 +132,56 @@ class SqlStore:
             tx.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", [values[name] for name in JOB_COLUMNS])
         return job
 
-    def get(self, job_id: str) -> JobRow | None:
+    def get(self, job_id: str, owner: Owner) -> JobRow | None:
+        """The job, if it is `owner`'s to see."""
+        p = Params()
+        with self.transaction() as tx:
+            rows = tx.execute(
+                f"SELECT * FROM jobs WHERE id = {p(job_id)} AND queue = {p(self.queue)} AND {owner_filter(p, owner)}",
+                p.values,
+            )
+        return _job(rows[0]) if rows else None
+
+    def peek(self, job_id: str) -> JobRow | None:
+        """The job, whoever owns it: for the worker and the janitor, never for an API caller."""
         with self.transaction() as tx:
             rows = tx.execute("SELECT * FROM jobs WHERE id = $1 AND queue = $2", (job_id, self.queue))
         return _job(rows[0]) if rows else None
 
-    def by_idempotency_key(self, key: str) -> JobRow | None:
+    def by_idempotency_key(self, owner: str, key: str) -> JobRow | None:
+        """The job `owner` submitted with this Idempotency-Key (another owner's same key is another key)."""
         with self.transaction() as tx:
-            rows = tx.execute("SELECT * FROM jobs WHERE idempotency_key = $1 AND queue = $2", (key, self.queue))
+            rows = tx.execute(
+                "SELECT * FROM jobs WHERE idempotency_key = $1 AND queue = $2 AND owner = $3",
+                (scoped_idempotency_key(owner, key), self.queue, owner),
+            )
         return _job(rows[0]) if rows else None
 
-    def list(self, status: JobStatus | None, limit: int, after: str | None) -> tuple[list[JobRow], bool]:
-        """Newest first; `after` is the id of the last job of the previous page."""
+    def count_active(self, owner: str) -> int:
+        """The owner's jobs queued or running (its quota)."""
+        with self.transaction() as tx:
+            rows = tx.execute(
+                "SELECT COUNT(*) AS n FROM jobs WHERE queue = $1 AND owner = $2 AND status IN ($3, $4)",
+                (self.queue, owner, JobStatus.QUEUED.value, JobStatus.RUNNING.value),
+            )
+        return int(rows[0]["n"])
+
+    def list(
+        self, owner: Owner, status: JobStatus | None, limit: int, after: str | None
+    ) -> tuple[list[JobRow], bool]:
+        """The jobs `owner` may see, newest first; `after` is the id of the last job of the previous page."""
         p = Params()
-        where = [f"queue = {p(self.queue)}"]
+        where = [f"queue = {p(self.queue)}", owner_filter(p, owner)]
         with self.transaction() as tx:
             if status is not None:
                 where.append(f"status = {p(status.value)}")
             if after is not None:
-                anchor = tx.execute("SELECT created_at FROM jobs WHERE id = $1 AND queue = $2", (after, self.queue))
+                anchor_p = Params()
+                anchor = tx.execute(
+                    f"SELECT created_at FROM jobs WHERE id = {anchor_p(after)} AND queue = {anchor_p(self.queue)} "
+                    f"AND {owner_filter(anchor_p, owner)}",
+                    anchor_p.values,
+                )
                 if not anchor:
                     return [], False
                 created_at = p(anchor[0]["created_at"])
@@ -175,11 +233,16 @@ class SqlStore:
 
     # --- canceling and deleting ---
 
-    def cancel_or_delete(self, job_id: str, now: float) -> tuple[JobRow | None, bool]:
+    def cancel_or_delete(self, job_id: str, owner: Owner, now: float) -> tuple[JobRow | None, bool]:
         """Cancel a queued job (at once) or a running one (its worker stops at the next segment); delete a finished
-        one. Returns (the job as it is now, deleted?)."""
+        one. Returns (the job as it is now, deleted?); (None, False) when it is not `owner`'s to see."""
+        p = Params()
         with self.transaction() as tx:
-            rows = tx.execute(f"SELECT * FROM jobs WHERE id = $1 AND queue = $2{self.for_update}", (job_id, self.queue))
+            rows = tx.execute(
+                f"SELECT * FROM jobs WHERE id = {p(job_id)} AND queue = {p(self.queue)} AND {owner_filter(p, owner)}"
+                f"{self.for_update}",
+                p.values,
+            )
             if not rows:
                 return None, False
             job = _job(rows[0])
@@ -201,6 +264,19 @@ class SqlStore:
         tx.execute("DELETE FROM webhook_deliveries WHERE job_id = $1", (job_id,))
         tx.execute("DELETE FROM jobs WHERE id = $1", (job_id,))
 
+    def erase_owner(self, owner: str) -> list[str]:
+        """Remove every job of `owner` (running ones too: their worker finds the row gone and keeps nothing), their
+        webhook deliveries and attempts, and the URLs its 410s disabled. Returns the ids, whose files are to go."""
+        with self.transaction() as tx:
+            rows = tx.execute(
+                f"SELECT id FROM jobs WHERE queue = $1 AND owner = $2{self.for_update}", (self.queue, owner)
+            )
+            ids = [row["id"] for row in rows]
+            for job_id in ids:
+                self._delete(tx, job_id)
+            tx.execute("DELETE FROM webhook_disabled WHERE owner = $1", (owner,))
+        return ids
+
     def expired(self, finished_before: float, limit: int = 100) -> list[JobRow]:
         with self.transaction() as tx:
             rows = tx.execute(
@@ -217,13 +293,15 @@ class SqlStore:
     # --- the worker's side: leases ---
 
     def claim(self, holder: str, now: float, lease_seconds: float) -> JobRow | None:
-        """Lease the oldest queued job whose backoff is over: status running, attempts + 1."""
+        """Lease a queued job whose backoff is over (status running, attempts + 1): the oldest of the owner with the
+        fewest jobs running, so that every owner's work moves on while another's queue is long."""
         with self.transaction() as tx:
             rows = tx.execute(
                 "UPDATE jobs SET status = $1, lease_owner = $2, lease_expires_at = $3, attempts = attempts + 1, "
                 "started_at = COALESCE(started_at, $4) WHERE id = ("
-                "SELECT id FROM jobs WHERE queue = $5 AND status = $6 AND run_after <= $4 ORDER BY created_at, id LIMIT 1"
-                f"{self.skip_locked}) AND status = $6 RETURNING *",
+                "SELECT q.id FROM jobs q WHERE q.queue = $5 AND q.status = $6 AND q.run_after <= $4 ORDER BY "
+                "(SELECT COUNT(*) FROM jobs r WHERE r.queue = q.queue AND r.owner = q.owner AND r.status = $1), "
+                f"q.created_at, q.id LIMIT 1{self.skip_locked}) AND status = $6 RETURNING *",
                 (JobStatus.RUNNING.value, holder, now + lease_seconds, now, self.queue, JobStatus.QUEUED.value),
             )
         return _job(rows[0]) if rows else None
@@ -267,10 +345,10 @@ class SqlStore:
         if job.webhook_url:
             delivery_id = new_delivery_id()
             tx.execute(
-                "INSERT INTO webhook_deliveries (id, queue, job_id, url, event, payload, status, created_at, "
-                "next_attempt_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, 0)",
-                (delivery_id, job.queue, job.id, job.webhook_url, f"job.{job.status.value}",
-                 event_payload(job, delivery_id, now), now),
+                "INSERT INTO webhook_deliveries (id, queue, job_id, url, receiver, event, payload, status, created_at, "
+                "next_attempt_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, 0)",
+                (delivery_id, job.queue, job.id, job.webhook_url, receiver_of(job.webhook_url),
+                 f"job.{job.status.value}", event_payload(job, delivery_id, now), now),
             )
         return job
 
@@ -342,20 +420,55 @@ class SqlStore:
 
     # --- the webhook outbox ---
 
-    def claim_delivery(self, holder: str, now: float, lease_seconds: float) -> DeliveryRow | None:
+    def claim_delivery(
+        self, holder: str, now: float, lease_seconds: float, busy_receivers: Collection[str] = ()
+    ) -> DeliveryRow | None:
+        """Lease the delivery due first, to a receiver not in `busy_receivers` (those this process is sending to)."""
+        p = Params()
+        lease_owner, expires, queue, at = p(holder), p(now + lease_seconds), p(self.queue), p(now)
+        busy = ""
+        if busy_receivers:
+            busy = f" AND COALESCE(receiver, url) NOT IN ({', '.join(p(receiver) for receiver in busy_receivers)})"
         with self.transaction() as tx:
             rows = tx.execute(
-                "UPDATE webhook_deliveries SET lease_owner = $1, lease_expires_at = $2 WHERE id = ("
-                "SELECT id FROM webhook_deliveries WHERE queue = $3 AND status = 'pending' AND next_attempt_at <= $4 AND "
-                f"(lease_expires_at IS NULL OR lease_expires_at < $4) ORDER BY next_attempt_at LIMIT 1{self.skip_locked}"
-                ") RETURNING *",
-                (holder, now + lease_seconds, self.queue, now),
+                f"UPDATE webhook_deliveries SET lease_owner = {lease_owner}, lease_expires_at = {expires} WHERE id = ("
+                f"SELECT id FROM webhook_deliveries WHERE queue = {queue} AND status = 'pending' AND "
+                f"next_attempt_at <= {at} AND (lease_expires_at IS NULL OR lease_expires_at < {at}){busy} "
+                f"ORDER BY next_attempt_at LIMIT 1{self.skip_locked}) RETURNING *",
+                p.values,
             )
         return _delivery(rows[0]) if rows else None
 
-    def url_disabled(self, url: str) -> bool:
+    def job_owner(self, job_id: str) -> str | None:
         with self.transaction() as tx:
-            return bool(tx.execute("SELECT url FROM webhook_disabled_urls WHERE url = $1", (url,)))
+            rows = tx.execute("SELECT owner FROM jobs WHERE id = $1", (job_id,))
+        return rows[0]["owner"] if rows else None
+
+    def url_disabled(self, owner: str, url: str) -> bool:
+        """Whether a 410 disabled `url` for `owner` (or for everyone, before owners existed)."""
+        with self.transaction() as tx:
+            return bool(tx.execute(
+                "SELECT id FROM webhook_disabled WHERE url = $1 AND owner IN ($2, '')", (url, owner)
+            ))
+
+    def disabled_urls(self, owner: Owner) -> list[dict[str, Any]]:
+        """The URLs `owner` may re-enable (an admin: every owner's): id, owner, url, disabled_at."""
+        p = Params()
+        with self.transaction() as tx:
+            return tx.execute(
+                f"SELECT id, owner, url, disabled_at FROM webhook_disabled WHERE {owner_filter(p, owner)} "
+                "ORDER BY disabled_at, id",
+                p.values,
+            )
+
+    def enable_url(self, disabled_id: str, owner: Owner) -> bool:
+        """Deliver to a disabled URL again; False when no such entry is `owner`'s to see."""
+        p = Params()
+        with self.transaction() as tx:
+            tx.execute(
+                f"DELETE FROM webhook_disabled WHERE id = {p(disabled_id)} AND {owner_filter(p, owner)}", p.values
+            )
+            return tx.rowcount == 1
 
     def record_attempt(
         self,
@@ -383,7 +496,12 @@ class SqlStore:
                 "VALUES ($1, $2, $3, $4, $5, $6)",
                 (delivery.id, rows[0]["attempts"], now, outcome, status_code, error),
             )
-            if outcome == "disabled":
-                tx.execute("DELETE FROM webhook_disabled_urls WHERE url = $1", (delivery.url,))
-                tx.execute("INSERT INTO webhook_disabled_urls (url, disabled_at) VALUES ($1, $2)", (delivery.url, now))
+            if outcome == "disabled" and status_code == 410:
+                owner = tx.execute("SELECT owner FROM jobs WHERE id = $1", (delivery.job_id,))
+                if owner:
+                    tx.execute(
+                        "INSERT INTO webhook_disabled (id, owner, url, disabled_at) VALUES ($1, $2, $3, $4) "
+                        "ON CONFLICT (owner, url) DO NOTHING",
+                        (f"whd_{uuid.uuid4().hex}", owner[0]["owner"], delivery.url, now),
+                    )
         return True

@@ -28,8 +28,10 @@ from whisper_common.jobs.engine import JobEngine, transcript_to_json
 from whisper_common.jobs.errors import PermanentJobError, TransientJobError
 from whisper_common.jobs.model import JobRow, JobStatus
 from whisper_common.jobs.outbound import download
+from whisper_common.jobs.service import JOBS_ROUTE
 from whisper_common.jobs.store import Finish
 from whisper_common.transcript import Transcript
+from whisper_common.usage.meter import metered
 
 if TYPE_CHECKING:
     from whisper_common.jobs.runner import RunningHere, Wakeups
@@ -108,6 +110,7 @@ class Worker:
                 heartbeat.cancel()
                 metrics.run_seconds.observe(time.perf_counter() - started)
         if outcome is None:
+            await self._forget_if_erased(job)
             return
         if run.cancel.is_set() and outcome.status is not JobStatus.SUCCEEDED and not run.lost:
             outcome = Finish(JobStatus.CANCELED)
@@ -118,11 +121,21 @@ class Worker:
         )
         if finished is None:
             metrics.attempts.labels(outcome="lost").inc()
-            logger.warning("job lease lost; its result was dropped", extra={"job_id": job.id})
+            if not await self._forget_if_erased(job):
+                logger.warning("job lease lost; its result was dropped", extra={"job_id": job.id})
             return
         metrics.attempts.labels(outcome=outcome.status.value).inc()
         logger.info("job finished", extra={"job_id": job.id, "status": outcome.status.value})
         self.wakeups.deliveries_due()
+
+    async def _forget_if_erased(self, job: JobRow) -> bool:
+        """A job whose row is gone was erased with its owner's data while it ran: what the run wrote (a downloaded
+        audio_url) goes too."""
+        if await asyncio.to_thread(self.store.peek, job.id) is not None:
+            return False
+        await asyncio.to_thread(self.context.files.remove, job.id)
+        logger.info("job erased while it ran; nothing of it was kept", extra={"job_id": job.id})
+        return True
 
     async def _failed(self, run: _Run, exc: Exception) -> Finish | None:
         """Permanent failures end the job; transient ones are retried with backoff while attempts remain."""
@@ -150,7 +163,7 @@ class Worker:
             self.context.metrics.attempts.labels(outcome="retried").inc()
             logger.info("job will be retried", extra={"job_id": job.id, "attempt": job.attempts, "error": message})
             return None
-        current = await asyncio.to_thread(self.store.get, job.id)
+        current = await asyncio.to_thread(self.store.peek, job.id)
         if current is not None and current.cancel_requested and current.status is JobStatus.RUNNING:
             return Finish(JobStatus.CANCELED)  # a cancel asked during the failed attempt wins over the retry
         return None
@@ -176,7 +189,8 @@ class Worker:
             if total is not None:
                 run.total = total
 
-        return await self.engine.run(audio, options, progress, run.cancel)
+        with metered(job.owner, JOBS_ROUTE):  # the inference's audio seconds are the job owner's usage
+            return await self.engine.run(audio, options, progress, run.cancel)
 
     async def _audio(self, job: JobRow) -> Path:
         files = self.context.files

@@ -2,7 +2,11 @@
 
 The WebSocket handler is the only place with I/O: it admits the session (or answers an `error` event and close 1013),
 feeds frames to the sans-io RealtimeSession, runs the decodes it asks for in the inference gate's threads, sends what
-it answers, and stores finished utterances. Protocol mistakes become `error` events; the session goes on."""
+it answers, and stores finished utterances. Protocol mistakes become `error` events; the session goes on.
+
+A session belongs to the caller that opened it (`owners.owner_of`: resolved, and held to its quotas, before the
+handshake is accepted); only its owner (or an admin) reads it back, another owner gets the 404 of a session that does
+not exist. Its audio seconds are counted in the owner's usage when it ends."""
 from __future__ import annotations
 
 import asyncio
@@ -25,6 +29,7 @@ from whisper_common.model_catalog import resolve_model_id
 from whisper_common.models import ModelManager
 from whisper_common.openai_formats import ResponseFormat, parse_response_format, render
 from whisper_common.options import check_model_supports
+from whisper_common.owners import owner_of
 from whisper_common.transcript import Segment, Transcript
 from whisper_faster.models import LoadedModel
 from whisper_faster.realtime import events as ev
@@ -42,6 +47,7 @@ logger = logging.getLogger("whisper_faster.realtime")
 API_KEY_PROTOCOL = "openai-insecure-api-key."
 """Browsers cannot set headers on a WebSocket: OpenAI's browser form sends the key as this subprotocol."""
 PAGE_PATH = "/realtime"
+SOCKET_PATH = "/v1/realtime"
 SESSION_FORMATS = (ResponseFormat.JSON, ResponseFormat.TEXT, ResponseFormat.SRT, ResponseFormat.VTT)
 TRY_AGAIN_LATER = 1013
 
@@ -74,6 +80,11 @@ class Realtime:
 async def serve_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> AsyncIterator[Realtime]:
     """`app.state.realtime` for the lifespan, with a janitor that removes stored sessions past REALTIME_RETENTION."""
     realtime = create_realtime(app, settings, manager)
+
+    async def erase(owner: str) -> int:
+        return await asyncio.to_thread(realtime.store.erase_owner, owner)
+
+    app.state.erasure.register("realtime_sessions", erase)
     janitor = asyncio.create_task(every(
         max(1.0, min(3600.0, settings.realtime_retention / 4)),
         lambda: _remove_expired_sessions(realtime.store, settings.realtime_retention),
@@ -82,6 +93,7 @@ async def serve_realtime(app: FastAPI, settings: Settings, manager: ModelManager
     try:
         yield realtime
     finally:
+        app.state.erasure.unregister("realtime_sessions")
         janitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await janitor
@@ -117,9 +129,10 @@ def _subprotocol(websocket: WebSocket) -> str | None:
     return "realtime" if "realtime" in offered else (offered[0] if offered else None)
 
 
-@socket_router.websocket("/v1/realtime")
+@socket_router.websocket(SOCKET_PATH)
 async def realtime_socket(websocket: WebSocket) -> None:
     realtime: Realtime = websocket.app.state.realtime
+    owner = owner_of(websocket)
     await websocket.accept(subprotocol=_subprotocol(websocket))
     intent = websocket.query_params.get("intent")
     if intent not in (None, "", "transcription"):
@@ -139,7 +152,7 @@ async def realtime_socket(websocket: WebSocket) -> None:
     realtime.admission.opened()
     try:  # the slot is given back whatever happens, or the service would count a session forever (never idle)
         try:
-            await asyncio.to_thread(realtime.store.create, session.session_id, realtime.model_id(None))
+            await asyncio.to_thread(realtime.store.create, session.session_id, realtime.model_id(None), owner.name)
         except Exception as exc:  # noqa: BLE001 - the client gets an error event, the log the reason
             logger.error("realtime session could not be stored", extra={"session": session.session_id,
                                                                         "error": repr(exc)})
@@ -150,7 +163,9 @@ async def realtime_socket(websocket: WebSocket) -> None:
         try:
             await _Connection(websocket, session, realtime).run()
         finally:
-            await asyncio.to_thread(realtime.store.close, session.session_id, realtime.model_id(session.config.model))
+            model = realtime.model_id(session.config.model)
+            websocket.app.state.usage.audio(owner.name, SOCKET_PATH, model, session.audio_seconds)
+            await asyncio.to_thread(realtime.store.close, session.session_id, model)
             logger.info("realtime session closed", extra={"session": session.session_id,
                                                           "audio_seconds": round(session.audio_seconds, 1)})
     finally:
@@ -296,7 +311,8 @@ async def get_session(
 ) -> Response:
     response_format_ = parse_response_format(response_format, allowed=SESSION_FORMATS)
     realtime: Realtime = request.app.state.realtime
-    stored = await asyncio.to_thread(realtime.store.get, session_id) if len(session_id) <= 100 else None
+    owner = owner_of(request)
+    stored = await asyncio.to_thread(realtime.store.get, session_id, owner) if len(session_id) <= 100 else None
     if stored is None:
         raise NotFound(f"no realtime session '{session_id[:100]}'", param="session_id")
     if response_format_ is ResponseFormat.JSON:
@@ -306,7 +322,7 @@ async def get_session(
 
 def session_json(stored: StoredSession) -> dict:
     return {
-        "id": stored.id, "object": "realtime.transcription_session", "model": stored.model,
+        "id": stored.id, "object": "realtime.transcription_session", "owner": stored.owner, "model": stored.model,
         "created_at": stored.created_at, "closed_at": stored.closed_at,
         "text": " ".join(utterance.text for utterance in stored.utterances if utterance.text),
         "duration": stored.duration,

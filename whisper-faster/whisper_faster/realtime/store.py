@@ -4,6 +4,12 @@ database layer: in PostgreSQL when JOBS_DATABASE_URL is set (so every whisper-fa
 session, and the service can run more than one API pod), else in `DATA_DIR/realtime.sqlite3`.
 
     store = open_session_store(settings)    # migrated (store "realtime" in whisper_schema_versions), ready
+    store.create(session_id, model, owner="team-a")
+    stored = store.get(session_id, owner)    # None unless `owner` may see it (its own; an admin: any)
+
+Each session belongs to the owner that opened it (migration 2; `''` for sessions from before owners, which only an
+admin sees); reads filter by the caller in the query (`owners.owner_filter`), so another owner's session is answered
+like one that does not exist. `erase_owner` removes an owner's sessions with their utterances.
 """
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from whisper_common.db import Database, Migration, Schema, open_database
+from whisper_common.db import Database, Migration, Params, Schema, open_database
+from whisper_common.owners import Owner, owner_filter
 from whisper_common.settings import ServiceSettings
 
 SQLITE_FILE = "realtime.sqlite3"
@@ -32,6 +39,7 @@ class StoredSession:
     closed_at: int | None
     model: str
     utterances: list[StoredUtterance] = field(default_factory=list)
+    owner: str = ""
 
     @property
     def duration(self) -> float:
@@ -39,11 +47,12 @@ class StoredSession:
 
 
 class SessionStore(Protocol):
-    def create(self, session_id: str, model: str) -> None: ...
+    def create(self, session_id: str, model: str, owner: str = "") -> None: ...
     def add_utterance(self, session_id: str, utterance: StoredUtterance) -> None: ...
     def close(self, session_id: str, model: str) -> None: ...
-    def get(self, session_id: str) -> StoredSession | None: ...
+    def get(self, session_id: str, owner: Owner) -> StoredSession | None: ...
     def remove_ended_before(self, cutoff: float) -> int: ...
+    def erase_owner(self, owner: str) -> int: ...
     def shutdown(self) -> None: ...
 
 
@@ -60,6 +69,10 @@ SESSIONS_SCHEMA = Schema(
             "position INTEGER NOT NULL, item_id TEXT NOT NULL, start DOUBLE PRECISION NOT NULL, "
             "\"end\" DOUBLE PRECISION NOT NULL, text TEXT NOT NULL, PRIMARY KEY (session_id, position))",
         )),
+        Migration(2, "sessions.owner", (
+            "ALTER TABLE realtime_sessions ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX IF NOT EXISTS realtime_sessions_owner ON realtime_sessions (owner, created_at)",
+        ), additive=True),
     ),
 )
 
@@ -68,16 +81,18 @@ class SqlSessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, session_id: str, model: str) -> None:
+    def create(self, session_id: str, model: str, owner: str = "") -> None:
         with self.db.transaction() as tx:
-            tx.execute("INSERT INTO realtime_sessions (id, created_at, model) VALUES ($1, $2, $3)",
-                       (session_id, int(time.time()), model))
+            tx.execute("INSERT INTO realtime_sessions (id, created_at, model, owner) VALUES ($1, $2, $3, $4)",
+                       (session_id, int(time.time()), model, owner))
 
     def add_utterance(self, session_id: str, utterance: StoredUtterance) -> None:
+        """Kept only while the session is (an owner's erasure during the session removes it: later utterances go)."""
         with self.db.transaction() as tx:
             tx.execute(
-                "INSERT INTO realtime_utterances (session_id, position, item_id, start, \"end\", text) VALUES "
-                "($1, (SELECT COUNT(*) FROM realtime_utterances WHERE session_id = $1), $2, $3, $4, $5)",
+                "INSERT INTO realtime_utterances (session_id, position, item_id, start, \"end\", text) SELECT "
+                "$1, (SELECT COUNT(*) FROM realtime_utterances WHERE session_id = $1), $2, $3, $4, $5 "
+                "WHERE EXISTS (SELECT 1 FROM realtime_sessions WHERE id = $1)",
                 (session_id, utterance.item_id, utterance.start, utterance.end, utterance.text),
             )
 
@@ -87,10 +102,15 @@ class SqlSessionStore:
             tx.execute("UPDATE realtime_sessions SET closed_at = $1, model = $2 WHERE id = $3",
                        (int(time.time()), model, session_id))
 
-    def get(self, session_id: str) -> StoredSession | None:
+    def get(self, session_id: str, owner: Owner) -> StoredSession | None:
+        """The session, if it is `owner`'s to see."""
+        p = Params()
         with self.db.transaction() as tx:
-            rows = tx.execute("SELECT id, created_at, closed_at, model FROM realtime_sessions WHERE id = $1",
-                              (session_id,))
+            rows = tx.execute(
+                f"SELECT id, created_at, closed_at, model, owner FROM realtime_sessions WHERE id = {p(session_id)} "
+                f"AND {owner_filter(p, owner)}",
+                p.values,
+            )
             if not rows:
                 return None
             utterances = tx.execute(
@@ -99,7 +119,8 @@ class SqlSessionStore:
             )
         row = rows[0]
         return StoredSession(row["id"], row["created_at"], row["closed_at"], row["model"],
-                             [StoredUtterance(u["item_id"], u["start"], u["end"], u["text"]) for u in utterances])
+                             [StoredUtterance(u["item_id"], u["start"], u["end"], u["text"]) for u in utterances],
+                             row["owner"])
 
     def remove_ended_before(self, cutoff: float) -> int:
         """Remove the sessions (with their utterances) that closed before `cutoff` (or, never closed because the
@@ -108,6 +129,14 @@ class SqlSessionStore:
         with self.db.transaction() as tx:
             tx.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({ended})", (cutoff,))
             tx.execute(f"DELETE FROM realtime_sessions WHERE id IN ({ended})", (cutoff,))
+            return tx.rowcount
+
+    def erase_owner(self, owner: str) -> int:
+        """Remove every session of `owner` with its utterances; returns how many sessions."""
+        mine = "SELECT id FROM realtime_sessions WHERE owner = $1"
+        with self.db.transaction() as tx:
+            tx.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({mine})", (owner,))
+            tx.execute("DELETE FROM realtime_sessions WHERE owner = $1", (owner,))
             return tx.rowcount
 
     def shutdown(self) -> None:
