@@ -30,7 +30,7 @@ from .errors import ServiceFailed, StartFailed, StartTimeout, TooManyWaiting
 from .forwarding import (
     CONNECTION_REFUSED,
     CONNECTION_RESET,
-    HOP_BY_HOP_BYTES,
+    HOP_BY_HOP,
     Answer,
     RequestHeaders,
     not_answered,
@@ -62,11 +62,6 @@ def respond(answer: Answer) -> web.Response:
     if answer.close:
         response.force_close()
     return response
-
-
-def _text(raw: bytes) -> str:
-    # As aiohttp decodes headers itself; its client encodes them back the same way.
-    return raw.decode("utf-8", "surrogateescape")
 
 
 class Proxy:
@@ -200,10 +195,11 @@ class Proxy:
                        may_retry: bool) -> web.StreamResponse:
         assert self.session is not None, "Proxy.open() not called"
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        headers = CIMultiDict(
-            (_text(name), _text(value))
+        # Decoded as aiohttp decodes headers itself (names are ASCII tokens); its client encodes them back alike.
+        headers = CIMultiDict([
+            (name.decode(), value.decode("utf-8", "surrogateescape"))
             for name, value in incoming.forwarded((peer[0] if peer else "unknown").encode(), rid)
-        )
+        ])
         url = URL(route.base_url + request.raw_path, encoded=True)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, route, url, headers, rid)
@@ -216,8 +212,7 @@ class Proxy:
                 allow_redirects=False, timeout=route.timeout, compress=False,
             ) as upstream:
                 response_headers = CIMultiDict(
-                    (_text(name), _text(value)) for name, value in upstream.raw_headers
-                    if name.lower() not in HOP_BY_HOP_BYTES
+                    [(name, value) for name, value in upstream.headers.items() if name.lower() not in HOP_BY_HOP]
                 )
                 length = upstream.content_length
                 if length is not None and length <= SMALL_BODY and request.method != "HEAD":
