@@ -1,16 +1,23 @@
 """faster-whisper inference: options in, common Segments out, one at a time as they are decoded.
 
 Runs in worker threads (whisper_common.concurrency). `cancel` is checked between segments so a request whose client
-went away, or a canceled job, stops at the next segment."""
+went away, or a canceled job, stops at the next segment.
+
+With the hallucination guard (the default), only speech is decoded: the speech gate (whisper_common.speech_gate) finds
+it, its regions are joined and decoded as faster-whisper's `vad_filter` joins them, and the segments are put back on
+the recording's clock; a recording without speech is not decoded at all (`info.duration_after_vad` is 0)."""
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 from faster_whisper.transcribe import Segment as WhisperSegment
-from faster_whisper.transcribe import TranscriptionInfo
+from faster_whisper.transcribe import TranscriptionInfo, restore_speech_timestamps
+from faster_whisper.vad import collect_chunks
 
+from whisper_common.speech_gate import SAMPLE_RATE, speech_regions
 from whisper_common.transcript import Segment, Task, Word
 from whisper_faster.models import LoadedModel
 from whisper_faster.options import FasterOptions
@@ -22,7 +29,11 @@ class SegmentStream:
     def __init__(
         self, model: LoadedModel, samples: np.ndarray, options: FasterOptions, task: Task, cancel: threading.Event
     ) -> None:
-        segments, info = model.whisper.transcribe(samples, **options.transcribe_kwargs(task))
+        kwargs = options.transcribe_kwargs(task)
+        if options.hallucination_guard:
+            segments, info = _speech_only(model, samples, kwargs)
+        else:
+            segments, info = model.whisper.transcribe(samples, **kwargs)
         self.info: TranscriptionInfo = info
         self.task: Task = task
         self._segments = segments
@@ -45,6 +56,22 @@ class SegmentStream:
         close = getattr(self._segments, "close", None)
         if close is not None:
             close()
+
+
+def _speech_only(model: LoadedModel, samples: np.ndarray,
+                 kwargs: dict[str, object]) -> tuple[Iterator[WhisperSegment], TranscriptionInfo]:
+    """`WhisperModel.transcribe` of the speech in `samples` only (the speech gate's regions, joined)."""
+    regions = speech_regions(samples)
+    if not regions:
+        language = str(kwargs.get("language") or "en")
+        info = TranscriptionInfo(language=language, language_probability=1.0, duration=len(samples) / SAMPLE_RATE,
+                                 duration_after_vad=0.0, all_language_probs=None, transcription_options=None,  # type: ignore[arg-type]
+                                 vad_options=None)  # type: ignore[arg-type]
+        return iter(()), info
+    speech = np.concatenate(collect_chunks(samples, regions)[0])
+    segments, info = model.whisper.transcribe(speech, **{**kwargs, "vad_filter": False})
+    info = replace(info, duration=len(samples) / SAMPLE_RATE, duration_after_vad=len(speech) / SAMPLE_RATE)
+    return iter(restore_speech_timestamps(segments, regions, SAMPLE_RATE)), info
 
 
 def convert_segment(segment: WhisperSegment, segment_id: int) -> Segment:
