@@ -32,7 +32,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LinkageOptions:
-    segment_seconds: float = 2.0
+    segment_seconds: float = 3.0
     threshold: float = 0.75
     merge_threshold: float = 0.9
     min_speaker_seconds: float = 5.0
