@@ -18,6 +18,7 @@ from typing import Any
 from .settings import ROOT
 
 JOBS = "jobs.sqlite3=whisper_common.jobs.schema:JOBS_SCHEMA"
+USAGE = "usage.sqlite3=whisper_common.usage.store:USAGE_SCHEMA"
 REALTIME = "realtime.sqlite3=whisper_faster.realtime.store:SESSIONS_SCHEMA"
 APP_USER = "10001:10001"
 """The services' user (the Dockerfiles' `app`), who owns everything in the data volumes."""
@@ -50,8 +51,8 @@ class Service:
 
 
 SERVICES = (
-    Service("whisper-faster", "faster-whisper", "whisper_faster", (JOBS, REALTIME), "WHISPER_FASTER_TAG"),
-    Service("whisperx", "whisperx", "whisperx", (JOBS,), "WHISPERX_TAG"),
+    Service("whisper-faster", "faster-whisper", "whisper_faster", (JOBS, USAGE, REALTIME), "WHISPER_FASTER_TAG"),
+    Service("whisperx", "whisperx", "whisperx", (JOBS, USAGE), "WHISPERX_TAG"),
 )
 BY_NAME = {service.name: service for service in SERVICES}
 

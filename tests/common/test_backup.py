@@ -32,17 +32,22 @@ from whisper_common.backup.stores import StoreSpec
 from whisper_common.db import CorruptDatabase, open_database
 from whisper_common.jobs.files import JobFiles
 from whisper_common.jobs.model import JobRow, JobStatus, new_job_id
+from whisper_common.jobs.schema import JOBS_SCHEMA
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.jobs.store import Finish
+from whisper_common.owners import ANONYMOUS
+from whisper_common.usage.store import USAGE_SCHEMA, UsageRow, UsageStore
 from whisper_faster.realtime.store import SESSIONS_SCHEMA, SqlSessionStore, StoredUtterance
 
 JOBS = "jobs.sqlite3=whisper_common.jobs.schema:JOBS_SCHEMA"
 REALTIME = "realtime.sqlite3=whisper_faster.realtime.store:SESSIONS_SCHEMA"
+USAGE = "usage.sqlite3=whisper_common.usage.store:USAGE_SCHEMA"
+JOBS_LATEST, SESSIONS_LATEST = JOBS_SCHEMA.latest, SESSIONS_SCHEMA.latest
 QUEUE = "whisper_faster"
 
 
 def specs() -> list[StoreSpec]:
-    return [StoreSpec.parse(JOBS), StoreSpec.parse(REALTIME)]
+    return [StoreSpec.parse(JOBS), StoreSpec.parse(USAGE), StoreSpec.parse(REALTIME)]
 
 
 def submit(store: SqliteStore, files: JobFiles, audio: bytes) -> JobRow:
@@ -78,6 +83,9 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     sessions.add_utterance("sess_1", StoredUtterance("item_1", 0.0, 1.5, "hello there"))
     sessions.close("sess_1", "tiny.en")
     sessions.shutdown()
+    usage = UsageStore(open_database(data / "usage.sqlite3", USAGE_SCHEMA))
+    usage.add(QUEUE, [UsageRow("2026-12-06", "team-a", "/v1/jobs", "tiny.en", 3, 33.0, 3)])
+    usage.close()
     store.close()
     yield data
 
@@ -132,7 +140,10 @@ def test_the_archive_holds_each_store_its_schema_versions_and_exactly_the_files_
 
     assert part.database == "sqlite"
     assert {(s.store, s.file, s.version, s.latest_known) for s in part.stores} == {
-        ("jobs", "jobs.sqlite3", 1, 1), ("realtime", "realtime.sqlite3", 1, 1)}
+        ("jobs", "jobs.sqlite3", JOBS_LATEST, JOBS_LATEST), ("realtime", "realtime.sqlite3", SESSIONS_LATEST,
+                                                             SESSIONS_LATEST),
+        ("usage", "usage.sqlite3", USAGE_SCHEMA.latest, USAGE_SCHEMA.latest)}
+    assert next(s for s in part.stores if s.store == "usage").rows == {"usage_daily": 1}
     jobs = next(s for s in part.stores if s.store == "jobs")
     assert jobs.rows["jobs"] == 3 and jobs.rows["webhook_deliveries"] == 2
     audio = sorted(name for name in part.files if name.startswith("jobs/"))
@@ -227,7 +238,7 @@ def test_a_restore_into_an_empty_volume_gives_back_the_same_rows_and_bytes(data_
     assert rows(target / "jobs.sqlite3", query) == rows(data_dir / "jobs.sqlite3", query)
     deliveries = "SELECT id, job_id, status FROM webhook_deliveries ORDER BY id"
     assert rows(target / "jobs.sqlite3", deliveries) == rows(data_dir / "jobs.sqlite3", deliveries)
-    restored = SqlSessionStore(open_database(target / "realtime.sqlite3", SESSIONS_SCHEMA)).get("sess_1")
+    restored = SqlSessionStore(open_database(target / "realtime.sqlite3", SESSIONS_SCHEMA)).get("sess_1", ANONYMOUS)
     assert restored is not None and restored.utterances[0].text == "hello there"
     assert not (target / load.STAGING).exists() and not (target / load.REPLACED).exists()
 
@@ -275,14 +286,16 @@ def test_a_damaged_part_is_refused_and_the_volume_left_as_it_was(data_dir: Path,
 def test_a_schema_newer_than_the_code_is_refused_and_an_additive_one_accepted(data_dir: Path, tmp_path: Path) -> None:
     part, members = take(data_dir)
     jobs = next(s for s in part.stores if s.store == "jobs")
-    jobs.versions.append(SchemaVersion(version=2, additive=True))
+    jobs.versions.append(SchemaVersion(version=JOBS_LATEST + 1, additive=True))
     empty = tmp_path / "empty"
     empty.mkdir()
     assert load.check(empty, part, specs(), replace=False) == [
-        "the archive's jobs schema is newer than this release by additive versions only (2): this release runs on it"]
-    jobs.versions.append(SchemaVersion(version=3, additive=False))
-    with pytest.raises(ArchiveTooNew, match=r"jobs schema \(jobs.sqlite3\) is at version 3, written by a newer release "
-                                            r"\(commit abc123\); this release knows versions up to 1"):
+        f"the archive's jobs schema is newer than this release by additive versions only ({JOBS_LATEST + 1}): this "
+        "release runs on it"]
+    jobs.versions.append(SchemaVersion(version=JOBS_LATEST + 2, additive=False))
+    with pytest.raises(ArchiveTooNew, match=rf"jobs schema \(jobs.sqlite3\) is at version {JOBS_LATEST + 2}, written "
+                                            rf"by a newer release \(commit abc123\); this release knows versions up to "
+                                            rf"{JOBS_LATEST} "):
         load.check(empty, part, specs(), replace=False, release="abc123")
     target = tmp_path / "restored"
     target.mkdir()
@@ -364,3 +377,22 @@ def test_the_command_line_refuses_in_one_line_with_status_1(data_dir: Path, tmp_
     result = subprocess.run([*command[:-4], "--store", JOBS], input=b"{not json", capture_output=True, cwd=ROOT,
                             timeout=60)
     assert result.returncode == 1 and b"not valid" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_a_store_this_image_does_not_have_is_left_out_of_the_dump_and_refused_by_the_restore(data_dir: Path,
+                                                                                           tmp_path: Path) -> None:
+    """The host's checkout may name a store an older image lacks: that image has none of its files, so the dump
+    leaves it out with a note; an archive holding a store the image lacks is refused (a newer release wrote it)."""
+    command = [sys.executable, "-m", "whisper_common.backup", "dump", "--data-dir", str(data_dir), "--store", JOBS,
+               "--store", "voiceprints.sqlite3=whisper_common.voiceprints_of_a_later_release:SCHEMA"]
+    result = subprocess.run(command, capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"note: voiceprints.sqlite3: this image has no whisper_common.voiceprints_of_a_later_release; left out" \
+        in result.stderr
+    with tarfile.open(fileobj=io.BytesIO(result.stdout), mode="r|") as tar:
+        names = [member.name for member in tar]
+    assert "data/jobs.sqlite3" in names and names[-1] == SERVICE_MANIFEST
+    part, _ = take(data_dir)
+    jobs_only = [StoreSpec.parse(JOBS)]
+    with pytest.raises(ArchiveTooNew, match="holds a 'usage' store"):
+        load.check(tmp_path, part, jobs_only, replace=False)

@@ -25,7 +25,12 @@ def _params(values: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    specs = [StoreSpec.parse(text) for text in args.store]
+    specs = []
+    for text in args.store:
+        try:
+            specs.append(StoreSpec.parse(text))
+        except ModuleNotFoundError as exc:  # a store of a newer checkout than this image: it has none of its files
+            print(f"note: {text.partition('=')[0]}: this image has no {exc.name}; left out", file=sys.stderr)
     if args.command == "dump":
         part = dump(data_dir, specs, sys.stdout.buffer, postgres=args.postgres, work_dir=args.work_dir)
         print(f"{len(part.files)} files, {len(part.missing)} missing", file=sys.stderr)
@@ -76,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         print("the reader of the stream went away: nothing was completed", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{exc}: nothing was completed", file=sys.stderr)
         return 1
 
 

@@ -32,7 +32,7 @@ from whisper_common.backup.manifest import (
     verify_entry,
 )
 from whisper_common.backup.stores import StoreSpec, schemas_of
-from whisper_common.db import open_database
+from whisper_common.db import StorageFull, open_database
 
 STAGING = ".restore-staging"
 REPLACED = ".restore-replaced"
@@ -100,7 +100,10 @@ def stage(data_dir: Path, specs: list[StoreSpec], stream: IO[bytes], *, replace:
         os.sync()
         stores = {spec.schema.store: spec for spec in specs}
         for state in part.stores:
-            db = open_database(staging / state.file, stores[state.store].schema, params=params)
+            try:
+                db = open_database(staging / state.file, stores[state.store].schema, params=params)
+            except StorageFull:
+                raise OSError(errno.ENOSPC, "no space left to open the restored database") from None
             db.close()
     except (tarfile.TarError, EOFError, ValidationError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
