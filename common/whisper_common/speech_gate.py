@@ -1,9 +1,8 @@
 """The hallucination guard's speech gate: where a recording holds speech, by the Silero VAD faster-whisper ships.
 Audio outside the regions it finds is not decoded, so silence, noise and music give no text (and cost no decoding).
 
-    regions = speech_regions(samples)              # [{"start": sample, "end": sample}, ...]; [] when no speech
-    audio = np.concatenate(collect_chunks(samples, regions)[0])   # what is decoded (faster_whisper.vad)
-    segments = restore_speech_timestamps(segments, regions, 16000)  # back on the recording's clock
+    speech, regions = speech_only(samples)         # the speech joined; regions [{"start": sample, "end": sample}, ...]
+    segments = restore_speech_timestamps(segments, regions, 16000)  # decoded from `speech`, back on the recording's clock
 
 The regions are faster-whisper's (`get_speech_timestamps` with its default `VadOptions`: threshold 0.5, 2 s of
 silence ends a region, 400 ms of padding), with one difference: Silero's recurrent state is renewed every
@@ -99,6 +98,17 @@ def _padded(regions: SpeechRegions, pad: int, length: int) -> SpeechRegions:
         else:
             region["end"] = int(min(length, region["end"] + pad))
     return regions
+
+
+def speech_only(samples: np.ndarray, options: GateOptions | None = None) -> tuple[np.ndarray, SpeechRegions]:
+    """The speech of `samples`, its regions joined as faster-whisper's `vad_filter` joins them (empty without
+    speech), and the regions (for `faster_whisper.transcribe.restore_speech_timestamps`)."""
+    from faster_whisper.vad import collect_chunks
+
+    regions = speech_regions(samples, options)
+    if not regions:
+        return samples[:0], regions
+    return np.concatenate(collect_chunks(samples, regions)[0]), regions
 
 
 def speech_seconds(regions: SpeechRegions) -> float:

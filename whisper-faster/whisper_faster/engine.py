@@ -15,9 +15,8 @@ from dataclasses import replace
 import numpy as np
 from faster_whisper.transcribe import Segment as WhisperSegment
 from faster_whisper.transcribe import TranscriptionInfo, restore_speech_timestamps
-from faster_whisper.vad import collect_chunks
 
-from whisper_common.speech_gate import SAMPLE_RATE, speech_regions
+from whisper_common.speech_gate import SAMPLE_RATE, speech_only
 from whisper_common.transcript import Segment, Task, Word
 from whisper_faster.models import LoadedModel
 from whisper_faster.options import FasterOptions
@@ -61,14 +60,13 @@ class SegmentStream:
 def _speech_only(model: LoadedModel, samples: np.ndarray,
                  kwargs: dict[str, object]) -> tuple[Iterator[WhisperSegment], TranscriptionInfo]:
     """`WhisperModel.transcribe` of the speech in `samples` only (the speech gate's regions, joined)."""
-    regions = speech_regions(samples)
+    speech, regions = speech_only(samples)
     if not regions:
         language = str(kwargs.get("language") or "en")
         info = TranscriptionInfo(language=language, language_probability=1.0, duration=len(samples) / SAMPLE_RATE,
                                  duration_after_vad=0.0, all_language_probs=None, transcription_options=None,  # type: ignore[arg-type]
                                  vad_options=None)  # type: ignore[arg-type]
         return iter(()), info
-    speech = np.concatenate(collect_chunks(samples, regions)[0])
     segments, info = model.whisper.transcribe(speech, **{**kwargs, "vad_filter": False})
     info = replace(info, duration=len(samples) / SAMPLE_RATE, duration_after_vad=len(speech) / SAMPLE_RATE)
     return iter(restore_speech_timestamps(segments, regions, SAMPLE_RATE)), info

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from whisper_common.speech_gate import GateOptions, speech_only
 from whisper_common.speech_guard import Report, SegmentGuard
 from whisper_common.transcript import Segment, Task, Transcript, Word
 from whisperx_api.align import CROSS_ATTENTION, Segments, WordAligner
@@ -101,7 +102,11 @@ class TranscriptionPipeline:
         """faster-whisper's batched decoding over Silero speech chunks, word timings from the same encoder pass; the
         one place audio becomes segments. Unless the request opted out, each chunk's text passes the hallucination
         guard (whisper_common.speech_guard), which `report`s what it drops: audio without speech was never decoded
-        (`no_speech`), a chunk Whisper judges silent, without words or looping is dropped or cut."""
+        (`no_speech`), a chunk Whisper judges silent, without words or looping is dropped or cut. With the guard, the
+        speech gate (whisper_common.speech_gate: Silero with its state renewed every 10 s, at VAD__THRESHOLD) first
+        takes out what holds no speech, so that the pipeline's own VAD, whose state runs through the whole file, is
+        not dulled by a long stretch of noise (jfk's first sentence after 30 s of pink noise came back half lost)."""
+        from faster_whisper.transcribe import restore_speech_timestamps
         from faster_whisper.vad import VadOptions
 
         vad = VadOptions(
@@ -111,9 +116,17 @@ class TranscriptionPipeline:
         )
         segments: Segments = []
         duration = len(audio) / SAMPLE_RATE
+        guard = SegmentGuard(report, duration=duration, language=language) if options.hallucination_guard else None
+        speech, regions = audio, None
+        if guard is not None:  # the speech gate first: long stretches without speech would dull the VAD below
+            speech, regions = speech_only(audio, GateOptions(threshold=self.vad.threshold))
+            if not regions:
+                if duration > 0:
+                    guard.no_speech()
+                return segments, language or "en"
         with model.lock:
             decoded, info = model.batched.transcribe(
-                audio,
+                speech,
                 language=language,
                 task=task,
                 batch_size=options.batch_size or self.batch_size,
@@ -122,9 +135,10 @@ class TranscriptionPipeline:
                 vad_filter=True,
                 vad_parameters=vad,
             )
-            guard = SegmentGuard(report, duration=duration, language=info.language) if options.hallucination_guard else None
-            if guard is not None and duration > 0 and info.duration_after_vad == 0:
+            if guard is not None and info.duration_after_vad == 0:
                 guard.no_speech()
+            if regions:
+                decoded = restore_speech_timestamps(decoded, regions, SAMPLE_RATE)
             for segment in decoded:  # decoded batch by batch: a client that left stops the work between batches
                 _check(cancel)
                 checked = _as_segment(segment) if guard is None else guard.check(_as_segment(segment))

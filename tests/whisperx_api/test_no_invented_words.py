@@ -1,0 +1,83 @@
+"""Audio without speech gives no text on every path of whisperx (`/transcribe`, the OpenAI route, its SSE stream,
+jobs), for the whole non-speech corpus, its held-back part included (tests/non_speech.py); speech with 30 s of
+silence or noise between its sentences gives the sentences and nothing in the gaps; the AMI excerpts through the
+batched decoding have no run of a word or phrase repeated more than four times."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.invented_words import (
+    assert_inside,
+    assert_no_streamed_text,
+    assert_no_text,
+    corpus_files,
+    corpus_names,
+    gapped_jfk,
+    gaps,
+    job_result,
+    streamed,
+    submit_job,
+    suppressed,
+    verbose,
+)
+from tests.repeats import longest_repeat
+from tests.service_servers import JFK_REFERENCE
+from tests.support import fixture_path
+from tests.whisper_faster.helpers import word_error_rate
+
+NAMES = corpus_names()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return corpus_files(tmp_path_factory)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_text_on_transcribe_the_openai_route_and_its_stream(http: httpx.Client, clips: dict[str, Path],
+                                                               name: str) -> None:
+    assert_no_text(verbose(http, clips[name], route="/transcribe"), name)
+    assert_no_text(verbose(http, clips[name], **{"timestamp_granularities[]": ["word", "segment"]}), name)
+    assert_no_streamed_text(streamed(http, clips[name]), name)
+
+
+def test_no_text_from_jobs(http: httpx.Client, clips: dict[str, Path]) -> None:
+    jobs = {name: submit_job(http, path) for name, path in clips.items()}
+    for name, job_id in jobs.items():
+        assert_no_text(job_result(http, job_id), name)
+
+
+def test_audio_without_speech_is_counted(http: httpx.Client, clips: dict[str, Path]) -> None:
+    before = suppressed(http.get("/metrics").text, "whisperx", "no_speech")
+    assert_no_text(verbose(http, clips["digital silence"], route="/transcribe"), "digital silence")
+    assert suppressed(http.get("/metrics").text, "whisperx", "no_speech") == before + 1
+
+
+@pytest.mark.parametrize("gap", ["silence", "pink noise", "telephone hiss"])
+def test_sentences_with_30_s_gaps_give_the_sentences_and_nothing_in_the_gaps(
+    http: httpx.Client, clips: dict[str, Path], tmp_path: Path, gap: str
+) -> None:
+    speech = gapped_jfk(tmp_path, gaps(clips)[gap], gap.replace(" ", "-"), flac=True)
+    body = verbose(http, speech.path, route="/transcribe")
+    assert word_error_rate(JFK_REFERENCE, " ".join(segment["text"] for segment in body["segments"])) <= 0.1, body
+    assert_inside(body, speech.spans)
+
+
+@pytest.mark.parametrize("name", ["dev00.wav", "dev01.wav"])
+def test_the_ami_excerpts_have_no_loop(http: httpx.Client, name: str) -> None:
+    body = verbose(http, fixture_path(name), **{"timestamp_granularities[]": ["word", "segment"]})
+    assert longest_repeat(body["text"])[0] <= 4, body["text"]
+    assert len(body["words"]) > 30
+
+
+def test_the_opt_out_is_accepted_on_every_form(http: httpx.Client, clips: dict[str, Path]) -> None:
+    for route in ("/transcribe", "/v1/audio/transcriptions"):
+        body = verbose(http, fixture_path("jfk.flac"), route=route, hallucination_guard="false")
+        text = body.get("text") or " ".join(segment["text"] for segment in body["segments"])
+        assert word_error_rate(JFK_REFERENCE, text) <= 0.1
+    refused = http.post("/transcribe", files={"file": clips["digital silence"].open("rb")},
+                        data={"hallucination_guard": "perhaps"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "hallucination_guard"
