@@ -23,14 +23,25 @@ MIN_LAST_COVERAGE = 0.75
 BATCH = 128  # windows per pass: the LSTM keeps time × batch × 256 floats per layer (~20 MB at 128)
 
 
+def volume_gain(samples: np.ndarray, target_dbfs: float = TARGET_DBFS) -> float:
+    """The factor that raises quiet audio to `target_dbfs` (mean power); 1 for louder audio. The power is summed a
+    block at a time in float64, so an hour of audio needs no float64 copy of itself."""
+    block = 1 << 20
+    energy = sum(float(np.dot(part, part)) for part in (
+        np.asarray(samples[i : i + block], dtype=np.float64) for i in range(0, len(samples), block)
+    ))
+    power = energy / len(samples) if len(samples) else 0.0
+    if power <= 0.0:
+        return 1.0
+    change_db = target_dbfs - 10 * np.log10(power)
+    return 1.0 if change_db < 0 else float(10 ** (change_db / 20))
+
+
 def normalize_volume(samples: np.ndarray, target_dbfs: float = TARGET_DBFS) -> np.ndarray:
     """Raises quiet audio to `target_dbfs` (mean power); louder audio is left as it is."""
     samples = np.asarray(samples, dtype=np.float32)
-    power = float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
-    if power <= 0.0:
-        return samples
-    change_db = target_dbfs - 10 * np.log10(power)
-    return samples if change_db < 0 else samples * np.float32(10 ** (change_db / 20))
+    gain = volume_gain(samples, target_dbfs)
+    return samples if gain == 1.0 else samples * np.float32(gain)
 
 
 def partial_starts(n_samples: int) -> list[int]:
@@ -51,8 +62,13 @@ class SpeakerEncoder:
 
     @staticmethod
     def mel(samples: np.ndarray) -> np.ndarray:
-        """The encoder's input features of a stretch of audio, its volume normalised first (frames × 40)."""
-        return mel_spectrogram(normalize_volume(samples))
+        """The encoder's input features of a stretch of audio, its volume normalised first (frames × 40). A gain g
+        scales the power spectrogram by g², so the spectrogram is scaled instead of a copy of the audio."""
+        mel = mel_spectrogram(np.asarray(samples, dtype=np.float32))
+        gain = volume_gain(samples)
+        if gain != 1.0:
+            mel *= np.float32(gain * gain)
+        return mel
 
     def windows(self, mels: np.ndarray) -> np.ndarray:
         """One unit-length d-vector per mel window (`mels`: windows × frames × 40)."""
