@@ -291,8 +291,9 @@ def test_backup_drill_while_jobs_arrive_then_restore_onto_empty_volumes(deployme
                                                                       f"whisper-selfsigned/{HOSTS['whisper-faster']}.key"}
         print(backup.stdout)
         for service, record in manifest["services"].items():
-            versions = {s["store"]: s["versions"] for s in record["part"]["stores"]}
-            assert versions["jobs"] == [{"version": 1, "additive": False}], (service, versions)
+            stores = {s["store"]: s for s in record["part"]["stores"]}
+            jobs_store = stores["jobs"]
+            assert [v["version"] for v in jobs_store["versions"]] == list(range(1, jobs_store["latest_known"] + 1))
             assert record["image_revision"], record
         assert "realtime" in {s["store"] for s in manifest["services"]["whisper-faster"]["part"]["stores"]}
         faster = dict(rows(snapshots["whisper-faster"], "SELECT id, status FROM jobs"))
@@ -375,17 +376,19 @@ def rewritten(archive: Path, target: Path, change, recompute: bool = True) -> Pa
 
 
 def newer_release(scratch: Path, manifest: dict, members: dict[str, bytes]) -> None:
-    """What release N+1 with a non-additive jobs migration 2 would have written."""
+    """What the next release, with a non-additive jobs migration, would have written."""
+    part = manifest["services"]["whisper-faster"]["part"]
+    jobs_store = next(s for s in part["stores"] if s["store"] == "jobs")
+    newer = jobs_store["latest_known"] + 1
     scratch.write_bytes(members["whisper-faster/data/jobs.sqlite3"])
     with sqlite3.connect(scratch) as connection:
         connection.execute("INSERT INTO whisper_schema_versions (store, version, name, additive, applied_at) VALUES "
-                           "('jobs', 2, 'jobs.owner NOT NULL', 0, 0)")
+                           "('jobs', ?, 'a column old code cannot fill', 0, 0)", (newer,))
     members["whisper-faster/data/jobs.sqlite3"] = scratch.read_bytes()
     scratch.unlink()
-    part = manifest["services"]["whisper-faster"]["part"]
     part["files"]["jobs.sqlite3"] = {"size": len(members["whisper-faster/data/jobs.sqlite3"]),
                                      "sha256": hashlib.sha256(members["whisper-faster/data/jobs.sqlite3"]).hexdigest()}
-    next(s for s in part["stores"] if s["store"] == "jobs")["versions"].append({"version": 2, "additive": False})
+    jobs_store["versions"].append({"version": newer, "additive": False})
     manifest["release"]["commit"] = "f" * 40
 
 
@@ -443,8 +446,11 @@ def test_each_refusal_is_one_line_a_non_zero_exit_and_the_data_untouched(deploym
 
     # An archive of a newer release: its jobs schema is at a version this release does not know.
     newer = rewritten(archive, tmp_path / "newer.tar.gz", functools.partial(newer_release, tmp_path / "newer.sqlite3"))
+    with tarfile.open(archive, "r:gz") as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    latest = next(s for s in manifest["services"]["whisper-faster"]["part"]["stores"] if s["store"] == "jobs")
     refused(make(deployment, "restore", ARCHIVE=str(newer)), "written by a newer release (commit ffffffffffff)",
-            "knows versions up to 1")
+            f"knows versions up to {latest['latest_known']} and cannot run on version {latest['latest_known'] + 1}")
     untouched()
 
     # Host files with other content than the archive's, then volumes that hold data: refused unless REPLACE=1.
