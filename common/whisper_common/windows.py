@@ -6,8 +6,10 @@ window in bounded memory and no word is cut in two at a seam.
         ... window.samples ... window.original_time(t) ...
 
 Where speech is comes from the Silero VAD faster-whisper ships, computed block by block with its state carried over
-(the probabilities are the same as over the whole file at once), and segmented by faster-whisper's own rule
-(`get_speech_timestamps`), run incrementally: a speech region is final once the silence after it is long enough.
+(the probabilities are the same as over the whole file at once) or renewed every few seconds as the hallucination
+guard's speech gate renews it (`renew_seconds`, whisper_common.speech_gate), and segmented by faster-whisper's own
+rule (`get_speech_timestamps`), run incrementally: a speech region is final once the silence after it is long enough.
+Regions are at most 30 s (faster-whisper's `max_speech_duration_s` split).
 
 - `speech_only=True` (faster-whisper's batched pipeline, `vad_filter`): speech regions (each at most 30 s) are joined
   into windows of at most 30 s of speech, as `collect_chunks` joins them; the silence between them is not decoded.
@@ -100,15 +102,21 @@ def _cumulative_ends(clips: tuple[tuple[int, int], ...]) -> list[int]:
 
 class StreamingVad:
     """Speech probabilities per 512-sample frame, fed any number of samples at a time; identical to
-    faster_whisper.vad's over the whole file (its ONNX state and frame context are carried across calls)."""
+    faster_whisper.vad's over the whole file (its ONNX state and frame context are carried across calls), or, with
+    `renew_seconds`, to the speech gate's (whisper_common.speech_gate: the state renewed every so many seconds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, renew_seconds: float | None = None) -> None:
         self._session = get_vad_model().session
+        self._renew = None if renew_seconds is None else max(1, int(renew_seconds * SAMPLE_RATE) // _FRAME)
+        self._frames = 0
+        self._reset()
+        self._rest = np.zeros(0, dtype=np.float32)
+        self.samples_seen = 0
+
+    def _reset(self) -> None:
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(_CONTEXT, dtype=np.float32)
-        self._rest = np.zeros(0, dtype=np.float32)
-        self.samples_seen = 0
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         self.samples_seen += len(samples)
@@ -121,12 +129,30 @@ class StreamingVad:
         """The last frame, zero-padded (faster-whisper pads a whole frame when the length is a multiple of 512)."""
         tail = np.pad(self._rest, (0, _FRAME - len(self._rest)))
         self._rest = np.zeros(0, dtype=np.float32)
-        return self._run(tail)
+        return self._run(tail, last=True)
 
-    def _run(self, data: np.ndarray) -> np.ndarray:
+    def _run(self, data: np.ndarray, last: bool = False) -> np.ndarray:
         if data.size == 0:
             return np.zeros(0, dtype=np.float32)
-        frames = data.reshape(-1, _FRAME).astype(np.float32, copy=False)
+        frames = data.reshape(-1, _FRAME).astype(np.float32, copy=True)
+        if self._renew is None:
+            return self._frames_run(frames, ends_call=last)
+        outputs = []
+        start = 0
+        while start < len(frames):
+            if self._frames % self._renew == 0:
+                self._reset()
+            count = min(len(frames) - start, self._renew - self._frames % self._renew)
+            ends = last and start + count == len(frames) or (self._frames + count) % self._renew == 0
+            outputs.append(self._frames_run(frames[start : start + count], ends_call=ends))
+            start += count
+        return np.concatenate(outputs)
+
+    def _frames_run(self, frames: np.ndarray, ends_call: bool = False) -> np.ndarray:
+        if ends_call:
+            # faster_whisper.vad.SileroVADModel zeroes the last 64 samples of the last frame of each call (in place,
+            # building the contexts): so must we, for the same probabilities
+            frames[-1, -_CONTEXT:] = 0
         contexts = np.concatenate([self._context[None, :], frames[:-1, -_CONTEXT:]], axis=0)
         batch = np.concatenate([contexts, frames], axis=1)
         outputs = []
@@ -136,6 +162,7 @@ class StreamingVad:
             )
             outputs.append(np.asarray(output).reshape(-1))
         self._context = frames[-1, -_CONTEXT:].copy()
+        self._frames += len(frames)
         return np.concatenate(outputs)
 
 
@@ -280,8 +307,10 @@ class Windower:
         speech_only: bool,
         window_seconds: float = WINDOW_SECONDS,
         sample_rate: int = SAMPLE_RATE,
+        renew_seconds: float | None = None,
     ) -> None:
         self.vad_options = replace(vad, max_speech_duration_s=min(vad.max_speech_duration_s, window_seconds))
+        self.renew_seconds = renew_seconds
         self.speech_only = speech_only
         self.sample_rate = sample_rate
         self.window_samples = int(window_seconds * sample_rate)
@@ -302,7 +331,7 @@ class Windower:
             if not self.speech_only and vad is None and buffer.end - cut <= self.window_samples:
                 continue  # maybe the whole recording is one window: no VAD needed yet
             if vad is None:
-                vad = StreamingVad()
+                vad = StreamingVad(self.renew_seconds)
                 tracker.feed(vad.feed(buffer.read(buffer.start, buffer.end)))
             else:
                 tracker.feed(vad.feed(block))
@@ -326,7 +355,7 @@ class Windower:
                 yield self._window(index, buffer, cut, length, last=True)
             return
         if vad is None:
-            vad = StreamingVad()
+            vad = StreamingVad(self.renew_seconds)
             tracker.feed(vad.feed(buffer.read(buffer.start, buffer.end)))
         tracker.feed(vad.finish())
         tracker.finish(length)

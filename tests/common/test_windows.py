@@ -110,3 +110,20 @@ def test_window_times_map_back_to_the_recording(meeting: np.ndarray) -> None:
     assert window.original_time(inside_second) == pytest.approx(second_start / SAMPLE_RATE + 0.5, abs=0.011)
     tail = window.tail(inside_second)
     assert tail.clips[0][0] == second_start + SAMPLE_RATE // 2 and len(tail.samples) == len(window.samples) - int(inside_second * SAMPLE_RATE)
+
+
+def test_renewed_probabilities_and_regions_equal_the_speech_gate(meeting: np.ndarray) -> None:
+    from whisper_common import speech_gate
+
+    gate_options = speech_gate.GateOptions()
+    expected_probabilities = speech_gate.speech_probabilities(meeting)
+    vad = StreamingVad(speech_gate.RENEW_SECONDS)
+    streamed = np.concatenate([vad.feed(block) for block in pieces(meeting, 5)] + [vad.finish()])
+    assert np.array_equal(streamed, expected_probabilities)
+    options = VadOptions(threshold=gate_options.threshold, min_silence_duration_ms=gate_options.min_silence_ms,
+                         speech_pad_ms=gate_options.speech_pad_ms)
+    tracker = SpeechTracker(options)
+    tracker.feed(streamed)
+    tracker.finish(len(meeting))
+    expected = speech_gate.speech_regions(meeting, gate_options, expected_probabilities)
+    assert [(region.start, region.end) for region in tracker.regions] == [(r["start"], r["end"]) for r in expected]

@@ -8,6 +8,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from whisper_common.app import create_service_app, serve_models
+from whisper_common.batching.runtime import serve_batching
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.models_routes import models_router
 from whisper_common.usage import serve_usage
@@ -32,8 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = partial(load_model, settings=settings)
-        async with serve_usage(app, settings), serve_models(app, settings, loader) as manager:
-            app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics)
+        async with (serve_usage(app, settings), serve_models(app, settings, loader) as manager,
+                    serve_batching(app, settings, settings.scheduler, namespace="whisper_faster",
+                                   in_flight=settings.scheduler.windows_in_flight) as batching):
+            app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics, batching)
             engine = FasterJobEngine(app.state.service)
             async with (realtime.serve_realtime(app, settings, manager),
                         serve_jobs(app, settings, engine, metrics_namespace="whisper_faster")):

@@ -5,38 +5,51 @@ check, admission (gate), the model (manager), audio decoding and faster-whisper 
     async with service.open_file(source, options, request=request) as decoding:                    # as they come
         async for segment in decoding.stream(): ...
 
-Everything that can fail before the first segment (busy, unknown model, English-only, bad audio) fails in `open_file`,
-so a stream can still answer it as a plain JSON error. `Decoding.segments` is the one place where a file's audio
-becomes segments: the hallucination guard (whisper_common.speech_guard) checks them there, and a batch scheduler goes
-there."""
+What can fail before the first segment (busy, unknown model, English-only, not audio) fails in `open_file`, so a
+stream can still answer it as a plain JSON error; a file found broken further on (truncated, undecodable from some
+point) fails where it is found. `Decoding.segments` is the one place where a file's audio becomes segments: the audio
+streams from the file in windows of at most 30 s cut at silences, and each window is decoded by faster-whisper with its
+CTranslate2 calls batched with other requests' (whisper_common.batching), a few windows of a file at a time, in the
+request's priority (synchronous requests before jobs); the hallucination guard (whisper_common.speech_guard) checks
+the segments there."""
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+from faster_whisper.vad import VadOptions
 from starlette.requests import Request
 
+from whisper_common.audio_stream import AudioStream
+from whisper_common.batching import Cancelled, Priority
+from whisper_common.batching.recording import RecordingInfo
+from whisper_common.batching.runtime import Batching
 from whisper_common.concurrency import InferenceGate, iterate_in_worker, run_in_worker
 from whisper_common.jobs.engine import ProgressCallback
 from whisper_common.metrics import ServiceMetrics
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.models import ModelManager
 from whisper_common.options import check_model_supports
+from whisper_common.speech_gate import RENEW_SECONDS, GateOptions
 from whisper_common.speech_guard import SegmentGuard
 from whisper_common.transcript import Segment, Task, Transcript
-from whisper_common.uploads import DecodedAudio, decode_audio
-from whisper_faster.engine import SegmentStream
+from whisper_faster.engine import convert_segment
 from whisper_faster.models import LoadedModel
 from whisper_faster.options import FasterOptions
 from whisper_faster.settings import Settings
 
 AudioSource = BinaryIO | Path | str
 """An upload's file object, or the path of a stored one (a job's audio)."""
+_GATE = GateOptions()
+GATE_VAD = VadOptions(threshold=_GATE.threshold, min_silence_duration_ms=_GATE.min_silence_ms, speech_pad_ms=_GATE.speech_pad_ms)
+"""The speech gate's regions as faster-whisper's VadOptions (the windows split any region over 30 s)."""
 
 
 @dataclass
@@ -45,6 +58,7 @@ class TranscriptionService:
     manager: ModelManager[LoadedModel]
     gate: InferenceGate
     metrics: ServiceMetrics
+    batching: Batching
 
     def model_id(self, options: FasterOptions, task: Task) -> str:
         """The canonical model id, refused (400) when its name says it cannot do `task` in the asked language."""
@@ -71,75 +85,118 @@ class TranscriptionService:
     async def open_file(
         self, source: AudioSource, options: FasterOptions, *, task: Task = "transcribe", request: Request | None = None
     ) -> AsyncIterator[Decoding]:
-        """Hold a slot and the model, with the audio decoded, while the caller takes the segments."""
+        """Hold a slot and the model, with the audio opened (its first block decoded), while the caller takes the
+        segments. A request's windows go before a job's (no request: a job)."""
         model_id = self.model_id(options, task)
         async with self.gate.slot(request), self.manager.use(model_id) as model:
             check_model_supports(model_id, task, options.language, model)
-            audio = await run_in_worker(self.gate, lambda _: self._decode(source), request)
-            yield Decoding(self, model, audio, options, task, request)
+            audio, blocks = await run_in_worker(self.gate, lambda _: self._open(source), request)
+            priority = Priority.SYNC if request is not None else Priority.JOB
+            try:
+                yield Decoding(self, model, audio, blocks, options, task, request, priority)
+            finally:
+                audio.close()
 
-    def _decode(self, source: AudioSource) -> DecodedAudio:
+    def _open(self, source: AudioSource) -> tuple[AudioStream, Iterator[np.ndarray]]:
+        """The audio stream, and its blocks with the first already decoded (so a file with no audio fails here)."""
         if isinstance(source, Path):
             source = str(source)
         elif not isinstance(source, str):
             source.seek(0)
-        return decode_audio(source, max_seconds=self.settings.max_audio_seconds)
+        audio = AudioStream(source, max_seconds=self.settings.max_audio_seconds)
+        try:
+            blocks = audio.blocks()
+            first = next(blocks)
+        except BaseException:
+            audio.close()
+            raise
+        return audio, itertools.chain([first], blocks)
 
 
 @dataclass
 class Decoding:
-    """An admitted file, its model and its decoded audio: segments all at once (`transcript`) or as they come
+    """An admitted file, its model and its audio stream: segments all at once (`transcript`) or as they come
     (`stream`), each in the gate's worker threads."""
 
     service: TranscriptionService
     model: LoadedModel
-    audio: DecodedAudio
+    audio: AudioStream
+    blocks: Iterator[np.ndarray]
     options: FasterOptions
     task: Task
     request: Request | None
+    priority: Priority = Priority.SYNC
     language: str = "en"
     guard: SegmentGuard | None = None
+    info: RecordingInfo = field(default_factory=RecordingInfo)
+
+    @property
+    def duration(self) -> float:
+        """The audio decoded so far (all of it once the segments are done)."""
+        return self.audio.decoded_seconds
 
     def segments(self, cancel: threading.Event, progress: ProgressCallback | None = None) -> Iterator[Segment]:
-        """The file's segments as faster-whisper decodes them (in a worker thread), through the hallucination guard
+        """The file's segments as its windows are decoded (in a worker thread), through the hallucination guard
         unless the request opted out (`hallucination_guard=false`); stops when `cancel` is set.
 
-        With the guard, faster-whisper decodes only what its Silero VAD finds to be speech (`vad_filter`): audio
-        without speech is not decoded at all. Segments the guard drops leave no gap in the ids."""
-        stream = SegmentStream(self.model, self.audio.samples, self.options, self.task, cancel)
-        self.language = stream.info.language
-        duration = self.audio.duration
-        if self.options.hallucination_guard:
-            self.guard = SegmentGuard(self.service.metrics.hallucination_suppressed, duration=duration,
-                                      language=stream.info.language)
-            if duration > 0 and stream.info.duration_after_vad == 0:
-                self.guard.no_speech()
+        With the guard, only what the Silero VAD finds to be speech is decoded (`vad_filter`): audio without speech is
+        not decoded at all. Segments the guard drops leave no gap in the ids."""
+        kwargs = self.options.transcribe_kwargs(self.task)
+        speech_only = bool(kwargs.pop("vad_filter", False))
+        # The guard's speech gate: faster-whisper's VAD rule with Silero's state renewed (whisper_common.speech_gate).
+        gate = {"vad": GATE_VAD, "renew_seconds": RENEW_SECONDS} if self.options.hallucination_guard else {}
+        batching = self.service.batching
+        total = self.audio.declared_seconds
         kept = 0
-        try:
-            for decoded in stream:
-                if progress is not None:
-                    progress(min(decoded.end, duration), duration)
-                segment = decoded if self.guard is None else self.guard.check(decoded)
-                if segment is None:
-                    continue
-                segment.id = kept
-                kept += 1
-                yield segment
-        finally:
-            stream.close()
+        with batching.scheduler.opened(self.priority, label=self.model.model_id) as stream:
+            decoded = batching.decoder.transcribe(
+                self.model.whisper, stream, self.blocks, kwargs, cancel=cancel, speech_only=speech_only, info=self.info,
+                **gate,
+            )
+            try:
+                for index, segment in enumerate(decoded):
+                    converted = convert_segment(segment, index)
+                    if progress is not None:
+                        known = max(total or 0.0, self.duration)
+                        progress(min(converted.end, known), known)
+                    checked = self._guarded(converted)
+                    if checked is None:
+                        continue
+                    checked.id = kept
+                    kept += 1
+                    yield checked
+            except Cancelled:
+                return
+            finally:
+                decoded.close()
+        self.language = self.info.language or self.language
+        if self.options.hallucination_guard and self.info.windows == 0 and not cancel.is_set():
+            self._guard().no_speech()  # the VAD found no speech: nothing was decoded
+
+    def _guarded(self, segment: Segment) -> Segment | None:
+        if not self.options.hallucination_guard:
+            return segment
+        guard = self._guard()
+        guard.duration = max(self.audio.declared_seconds or 0.0, self.duration)
+        return guard.check(segment)
+
+    def _guard(self) -> SegmentGuard:
+        if self.guard is None:
+            self.guard = SegmentGuard(self.service.metrics.hallucination_suppressed, language=self.info.language)
+        return self.guard
 
     async def transcript(
         self, progress: ProgressCallback | None = None, cancel: threading.Event | None = None
     ) -> Transcript:
         """Every segment, in one worker call (so a client that leaves stops it at the next segment)."""
         if progress is not None:
-            progress(0.0, self.audio.duration)
+            progress(0.0, self.audio.declared_seconds or 0.0)
         started = time.perf_counter()
         segments = await run_in_worker(
             self.service.gate, lambda stop: list(self.segments(cancel or stop, progress)), self.request
         )
         self._record(started)
-        return Transcript(language=self.language, duration=self.audio.duration, segments=segments, task=self.task)
+        return Transcript(language=self.language, duration=self.duration, segments=segments, task=self.task)
 
     async def stream(self) -> AsyncIterator[Segment]:
         """Segments as they are decoded; closing the iterator stops the worker at its next segment."""
@@ -151,6 +208,6 @@ class Decoding:
     def _record(self, started: float) -> None:
         suppressed = dict(self.guard.suppressed) if self.guard is not None and self.guard.suppressed else {}
         self.service.metrics.record_inference(
-            self.model.model_id, self.task, self.audio.duration, time.perf_counter() - started,
+            self.model.model_id, self.task, self.duration, time.perf_counter() - started,
             **({"hallucinations_suppressed": suppressed} if suppressed else {}),
         )

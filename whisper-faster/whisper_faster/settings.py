@@ -1,14 +1,31 @@
-"""whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn, jobs)
-and the realtime sessions' (MAX_REALTIME_SESSIONS, REALTIME_*)."""
+"""whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn, jobs),
+the batch scheduler's (SCHEDULER__*) and the realtime sessions' (MAX_REALTIME_SESSIONS, REALTIME_*)."""
 from __future__ import annotations
 
 from pydantic import Field
 
+from whisper_common.batching.settings import SchedulerSettings, max_concurrency_field, max_queue_field
 from whisper_common.settings import Duration, ServiceSettings
+
+
+class FasterSchedulerSettings(SchedulerSettings):
+    """How windows of audio from different requests are decoded together (env prefix `SCHEDULER__`)."""
+
+    windows_in_flight: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Windows of one recording decoded at once: a long file's share of a batch, and its memory (this "
+        "many windows of audio and features); the rest of the file waits, undecoded, until one is done.",
+    )
 
 
 class Settings(ServiceSettings):
     """Environment variables of whisper-faster. Every field is documented for the configuration reference."""
+
+    max_concurrency: int = max_concurrency_field()
+    max_queue: int = max_queue_field()
+    scheduler: FasterSchedulerSettings = Field(default_factory=FasterSchedulerSettings, description="See `SCHEDULER__*`.")
 
     max_realtime_sessions: int = Field(
         4,

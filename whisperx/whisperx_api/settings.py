@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from whisper_common.batching.settings import SchedulerSettings, max_concurrency_field, max_queue_field
 from whisper_common.settings import ServiceSettings
 from whisperx_api.diarize.embedded import EmbeddedDiarizerOptions
 from whisperx_api.diarize.known import KNOWN_SPEAKER_THRESHOLD
@@ -86,7 +87,17 @@ class EmbeddedDiarizerSettings(BaseModel):
 
 class WhisperXSettings(ServiceSettings):
     uvicorn_port: int = Field(8002, ge=1, le=65535, description="Port to listen on.")
-    batch_size: int = Field(8, ge=1, le=256, description="Default WhisperX batch size (a request's batch_size overrides).")
+    batch_size: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Windows of speech of one recording decoded together, as faster-whisper's batched pipeline "
+        "groups them (a request's `batch_size` overrides); the scheduler fills a batch with other requests' windows "
+        "up to SCHEDULER__BATCH_SIZE.",
+    )
+    max_concurrency: int = max_concurrency_field()
+    max_queue: int = max_queue_field()
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="See `SCHEDULER__*`.")
     hf_token: SecretStr | None = Field(
         None, description="Hugging Face token for the gated pyannote pipeline (never logged or returned).", repr=False
     )

@@ -37,6 +37,14 @@ FULL_WINDOW_VAD = VadOptions(max_speech_duration_s=30, min_silence_duration_ms=1
 
 
 @dataclass
+class RecordingInfo:
+    """What a transcription learns as it goes: the language used (detected or asked) and the windows decoded."""
+
+    language: str | None = None
+    windows: int = 0
+
+
+@dataclass
 class RecordingDecoder:
     scheduler: BatchScheduler
     executor: Executor
@@ -50,14 +58,19 @@ class RecordingDecoder:
         kwargs: dict[str, Any],
         *,
         cancel: threading.Event,
-        vad_filter: bool = False,
+        speech_only: bool = False,
         vad: VadOptions | None = None,
-        languages: list[str] | None = None,
+        renew_seconds: float | None = None,
+        info: RecordingInfo | None = None,
     ) -> Iterator[Any]:
-        """faster-whisper Segments in the recording's timeline. The language used is appended to `languages`."""
+        """faster-whisper Segments in the recording's timeline; `info` gets the language (before the first segment)
+        and the count of windows. `speech_only`: only the speech is decoded (`vad`, by default faster-whisper's
+        `vad_filter` options; `renew_seconds` as in whisper_common.windows)."""
+        info = info if info is not None else RecordingInfo()
         model = request_model(whisper_model, stream)
-        options = vad or (VadOptions() if vad_filter else FULL_WINDOW_VAD)
-        windows: Iterator[AudioWindow] = Windower(options, speech_only=vad_filter).windows(blocks)
+        options = vad or (VadOptions() if speech_only else FULL_WINDOW_VAD)
+        windower = Windower(options, speech_only=speech_only, renew_seconds=renew_seconds)
+        windows: Iterator[AudioWindow] = windower.windows(blocks)
         language = kwargs.get("language")
         if language is None:
             if not whisper_model.model.is_multilingual:
@@ -68,14 +81,14 @@ class RecordingDecoder:
                     return
                 language = model.detect_language(audio=first.samples)[0]
                 windows = itertools.chain([first], windows)
-        if languages is not None:
-            languages.append(language)
+        info.language = language
         arguments = {**kwargs, "language": language}
 
         def decode(window: AudioWindow) -> list[Any]:
             return transcribe_window(model, window, **arguments)
 
         for _, segments in ordered(windows, decode, in_flight=self.in_flight, executor=self.executor, cancel=cancel):
+            info.windows += 1
             yield from segments
 
     def decode_speech(

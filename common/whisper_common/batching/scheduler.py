@@ -100,6 +100,14 @@ class SchedulerMetrics:
             "batch_failures", "Batches whose call raised (each op is then run alone).", namespace=namespace,
             registry=registry,
         )
+        for priority in Priority:
+            self.queued.labels(priority=priority.name.lower())
+            self.wait_seconds.labels(priority=priority.name.lower())
+
+    def prime(self, ops: tuple[str, ...]) -> None:
+        """Show these op names in the metrics before their first batch."""
+        for op in (*ops, "call"):
+            self.batch_rows.labels(op=op)
 
 
 @dataclass

@@ -39,15 +39,20 @@ def ordered(
     cancel: threading.Event,
 ) -> Iterator[tuple[W, R]]:
     """Decode up to `in_flight` windows at once on `executor`; yield (window, result) in window order. Reading the
-    next window (decoding its audio) happens here, while earlier windows decode. Stops with Cancelled when `cancel` is
-    set; closing the iterator abandons the windows still in flight (their ops fail once the caller cancels its
-    scheduler stream)."""
+    next window (decoding its audio) happens here, while earlier windows decode. The first window decodes alone, so its
+    result (a stream's first text) comes as early as it can; then up to `in_flight`. A failure reading the windows
+    (audio that stops decoding) is raised after the results of the windows read before it. Stops with Cancelled when
+    `cancel` is set; closing the iterator abandons the windows still in flight (their ops fail once the caller cancels
+    its scheduler stream)."""
     pending: deque[tuple[W, Future[R]]] = deque()
     source = iter(windows)
     exhausted = False
+    failure: BaseException | None = None
+    yielded = 0
     try:
         while True:
-            while not exhausted and len(pending) < in_flight:
+            limit = in_flight if yielded else 1
+            while not exhausted and len(pending) < limit:
                 if cancel.is_set():
                     raise Cancelled()
                 try:
@@ -55,11 +60,17 @@ def ordered(
                 except StopIteration:
                     exhausted = True
                     break
+                except Exception as exc:  # noqa: BLE001 - raised once the windows read before it are given
+                    failure, exhausted = exc, True
+                    break
                 pending.append((window, executor.submit(decode, window)))
             if not pending:
+                if failure is not None:
+                    raise failure
                 return
             window, future = pending.popleft()
             yield window, _result(future, cancel)
+            yielded += 1
     finally:
         for _, future in pending:
             future.cancel()

@@ -1,8 +1,10 @@
 """The edge of realtime: `GET /v1/realtime` (WebSocket), `GET /v1/realtime/sessions/{id}` and the `/realtime` page.
 
 The WebSocket handler is the only place with I/O: it admits the session (or answers an `error` event and close 1013),
-feeds frames to the sans-io RealtimeSession, runs the decodes it asks for in the inference gate's threads, sends what
-it answers, and stores finished utterances. Protocol mistakes become `error` events; the session goes on.
+feeds frames to the sans-io RealtimeSession, runs the decodes it asks for through the batch scheduler at live priority
+(before any request's or job's window, and without waiting for an inference slot: MAX_REALTIME_SESSIONS and the
+admission bound them), sends what it answers, and stores finished utterances. Protocol mistakes become `error` events;
+the session goes on.
 
 A session belongs to the caller that opened it (`owners.owner_of`: resolved, and held to its quotas, before the
 handshake is accepted); only its owner (or an admin) reads it back, another owner gets the 404 of a session that does
@@ -22,7 +24,9 @@ from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from whisper_common.concurrency import InferenceGate, run_in_worker
+from whisper_common.batching import Priority
+from whisper_common.batching.ctranslate2_ops import request_model
+from whisper_common.batching.runtime import Batching
 from whisper_common.db.janitor import every
 from whisper_common.errors import ApiError, NotFound
 from whisper_common.model_catalog import resolve_model_id
@@ -30,6 +34,7 @@ from whisper_common.models import ModelManager
 from whisper_common.openai_formats import ResponseFormat, parse_response_format, render
 from whisper_common.options import check_model_supports
 from whisper_common.owners import owner_of
+from whisper_common.speech_guard import Report
 from whisper_common.transcript import Segment, Transcript
 from whisper_faster.models import LoadedModel
 from whisper_faster.realtime import events as ev
@@ -58,7 +63,7 @@ class Realtime:
 
     settings: Settings
     manager: ModelManager[LoadedModel]
-    gate: InferenceGate
+    batching: Batching
     admission: Admission
     store: SessionStore
 
@@ -112,7 +117,7 @@ def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[Load
     admission = Admission(settings.max_realtime_sessions, settings.realtime_max_load, metrics,
                           max_wait=settings.realtime_max_lag_seconds / 2, max_cpu=settings.realtime_max_cpu)
     store = open_session_store(settings)
-    realtime = Realtime(settings, manager, app.state.gate, admission, store)
+    realtime = Realtime(settings, manager, app.state.batching, admission, store)
     app.state.realtime = realtime
     app.state.activity.register("realtime_sessions", lambda: admission.open)
     return realtime
@@ -276,10 +281,10 @@ class _Connection:
         started = time.monotonic()
         try:
             model_id = realtime.model_id(request.config.model)
-            async with realtime.gate.slot(), realtime.manager.use(model_id) as model:
+            async with realtime.manager.use(model_id) as model:
                 check_model_supports(model_id, "transcribe", request.config.language, model)
                 report = self.websocket.app.state.metrics.hallucination_suppressed
-                text = await run_in_worker(realtime.gate, lambda _: transcribe_utterance(model, request, report))
+                text = await asyncio.to_thread(_live_decode, realtime.batching, model, request, report)
         except ApiError as exc:
             error = ev.ErrorDetail(type=exc.error_type, code=exc.code, message=exc.message, param=exc.param)
             outputs = self.session.decode_failed(request, error, time.monotonic())
@@ -292,6 +297,12 @@ class _Connection:
                 realtime.admission.record(time.monotonic() - started, request.audio_seconds)
             outputs = self.session.decoded(request, text, time.monotonic())
         await self._apply(outputs)
+
+
+def _live_decode(batching: Batching, model: LoadedModel, request: DecodeRequest, report: Report) -> str:
+    """A session's decode with its CTranslate2 calls at live priority (batched with other sessions' where they agree)."""
+    with batching.scheduler.opened(Priority.LIVE, label="realtime") as stream:
+        return transcribe_utterance(LoadedModel(model.model_id, request_model(model.whisper, stream)), request, report)
 
 
 # -- stored sessions and the page -------------------------------------------------------------------------------
