@@ -1,7 +1,12 @@
-"""The whole platform on one machine: Nginx (TLS, basic auth) → auto-start proxy → services started on demand.
+"""The whole platform on one machine: Nginx (TLS, basic auth or an API key) → auto-start proxy → services started on
+demand.
 
 Nothing needs root or Docker: Nginx runs from a rendered config on unprivileged loopback ports, and the proxy's
 `command` provider starts each service as a local uvicorn process when its first request arrives.
+
+Owners: the services read the keys file `<run dir>/api-keys.json` (`python -m whisper_common.keys --file … add NAME`,
+picked up without a restart) and trust the edge user Nginx names (X-Whisper-User) from loopback, where only the proxy
+connects from on this machine; so each basic-auth user and each key sees only its own jobs and sessions.
 """
 
 from __future__ import annotations
@@ -77,6 +82,10 @@ class RunPaths:
         return self.root / "autostart.json"
 
     @property
+    def api_keys(self) -> Path:
+        return self.root / "api-keys.json"
+
+    @property
     def nginx_conf_dir(self) -> Path:
         return self.root / "nginx"
 
@@ -120,6 +129,7 @@ class LocalStack:
         password = self.settings.password.get_secret_value() if self.settings.password else None
         self.credentials = ensure_credentials(self.paths.credentials, self.settings.user, password)
         write_htpasswd(self.paths.htpasswd, self.credentials)
+        self._ensure_keys_file()
         self.paths.proxy_config.write_text(json.dumps(self.proxy_config(), indent=2) + "\n")
         write_local_tree(self.nginx_config(), self.paths.nginx_conf_dir, self.paths.root)
         self.paths.openai_example.write_text(self.openai_example())
@@ -140,6 +150,16 @@ class LocalStack:
             nginx_version=installed_nginx_version(nginx_binary() or "nginx") or (1, 22, 1),
         )
 
+    def owner_env(self) -> dict[str, str]:
+        """Owners for the services: the keys file, and the edge user from the proxy (loopback) trusted."""
+        return {"API_KEYS_FILE": str(self.paths.api_keys), "TRUSTED_PROXIES": "127.0.0.1/32,::1/128"}
+
+    def _ensure_keys_file(self) -> None:
+        """An empty keys file to start with (the services then accept no key until one is added)."""
+        if not self.paths.api_keys.exists():
+            self.paths.api_keys.write_text('{"version": 1, "keys": []}\n')
+            self.paths.api_keys.chmod(0o600)
+
     def proxy_config(self) -> dict:
         def service(name: str, module: str, port: int) -> dict:
             return {
@@ -153,7 +173,9 @@ class LocalStack:
                 "idleTimeout": self.settings.idle_timeout,
                 "startCommand": [sys.executable, "-m", module],
                 "cwd": str(ROOT),
-                "env": {**self.service_env, "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port)},
+                "env": {
+                    **self.owner_env(), **self.service_env, "UVICORN_HOST": "127.0.0.1", "UVICORN_PORT": str(port)
+                },
             }
 
         return {
@@ -235,6 +257,8 @@ Whisper platform is up. Ctrl-C stops everything it started.
 
   user:         {credentials.user}
   password:     {password_line}
+  API keys:     {sys.executable} -m whisper_common.keys --file {paths.api_keys} add NAME
+                (prints a key once; send it as `Authorization: Bearer <key>`, or the openai client's api_key=)
   certificate:  {paths.cert} (self-signed; trust it, or curl --cacert / -k)
   logs:         {paths.logs}/{resolves}
 

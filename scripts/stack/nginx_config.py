@@ -158,7 +158,8 @@ def error_bodies(config: NginxConfig) -> dict[int, dict]:
             "not_found",
         ),
         401: error(
-            "Authentication required: send the user name and password of this deployment (HTTP basic auth).",
+            "Authentication required: send an API key (Authorization: Bearer <key>) or the user name and password of "
+            "this deployment (HTTP basic auth).",
             "authentication_error",
             "unauthorized",
         ),

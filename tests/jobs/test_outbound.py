@@ -150,3 +150,67 @@ async def test_a_trickling_audio_url_download_ends_at_its_deadline(tmp_path: Pat
         await asyncio.gather(*handlers)
     assert "AUDIO_URL_TIMEOUT_SECONDS" in str(slow.value)
     assert not destination.exists() and sent < 300  # cut off, not finished
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://a..b/", f"http://{'a' * 64}.com/", "http://xn--a.com/", "https://xn--zz.example/x",
+     f"http://{'b' * 250}.{'c' * 10}/"],
+)
+async def test_a_host_idna_cannot_encode_is_refused_not_raised(url: str) -> None:
+    with pytest.raises(OutboundRefused) as refused:
+        await OutboundPolicy().check("audio_url", url)
+    assert refused.value.code == "url_refused" and refused.value.param == "audio_url"
+    assert "\n" not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fec0::1",  # site-local
+        "64:ff9b:1::7f00:1", "64:ff9b:1:7f00:0:100::",  # local-use NAT64, whatever it carries
+        "::ffff:0:7f00:1", "::ffff:0:a00:1",  # IPv4-translated 127.0.0.1, 10.0.0.1
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo whose client is 127.0.0.1
+        "fe80::5efe:7f00:1", "2001:db8::200:5efe:a00:1",  # ISATAP carrying 127.0.0.1, 10.0.0.1
+    ],
+)
+async def test_every_ipv6_form_that_reaches_non_public_space_is_refused(address: str) -> None:
+    with pytest.raises(OutboundRefused):
+        await OutboundPolicy().check("webhook_url", f"http://[{address}]/hook")
+
+
+def test_a_url_is_shown_without_credentials_or_query() -> None:
+    from whisper_common.jobs.outbound import redact_url
+
+    assert redact_url("https://user:pa%40ss@Hooks.example.com:8443/a/b?sig=s3cr3t&x=1#frag") == (
+        "https://hooks.example.com:8443/a/b"
+    )
+    assert redact_url("http://[::1]:80/x?token=t") == "http://[::1]:80/x"
+    assert redact_url("not a url") == "<invalid URL>" and redact_url(None) is None
+
+
+async def test_the_outbound_request_log_carries_no_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs every request at INFO with its URL: the filter the outbound client installs redacts it."""
+    import logging
+
+    from aiohttp import web
+
+    async def hello(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    caplog.set_level(logging.INFO, logger="httpx")
+    try:
+        async with outbound_client() as client:
+            await client.get(f"http://user:hunter2@127.0.0.1:{port}/audio.mp3?X-Amz-Signature=s3cr3t")
+    finally:
+        await runner.cleanup()
+    lines = [record.getMessage() for record in caplog.records if record.name == "httpx"]
+    assert lines and all("hunter2" not in line and "s3cr3t" not in line and "user" not in line for line in lines), lines
+    assert any(f"http://127.0.0.1:{port}/audio.mp3" in line for line in lines), lines

@@ -16,7 +16,7 @@ from tests.jobs.conftest import OLD_SECRET, WEBHOOK_SECRET
 from tests.jobs.helpers import submit, wait_for, wait_for_activity
 from tests.jobs.receiver import webhook_receiver
 from tests.service_servers import JFK_REFERENCE
-from tests.support import fixture_path, free_port
+from tests.support import ARTIFACTS, fixture_path, free_port
 
 
 def _deliveries_settled(job: dict) -> bool:
@@ -106,8 +106,9 @@ def test_failed_and_canceled_jobs_are_announced_too(http: httpx.Client) -> None:
 
 @contextmanager
 def audio_host() -> Iterator[str]:
-    """Serves jfk.flac at /jfk.flac, a redirect to it at /moved, a redirect to a private address at /sneaky, 503 twice
-    then the file at /flaky, and 503 for ever at /down."""
+    """Serves jfk.flac at /jfk.flac (whatever its query), a redirect to it at /moved, a redirect to a private address
+    at /sneaky and to a host IDNA cannot encode at /to-bad-idna, 503 twice then the file at /flaky, and 503 for ever
+    at /down."""
     audio = fixture_path("jfk.flac").read_bytes()
     port = free_port()
     flaky = [503, 503]
@@ -121,13 +122,14 @@ def audio_host() -> Iterator[str]:
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
-            if self.path in ("/jfk.flac", "/flaky"):
+            if self.path.split("?")[0] in ("/jfk.flac", "/flaky"):
                 self.send_response(200)
                 self.send_header("content-length", str(len(audio)))
                 self.end_headers()
                 self.wfile.write(audio)
                 return
-            target = {"/moved": "/jfk.flac", "/sneaky": "http://10.20.30.40/jfk.flac"}.get(self.path)
+            target = {"/moved": "/jfk.flac", "/sneaky": "http://10.20.30.40/jfk.flac",
+                      "/to-bad-idna": "http://xn--a.com/jfk.flac"}.get(self.path)
             self.send_response(302 if target else 404)
             if target:
                 self.send_header("location", target)
@@ -218,3 +220,97 @@ def test_a_receiver_trickling_its_answer_is_cut_off_at_the_deadline_and_retried(
     assert [attempt["outcome"] for attempt in delivery["attempts"]] == ["retrying", "delivered"], delivery
     assert "WEBHOOK_TIMEOUT_SECONDS" in delivery["attempts"][0]["error"]
     assert delivery["status"] == "delivered"
+
+
+@contextmanager
+def slow_receiver(seconds: float) -> Iterator[tuple[str, list[float]]]:
+    """A receiver that answers each POST after `seconds`; yields its URL and when each answer left."""
+    port = free_port()
+    answered: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            time.sleep(seconds)
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            answered.append(time.time())
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}/hook", answered
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_slow_receiver_does_not_hold_up_another_receivers_delivery(http: httpx.Client) -> None:
+    """One outbox per process used to send one delivery at a time: a receiver answering in 8 s held every other
+    job's webhook for those 8 s. Now deliveries to another receiver go out meanwhile."""
+    with slow_receiver(8) as (slow_url, answered), webhook_receiver() as fast:
+        slow_job = submit(http, fixture_path("hotwords.mp3"), webhook_url=slow_url).json()["id"]
+        wait_for(http, slow_job, until=lambda job: bool(job["webhook"]["deliveries"]))
+        fast_job = submit(http, fixture_path("hotwords.mp3"), webhook_url=fast.url()).json()["id"]
+        [delivered] = fast.wait_for(1, timeout=30)
+        assert not answered, "the fast receiver's delivery waited for the slow one"
+        wait_for(http, slow_job, until=_deliveries_settled, timeout=60)
+    assert delivered.at < answered[0]
+    assert wait_for(http, fast_job, until=_deliveries_settled)["webhook"]["deliveries"][0]["status"] == "delivered"
+
+
+def test_a_url_a_410_disabled_is_reenabled_by_its_owner(http: httpx.Client) -> None:
+    with webhook_receiver({"/gone-then-back?token=never-shown": [410]}) as receiver:
+        url = receiver.url("/gone-then-back") + "?token=never-shown"
+        first = submit(http, fixture_path("hotwords.mp3"), webhook_url=url).json()["id"]
+        assert wait_for(http, first, until=_deliveries_settled)["webhook"]["deliveries"][0]["status"] == "disabled"
+        listed = http.get("/v1/webhooks/disabled").json()["data"]
+        [entry] = [item for item in listed if item["url"] == receiver.url("/gone-then-back")]  # no query string
+        assert entry["id"].startswith("whd_") and entry["owner"] == "anonymous"
+        assert http.delete(f"/v1/webhooks/disabled/{entry['id']}").json()["deleted"] is True
+        assert http.delete(f"/v1/webhooks/disabled/{entry['id']}").status_code == 404
+        again = submit(http, fixture_path("hotwords.mp3"), webhook_url=url).json()["id"]
+        job = wait_for(http, again, until=_deliveries_settled)
+        assert job["webhook"]["deliveries"][0]["status"] == "delivered"
+        assert len(receiver.received("/gone-then-back?token=never-shown")) == 2
+
+
+def test_url_credentials_and_query_never_reach_the_job_or_the_log(http: httpx.Client) -> None:
+    log = ARTIFACTS / "jobs-whisper_faster.log"
+    before = log.stat().st_size
+    with webhook_receiver() as receiver, audio_host() as base:
+        secret_hook = receiver.url("/hook").replace("http://", "http://hookuser:hookpass-9f1@") + "?sig=hooksig-77a"
+        job = http.post("/v1/jobs", json={
+            "audio_url": base.replace("http://", "http://dluser:dlpass-3c2@") + "/jfk.flac?X-Amz-Signature=dlsig-41e",
+            "webhook_url": secret_hook,
+        })
+        assert job.status_code == 202, job.text
+        assert job.json()["webhook"]["url"] == receiver.url("/hook")
+        done = wait_for(http, job.json()["id"], until=_deliveries_settled)
+        assert done["status"] == "succeeded" and done["webhook"]["url"] == receiver.url("/hook")
+        [request] = receiver.received()
+        assert request.path == "/hook?sig=hooksig-77a"  # the receiver gets the whole URL; nobody else sees it
+    with open(log, "rb") as handle:
+        handle.seek(before)
+        written = handle.read().decode(errors="replace")
+    assert "HTTP Request" in written  # httpx's request lines are there, redacted
+    for secret in ("hookpass-9f1", "hooksig-77a", "dlpass-3c2", "dlsig-41e", "hookuser", "dluser"):
+        assert secret not in written, secret
+
+
+def test_a_host_idna_cannot_encode_is_a_400_and_a_permanent_failure_behind_a_redirect(http: httpx.Client) -> None:
+    for url in ("http://a..b/x.wav", f"http://{'a' * 64}.com/x.wav", "http://xn--a.com/x.wav"):
+        for field in ("audio_url", "webhook_url"):
+            body = {"audio_url": url} if field == "audio_url" else {"audio_url": "https://93.184.215.14/a", field: url}
+            refused = http.post("/v1/jobs", json=body)
+            assert refused.status_code == 400, (url, field, refused.text)
+            assert refused.json()["error"]["code"] == "url_refused" and refused.json()["error"]["param"] == field
+    with audio_host() as base:
+        job = http.post("/v1/jobs", json={"audio_url": f"{base}/to-bad-idna"}).json()["id"]
+        failed = wait_for(http, job)
+    assert failed["status"] == "failed" and failed["attempts"] == 1, failed  # not retried as a transient error
+    assert failed["error"]["code"] == "audio_url_refused"

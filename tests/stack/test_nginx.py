@@ -263,6 +263,41 @@ def test_server_sent_events_are_not_buffered(stack: NginxStack, client: httpx.Cl
     assert arrivals[2] - arrivals[0] > 1.5, arrivals
 
 
+def test_the_edge_user_header_is_the_checked_user_whatever_the_client_sends(
+    stack: NginxStack, client: httpx.Client
+) -> None:
+    spoofed = {"X-Whisper-User": "boss", "X-Whisper-Edge-Auth": "basic", "x-whisper-user": "boss"}
+    seen = client.get(stack.url("/v1/jobs"), headers=spoofed).json()["headers"]
+    assert seen["X-Whisper-User"] == stack.credentials.user and seen["X-Whisper-Edge-Auth"] == "basic"
+
+
+def test_an_api_key_passes_without_basic_auth_marked_for_the_service_to_check(stack: NginxStack) -> None:
+    with stack.client(auth=False) as anonymous:
+        seen = anonymous.get(
+            stack.url("/v1/jobs"), headers={"Authorization": "Bearer wsk_some-key", "X-Whisper-User": "boss"}
+        ).json()["headers"]
+        assert seen["Authorization"] == "Bearer wsk_some-key" and seen["X-Whisper-Edge-Auth"] == "api-key"
+        assert "X-Whisper-User" not in seen  # never the client's, and no edge user on the key path
+        for empty in ("Bearer", "Token abc", "Basic Zm9vOmJhcg=="):  # no key: basic auth, as before
+            response = anonymous.get(stack.url("/v1/jobs"), headers={"Authorization": empty})
+            assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized", empty
+
+
+def test_a_browser_key_subprotocol_passes_the_websocket_without_basic_auth(stack: NginxStack) -> None:
+    async def talk(subprotocols: list[str]) -> str:
+        async with websockets.connect(
+            f"wss://{HOSTNAMES[0]}:{stack.https_port}/ws", ssl=stack.ssl_context(), host="127.0.0.1",
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+        ) as socket_:
+            await socket_.send("hello")
+            return str(await socket_.recv())
+
+    assert asyncio.run(talk(["realtime", "openai-insecure-api-key.wsk_some-key"])) == "echo: hello"
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        asyncio.run(talk(["realtime"]))
+    assert refused.value.response.status_code == 401
+
+
 def test_websocket_upgrade_is_forwarded(stack: NginxStack) -> None:
     token = base64.b64encode(f"{stack.credentials.user}:{stack.credentials.password}".encode()).decode()
 

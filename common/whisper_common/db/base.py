@@ -58,6 +58,11 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def forget_deleted(self) -> None:
+        """After an erasure: leave nothing of the deleted rows in the database's files where the database allows it
+        (SQLite: deleted content is zeroed, `secure_delete`, and the WAL is checkpointed and truncated). PostgreSQL
+        keeps dead rows in its files until VACUUM reuses the space; no client can force that away."""
+
     # --- for migrations ---
 
     @abstractmethod

@@ -2,6 +2,9 @@
 time; every transaction takes the write lock at once (`BEGIN IMMEDIATE`), so processes sharing the file wait for each
 other (up to 30 s) instead of failing.
 
+Deleted rows are overwritten (`secure_delete`), so what an erasure or the retention removes is not left in free pages;
+`forget_deleted` also empties the WAL, which still holds the pages as they were.
+
 Journal and sync: WAL with `synchronous=NORMAL` (a commit is atomic and survives a crash of the process; the last
 commits may be lost on power loss), and `synchronous=FULL` for a durable transaction (the WAL is synced before
 COMMIT returns). WAL is switched on only after the migrations accepted the file, so a refused file is left as it was.
@@ -54,6 +57,7 @@ class SqliteDatabase(Database):
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
         )
         self._connection.row_factory = _dict_row
+        self._connection.execute("PRAGMA secure_delete = ON")  # a deleted row's bytes are overwritten, not left free
         self._lock = threading.Lock()
         self._synchronous = "FULL"  # SQLite's default, until after_migrations
         try:  # reads the header and the schema: a file that is no database fails here, before anything is written
@@ -98,6 +102,10 @@ class SqliteDatabase(Database):
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+    def forget_deleted(self) -> None:
+        with self._lock:
+            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def lock_for_migrations(self, tx: Any) -> None:
         """Nothing to add: every transaction holds SQLite's write lock from BEGIN IMMEDIATE on."""

@@ -232,6 +232,12 @@ async def _download(
         )
         try:
             response = await client.send(request, stream=True, follow_redirects=False)
+        except (UnicodeError, httpx.InvalidURL):
+            # httpx prepares the redirect it will not follow (response.next_request): a Location whose host IDNA
+            # cannot encode fails there, and no later attempt would change that.
+            raise PermanentJobError(
+                "audio_url redirected to a URL whose host is not a valid host name", "audio_url_refused"
+            ) from None
         except httpx.HTTPError as exc:
             raise TransientJobError(f"downloading audio_url failed: {type(exc).__name__}") from None
         try:

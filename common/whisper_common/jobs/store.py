@@ -266,7 +266,8 @@ class SqlStore:
 
     def erase_owner(self, owner: str) -> list[str]:
         """Remove every job of `owner` (running ones too: their worker finds the row gone and keeps nothing), their
-        webhook deliveries and attempts, and the URLs its 410s disabled. Returns the ids, whose files are to go."""
+        webhook deliveries and attempts, and the URLs its 410s disabled, leaving nothing of them in the database's
+        files where it can (`Database.forget_deleted`). Returns the ids, whose files are to go."""
         with self.transaction() as tx:
             rows = tx.execute(
                 f"SELECT id FROM jobs WHERE queue = $1 AND owner = $2{self.for_update}", (self.queue, owner)
@@ -275,6 +276,7 @@ class SqlStore:
             for job_id in ids:
                 self._delete(tx, job_id)
             tx.execute("DELETE FROM webhook_disabled WHERE owner = $1", (owner,))
+        self.db.forget_deleted()
         return ids
 
     def expired(self, finished_before: float, limit: int = 100) -> list[JobRow]:

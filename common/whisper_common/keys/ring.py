@@ -4,8 +4,9 @@ and those of API_KEYS (each its own owner, named by a short hash of the key).
     ring = KeyRing(settings.api_keys, settings.api_keys_file)
     owner = ring.lookup(presented)        # the key's Owner, or None
 
-A presented key is hashed (SHA-256) and compared with every accepted hash, in constant time and without stopping at
-the first match, so the time taken says nothing about which key, or whether one, matched. A keys file that does not
+A presented key is hashed (SHA-256) and the hash looked up among the accepted ones, then compared in constant time:
+the time taken depends on that hash alone, which nobody can steer towards a stored one without the key, never on how
+much of a stored key the presented one shares (so it stays flat whether 1 or 10,000 keys are accepted). A keys file that does not
 parse (a half-edited file, a typo) is reported in one log line and the last good set stays in force; at start, with no
 good set yet, no key of the file is accepted (the service refuses rather than opens).
 """
@@ -43,6 +44,8 @@ class KeyRing:
         self._legacy = [(bytes.fromhex(hash_key(key)), Owner(legacy_owner_name(key))) for key in legacy_keys if key]
         self._from_file: list[tuple[bytes, Owner]] = []
         self._accepted = list(self._legacy)
+        self._by_digest: dict[bytes, tuple[bytes, Owner]] = {}
+        self._index()
         self._stamp: Stamp | None = None
         self._checked_at = -float("inf")
         self.last_error: str | None = None
@@ -58,14 +61,16 @@ class KeyRing:
         if self.path is not None and self.clock() - self._checked_at >= self.check_interval:
             self._reload()
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
-        found: Owner | None = None
-        for accepted, owner in self._accepted:
-            if hmac.compare_digest(digest, accepted):
-                found = owner
-        return found
+        found = self._by_digest.get(digest)
+        if found is None or not hmac.compare_digest(found[0], digest):
+            return None
+        return found[1]
 
     def owners(self) -> list[Owner]:
         return [owner for _, owner in self._accepted]
+
+    def _index(self) -> None:
+        self._by_digest = {digest: (digest, owner) for digest, owner in self._accepted}
 
     def _reload(self, force: bool = False) -> None:
         assert self.path is not None
@@ -90,10 +95,12 @@ class KeyRing:
                 self._from_file = [(bytes.fromhex(e.sha256), Owner(e.name, e.role, e.quota.value())) for e in entries
                                    if e.active]
                 self._accepted = self._legacy + self._from_file
+                self._index()
                 self.last_error = None
                 logger.info("API keys loaded", extra={"file": str(self.path), "keys": len(self._from_file)})
                 return
         if reason != self.last_error:
             kept = "keeping the last good set" if self._from_file else "no key of the file is accepted"
-            logger.error(f"API keys file not used ({kept}): {reason}")
+            level = logging.WARNING if stamp is None and not self._from_file else logging.ERROR  # none yet: not broken
+            logger.log(level, f"API keys file not used ({kept}): {reason}")
         self.last_error = reason

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, Counter
@@ -28,9 +29,18 @@ logger = logging.getLogger("whisper_common.usage")
 Key = tuple[str, str, str, str]  # day, owner, route, model
 
 
+_DAYS: dict[int, str] = {}
+
+
 def utc_day(timestamp: float | None = None) -> str:
-    moment = datetime.now(timezone.utc) if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
-    return moment.strftime("%Y-%m-%d")
+    """`YYYY-MM-DD` (UTC) of `timestamp` (now); cached per day, it is asked on every request."""
+    number = int((time.time() if timestamp is None else timestamp) // 86400)
+    day = _DAYS.get(number)
+    if day is None:
+        day = _DAYS[number] = datetime.fromtimestamp(number * 86400, timezone.utc).strftime("%Y-%m-%d")
+        if len(_DAYS) > 64:
+            _DAYS.pop(next(iter(_DAYS)))
+    return day
 
 
 class UsageLedger:
@@ -43,6 +53,7 @@ class UsageLedger:
         self._flushing_audio_today: dict[str, float] = {}  # written, not yet in _persisted_audio
         self._persisted_day = utc_day()
         self._persisted_audio: dict[str, float] = {}
+        self._request_counters: dict[tuple[str, str], Counter] = {}
         self.requests_total = Counter(
             "owner_requests", "Requests by owner and route template (authenticated routes).",
             ["owner", "route"], namespace=namespace, registry=registry,
@@ -59,7 +70,10 @@ class UsageLedger:
     # --- counting ---
 
     def request(self, owner: str, route: str) -> None:
-        self.requests_total.labels(owner, route).inc()
+        counter = self._request_counters.get((owner, route))
+        if counter is None:  # one child per owner and route: labels() looks up and locks on every call
+            counter = self._request_counters[(owner, route)] = self.requests_total.labels(owner, route)
+        counter.inc()
         self._add((utc_day(), owner, route, ""), 0, 1.0)
 
     def audio(self, owner: str, route: str, model: str, seconds: float) -> None:

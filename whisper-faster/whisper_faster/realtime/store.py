@@ -137,7 +137,9 @@ class SqlSessionStore:
         with self.db.transaction() as tx:
             tx.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({mine})", (owner,))
             tx.execute("DELETE FROM realtime_sessions WHERE owner = $1", (owner,))
-            return tx.rowcount
+            removed = tx.rowcount
+        self.db.forget_deleted()
+        return removed
 
     def shutdown(self) -> None:
         self.db.close()
