@@ -42,6 +42,7 @@ class EmbeddedDiarizerOptions:
     min_turn_seconds: float = 0.3
     max_windows: int = 1200
     long_speech_seconds: float = 120.0
+    vad_block_seconds: float = 120.0
     linkage: LinkageOptions = LinkageOptions()
 
 
@@ -78,7 +79,20 @@ class EmbeddedDiarizer:
             speech_pad_ms=self.options.speech_pad_ms,
             min_speech_duration_ms=100,
         )
-        return [(chunk["start"], chunk["end"]) for chunk in get_speech_timestamps(audio, options)]
+        # faster-whisper's VAD holds about four times its input at its peak: a long recording goes through in
+        # blocks, and a region cut by a block's end is joined to its continuation.
+        block = int(self.options.vad_block_seconds * SAMPLE_RATE)
+        regions: list[tuple[int, int]] = []
+        for offset in range(0, len(audio), block):
+            for chunk in get_speech_timestamps(audio[offset : offset + block], options):
+                start, end = offset + chunk["start"], offset + chunk["end"]
+                if regions and start - regions[-1][1] < options.min_silence_duration_ms * SAMPLE_RATE // 1000 and (
+                    start - offset < options.speech_pad_ms * SAMPLE_RATE // 1000 + 1
+                ):
+                    regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
+                else:
+                    regions.append((start, end))
+        return regions
 
     def _window_embeddings(self, speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mel = self.encoder.mel(speech)
@@ -136,7 +150,7 @@ def _concatenate(audio: np.ndarray, regions: list[tuple[int, int]]) -> tuple[np.
     """Speech-only audio and, per region, where it starts inside that concatenation (in samples)."""
     lengths = np.array([end - start for start, end in regions])
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return np.concatenate([audio[start:end] for start, end in regions]).astype(np.float32), offsets
+    return np.concatenate([audio[start:end] for start, end in regions]).astype(np.float32, copy=False), offsets
 
 
 def _turns_from_frames(
