@@ -9,7 +9,12 @@
 - `openai_formats`: json, text, srt, vtt, verbose_json, diarized_json and the SSE events, from a Transcript
 - `errors`: named domain errors and `install_error_handlers` (OpenAI error JSON, once, at the edge)
 - `uploads`: `UploadLimitMiddleware` (413 while streaming) and `decode_audio` (PyAV -> 16 kHz mono float32)
-- `auth`: `ApiKeyMiddleware` (API_KEYS, Bearer, constant time)
+- `owners`: `Owner` (name, role, quota), `owner_of(request)`, `owner_filter` (the SQL condition every store adds)
+- `keys`: named API keys, hashed in a keys file (`python -m whisper_common.keys add|list|revoke`), `KeyRing`
+- `auth`: `OwnerMiddleware` (who is calling: an API key, a trusted edge user, or nobody; 401 otherwise)
+- `usage`: per-owner usage (Prometheus counters, the usage table, `GET /v1/usage`)
+- `quotas`: per-owner quotas (`QuotaGuard`, `QuotaMiddleware`: 429 with Retry-After)
+- `erasure`: `DELETE /v1/owners/{me|owner}/data` over the erasers each store registers
 - `metrics`: `ServiceMetrics` (prometheus-client, `record_inference`) and `/metrics`
 - `models`: `ModelManager` (load once, reference count, idle TTL, preload)
 - `concurrency`: `InferenceGate` (MAX_CONCURRENCY, MAX_QUEUE -> 503), `run_in_worker`, `iterate_in_worker`
