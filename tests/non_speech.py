@@ -64,12 +64,13 @@ def _noise(colour: str, level_db: float, seed: int) -> Callable[[Path, float], N
     return lambda path, seconds: _sox_at_level(path, seconds, level_db, f"{colour}noise", seed=seed)
 
 
-def _hum(frequency: float, level_db: float) -> Callable[[Path, float], None]:
-    """Mains hum: the fundamental and its odd harmonics, as a transformer or a ground loop makes it."""
+def _hum(frequency: float, level_db: float, harmonics: bool = True) -> Callable[[Path, float], None]:
+    """Mains hum: the fundamental and (`harmonics`) its odd harmonics, as a transformer or a ground loop makes it."""
+    partials = ((1, 1.0), (3, 0.4), (5, 0.2), (7, 0.1)) if harmonics else ((1, 1.0),)
 
     def write(path: Path, seconds: float) -> None:
         t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        hum = sum(amplitude * np.sin(2 * np.pi * frequency * k * t) for k, amplitude in ((1, 1.0), (3, 0.4), (5, 0.2), (7, 0.1)))
+        hum = sum(amplitude * np.sin(2 * np.pi * frequency * k * t) for k, amplitude in partials)
         _write(path, _at_level(hum, level_db))
 
     return write
@@ -165,10 +166,10 @@ def corpus(part: str | None = None) -> list[NonSpeech]:
         NonSpeech("digital silence", "silence", TUNING, lambda path, seconds: _sox(path, seconds, "sine", "0", "vol", "0")),
         *(NonSpeech(f"{colour} noise {level} dBFS", colour, TUNING, _noise(colour, level, seed=1))
           for colour in ("white", "pink", "brown") for level in (-50, -35, -20)),
-        NonSpeech("50 Hz hum", "hum", TUNING, _hum(50.0, -25)),
+        NonSpeech("50 Hz hum", "hum", TUNING, _hum(50.0, -40, harmonics=False)),
         NonSpeech("1 kHz tone", "tone", TUNING, _tones("sine", "1000", "vol", "0.3")),
         NonSpeech("synthetic plucked notes", "music", TUNING,
-                  _plucked(("C4", "E4", "G4", "C5", "G4", "E4", "D4", "F4"), 0.4, -18)),
+                  _plucked(("C4", "E4", "G4", "C5", "G4", "E4", "D4", "F4"), 0.4, -25)),
         NonSpeech("clicks", "clicks", TUNING, _clicks(4.0, -10, seed=1)),
         NonSpeech("telephone line hiss", "telephone", TUNING, _telephone(-38, seed=1)),
         NonSpeech("speech-shaped noise", "speech-shaped", TUNING, _speech_shaped(SPEECH_LINES[0], "en-us", -22, seed=1)),
