@@ -125,7 +125,9 @@ HallucinationGuard = Annotated[
     bool,
     Field(
         description="Extension: keep text nobody said out of the result (default true): audio without speech gives no "
-        "text, a word or phrase repeated more than four times in a row is cut. `false`: the model's raw output."
+        "text, a word or phrase repeated more than four times in a row is cut. `false`: the model's raw output.",
+        # Left out of dumps while on: a job's stored options keep the form they had before the field existed.
+        exclude_if=lambda value: value is True,
     ),
 ]
 TimestampGranularities = Annotated[

@@ -155,3 +155,18 @@ def test_a_real_loop_is_cut_and_the_speech_before_it_kept(batched: object) -> No
     assert longest_repeat(raw)[0] > 20, raw
     assert longest_repeat(kept)[0] <= MAX_REPEATS, kept
     assert word_error_rate(JFK_REFERENCE, kept.replace("...", "")) <= 0.05
+
+
+# -- the opt-out ---------------------------------------------------------------------------------------------------
+
+
+def test_the_opt_out_is_kept_in_a_jobs_stored_options_and_the_default_leaves_them_as_they_were() -> None:
+    from whisper_faster.options import FasterJobOptions
+    from whisperx_api.options import WhisperXOptions
+
+    for model in (FasterJobOptions, WhisperXOptions):
+        assert "hallucination_guard" not in model().model_dump(mode="json", exclude_none=True)
+        stored = model(hallucination_guard=False).model_dump(mode="json", exclude_none=True)
+        assert stored["hallucination_guard"] is False
+        assert model.model_validate(stored).hallucination_guard is False
+        assert model.model_validate({}).hallucination_guard is True
