@@ -62,7 +62,10 @@ def test_a_job_wakes_the_service_which_stays_up_while_it_runs_then_stops(stack: 
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
 
-    direct = httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.whisper_faster_port}", timeout=10)
+    # Straight to the service, as the proxy would send it: from loopback (trusted) with the user Nginx checked.
+    assert stack.credentials is not None
+    direct = httpx.Client(base_url=f"http://127.0.0.1:{stack.settings.whisper_faster_port}", timeout=10,
+                          headers={"X-Whisper-User": stack.credentials.user})
     past_idle = False
     started = time.monotonic()
     while True:

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from whisper_common.errors import InvalidParameter, NotFound
-from whisper_common.owners import owner_of
+from whisper_common.owners import OWNER_NAME, owner_of
 from whisper_common.usage.ledger import UsageLedger, utc_day
 
 MAX_DAYS = 366
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
 class UsageBucket(BaseModel):
@@ -44,12 +45,13 @@ class UsageList(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-def _day(value: str | None, param: str, default: str) -> date:
-    text = default if value is None else value
+def _day(value: str | None, param: str) -> date | None:
+    if value is None:
+        return None
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InvalidParameter(param, f"'{param}' must be a date, YYYY-MM-DD (UTC)") from None
+        return date.fromisoformat(value)
+    except ValueError:  # the pattern holds, the calendar does not (2025-02-30)
+        raise InvalidParameter(param, f"'{param}' is not a date of the calendar: {value}") from None
 
 
 def usage_router() -> APIRouter:
@@ -64,15 +66,17 @@ def usage_router() -> APIRouter:
     )
     async def get_usage(
         request: Request,
-        from_: Annotated[str | None, Query(alias="from", max_length=10, description="First day, YYYY-MM-DD (UTC); default: 30 days ago.")] = None,
-        to: Annotated[str | None, Query(max_length=10, description="Last day, YYYY-MM-DD (UTC), included; default: today.")] = None,
+        from_: Annotated[str | None, Query(alias="from", pattern=DAY_PATTERN, json_schema_extra={"format": "date"},
+                                           description="First day, YYYY-MM-DD (UTC); default: 30 days before `to`; "
+                                           "at most 366 days before it.")] = None,
+        to: Annotated[str | None, Query(pattern=DAY_PATTERN, json_schema_extra={"format": "date"},
+                                        description="Last day, YYYY-MM-DD (UTC), included; default: today.")] = None,
         group_by: Annotated[Literal["day", "total"], Query(description="`day`: a bucket per day; `total`: one for the range.")] = "day",
-        owner: Annotated[str | None, Query(max_length=64, description="Admins: only this owner's usage.")] = None,
+        owner: Annotated[str | None, Query(pattern=f"^{OWNER_NAME.pattern}$", description="Admins: only this owner's usage.")] = None,
     ) -> UsageList:
         caller = owner_of(request)
-        today = utc_day()
-        last = _day(to, "to", today)
-        first = _day(from_, "from", (last - timedelta(days=29)).isoformat())
+        last = _day(to, "to") or date.fromisoformat(utc_day())
+        first = _day(from_, "from") or last - timedelta(days=29)
         if first > last:
             raise InvalidParameter("from", "'from' is after 'to'")
         if (last - first).days >= MAX_DAYS:
