@@ -1,6 +1,8 @@
 """Code both services share, one job per module:
 
 - `transcript`: Transcript / Segment / Word, the engine-independent result
+- `speech_gate`: where a recording holds speech (Silero VAD, its state renewed): only that is decoded
+- `speech_guard`: the hallucination guard's checks on decoded text (no-speech rule, no words, loops cut)
 - `languages`: Whisper language codes <-> English names (`language_name`, `language_code`)
 - `options`: the request options both services share (`TranscriptionOptions`, the field types, `FormModel`), the one
   language check and the one English-only check (`check_model_supports`)

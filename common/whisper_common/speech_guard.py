@@ -4,13 +4,13 @@ are decoded, and what is dropped is reported by reason (`<service>_hallucination
 
     guard = SegmentGuard(metrics.hallucination_suppressed, duration=audio.duration)   # one per transcription
     if decoded_nothing_because_no_speech:
-        guard.no_speech()                  # the speech gate (the engine's Silero VAD filter) found no speech
+        guard.no_speech()                  # the speech gate found no speech: nothing was decoded
     for segment in segments:
         kept = guard.check(segment)        # None: dropped; else the segment, any loop cut out of it
 
     text = TextGuard(report).check(text)   # a live session's utterance (no segments, no timings)
 
-The speech gate itself is the engines' Silero VAD (faster-whisper's `vad_filter`, WhisperX's batched pipeline): audio
+The speech gate itself is whisper_common.speech_gate (Silero VAD, its state renewed) ahead of each engine: audio
 outside speech is never decoded, so silence, noise and music give no text and cost no decoding. What is decoded is then
 checked here:
 
