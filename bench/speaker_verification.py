@@ -82,7 +82,7 @@ def clips(material: dict[str, tuple[bool, np.ndarray]], enrol: float, test: floa
 
 
 def embed(clips: list[Clip]) -> np.ndarray:
-    from whisperx_api.diarize.encoder import SpeakerEncoder
+    from whisper_common.speakers.encoder import SpeakerEncoder
 
     encoder = SpeakerEncoder()
     return np.stack([encoder.utterance(clip.samples) for clip in clips])

@@ -140,7 +140,7 @@ def test_known_speakers_with_pyannote_turns() -> None:
 
     from tests.whisperx_api.der import reference
     from whisperx_api.diarize.base import SpeakerBounds
-    from whisperx_api.diarize.encoder import SpeakerEncoder
+    from whisper_common.speakers.encoder import SpeakerEncoder
     from whisperx_api.diarize.known import KnownSpeaker, SpeakerMatcher
     from whisperx_api.diarize.pyannote import PyannoteDiarizer
 

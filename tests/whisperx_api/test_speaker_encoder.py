@@ -36,15 +36,15 @@ def resemblyzer_encoder():
 
 @pytest.fixture(scope="module")
 def encoder():
-    from whisperx_api.diarize.encoder import SpeakerEncoder
+    from whisper_common.speakers.encoder import SpeakerEncoder
 
     return SpeakerEncoder()
 
 
 def test_checkpoint_reader_equals_torch_load() -> None:
     torch = require_import("torch")
-    from whisperx_api.diarize.speaker_net import resemblyzer_weights_path
-    from whisperx_api.diarize.torch_checkpoint import load_legacy_checkpoint
+    from whisper_common.speakers.speaker_net import resemblyzer_weights_path
+    from whisper_common.speakers.torch_checkpoint import load_legacy_checkpoint
 
     path = resemblyzer_weights_path()
     ours = load_legacy_checkpoint(path)["model_state"]
@@ -57,7 +57,7 @@ def test_checkpoint_reader_equals_torch_load() -> None:
 
 def test_checkpoint_reader_refuses_other_classes(tmp_path) -> None:
     """A pickle naming any class besides containers and tensors is refused before anything runs."""
-    from whisperx_api.diarize.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, CheckpointError, load_legacy_checkpoint
+    from whisper_common.speakers.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, CheckpointError, load_legacy_checkpoint
 
     marker = tmp_path / "ran"
 
@@ -83,7 +83,7 @@ def test_checkpoint_reader_refuses_other_classes(tmp_path) -> None:
 @pytest.mark.parametrize("length", [1, 159, 160, 401, 16000 * 3 + 7, None])
 def test_mel_spectrogram_equals_librosa(length: int | None) -> None:
     librosa = require_import("librosa")
-    from whisperx_api.diarize.mel import mel_filters, mel_spectrogram
+    from whisper_common.speakers.mel import mel_filters, mel_spectrogram
 
     samples = _audio("sample.wav")[:length]
     theirs = librosa.feature.melspectrogram(y=samples, sr=16000, n_fft=400, hop_length=160, n_mels=40).T

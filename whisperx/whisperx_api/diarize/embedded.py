@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from whisper_common.speakers.encoder import SpeakerEncoder
 
 from whisperx_api.diarize.agglomerative import LinkageOptions, cluster_windows, segment_ids
 from whisperx_api.diarize.base import SpeakerBounds, SpeakerTurn, relabel_by_first_appearance
 from whisperx_api.diarize.clustering import cluster_speakers
-from whisperx_api.diarize.encoder import SpeakerEncoder
 
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.01

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from whisper_common.speakers.encoder import SAMPLE_RATE, SpeakerEncoder
 
 from whisperx_api.diarize.base import SpeakerTurn
-from whisperx_api.diarize.encoder import SAMPLE_RATE, SpeakerEncoder
 
 KNOWN_SPEAKER_THRESHOLD = 0.80
 """Default similarity threshold (resemblyzer d-vectors: on the AMI and telephone fixtures the same voice scored 0.85-0.97 across recordings, other voices 0.44-0.77 and an espeak-ng voice at most 0.61)."""

@@ -6,9 +6,10 @@ import os
 import threading
 import time
 
+from whisper_common.speakers.encoder import SpeakerEncoder
+
 from whisperx_api.diarize.base import Diarizer
 from whisperx_api.diarize.embedded import EmbeddedDiarizer, EmbeddedDiarizerOptions
-from whisperx_api.diarize.encoder import SpeakerEncoder
 from whisperx_api.diarize.known import SpeakerMatcher
 from whisperx_api.diarize.pyannote import DiarizationUnavailable, PyannoteDiarizer, load_pyannote
 from whisperx_api.settings import WhisperXSettings

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisperx_api.diarize.torch_checkpoint import load_legacy_checkpoint
+from whisper_common.speakers.torch_checkpoint import load_legacy_checkpoint
 
 HIDDEN = 256
 LAYERS = 3
