@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# `make down`: stops the Docker deployment that `make up` started: the proxy, then the service containers
-# (`compose down`: containers and network go; the volumes stay: model caches and /data, which holds jobs;
-# `docker volume rm` them to start afresh), and disables the two Nginx
-# sites (other sites on the host keep running). Environment: WHISPER_DOMAIN, NGINX_DIR, WHISPER_STATE_DIR as for
-# `make up`; KEEP_NGINX=1 leaves the sites enabled.
+# `make down`: stops the Docker deployment that `make up` started: the proxy (its socket unit too), then the service
+# containers (`compose down`: containers and network go; the volumes stay: model caches and /data, which holds jobs;
+# `docker volume rm` them to start afresh), and disables the two Nginx sites (other sites on the host keep running).
+# Environment: WHISPER_DOMAIN, NGINX_DIR, WHISPER_STATE_DIR as for `make up`; KEEP_NGINX=1 leaves the sites enabled.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir="$(pwd)"
@@ -20,8 +19,11 @@ echo "== auto-start proxy"
 pidfile="${WHISPER_STATE_DIR:-$root_dir/.run/deploy}/autostart.pid"
 if [ -d /run/systemd/system ] && systemctl list-unit-files docker-autostart.service >/dev/null 2>&1 \
     && systemctl cat docker-autostart.service >/dev/null 2>&1; then
-  $SUDO systemctl disable --now docker-autostart.service
-  echo "proxy: systemd unit stopped and disabled"
+  # The socket first: while it listens, a connection would start the service again.
+  units=(docker-autostart.service)
+  systemctl cat docker-autostart.socket >/dev/null 2>&1 && units=(docker-autostart.socket docker-autostart.service)
+  $SUDO systemctl disable --now "${units[@]}"
+  echo "proxy: systemd units stopped and disabled (${units[*]})"
 elif [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   pid="$(cat "$pidfile")"
   kill "$pid"

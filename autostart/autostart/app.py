@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from .activity import HttpActivity
 from .config import AutostartConfig, ConfigError, ServiceConfig, load_config
 from .fastpath import FastPath
+from .identity import file_digest
 from .lifecycle import Clock, ServiceLifecycle, Timing
 from .providers import create_provider
 from .providers.base import Provider
@@ -26,6 +28,8 @@ MAX_FIELD_SIZE = 16 * 1024
 KEEPALIVE_SECONDS = 75.0
 # In-flight requests get this long to finish on SIGTERM (systemd TimeoutStopSec is 30).
 SHUTDOWN_GRACE_SECONDS = 25.0
+# At shutdown, a connection accepted but silent so far gets this long to send its first request.
+FIRST_REQUEST_GRACE_SECONDS = 1.0
 
 
 def timing(service: ServiceConfig) -> Timing:
@@ -36,6 +40,7 @@ def timing(service: ServiceConfig) -> Timing:
         poll_interval=service.ready_poll_interval,
         progress_timeout=service.progress_timeout,
         failed_start_backoff=service.failed_start_backoff,
+        resume_grace=service.resume_grace,
     )
 
 
@@ -62,7 +67,9 @@ class Autostart:
         for host, service in config.services.items():
             self.lifecycles[host] = self._lifecycle(service, self._provider_factory(service))
         self.table = RouteTable(config, self.lifecycles)
-        self.proxy = Proxy(self.table, self.lifecycles, self.metrics)
+        # What /_autostart/health tells besides "ok" (identity.py): filled in by the command line.
+        self.about: dict[str, object] = {}
+        self.proxy = Proxy(self.table, self.lifecycles, self.metrics, identity=lambda: self.about)
         # Both paths are made in start(): aiohttp's server needs the running event loop.
         self._full: Server | None = None
         self.fast: FastPath | None = None
@@ -77,8 +84,10 @@ class Autostart:
         return ServiceLifecycle(service.name, provider, timing(service), clock=self._clock, observer=self._reporter,
                                 activity=activity_probe(service))
 
-    async def start(self, host: str, port: int) -> int:
-        """Adopt what already runs, then listen. Returns the bound port (useful with port 0)."""
+    async def start(self, host: str, port: int, *, sock: socket.socket | None = None, resume: bool = True) -> int:
+        """Adopt what already runs, then listen on `sock` (inherited: listeners.py) or on host:port. With `resume`
+        (a fresh start, not a hand-over), services interrupted while no proxy ran are woken (lifecycle.plan_resume).
+        Returns the port it listens on (useful with port 0)."""
         await asyncio.gather(*(lifecycle.adopt() for lifecycle in self.lifecycles.values()))
         await self.proxy.open()
         self._full = Server(
@@ -93,13 +102,25 @@ class Autostart:
         self.fast = FastPath(self.table, self.metrics, self._full)
         loop = asyncio.get_running_loop()
         # Every connection starts on the fast path; what it cannot relay goes to the full path (aiohttp).
-        self._listener = await loop.create_server(self.fast.protocol, host, port, backlog=1024, reuse_address=True)
-        bound = self._listener.sockets[0].getsockname()[1]
+        if sock is not None:
+            self._listener = await loop.create_server(self.fast.protocol, sock=sock, backlog=1024)
+        else:
+            self._listener = await loop.create_server(self.fast.protocol, host, port, backlog=1024,
+                                                      reuse_address=True)
+        bound_host, bound = self._listener.sockets[0].getsockname()[:2]
         self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
-        log.info("listening", extra={"host": host, "port": bound, "services": {
+        log.info("listening", extra={"host": bound_host, "port": bound, "services": {
             h: {"name": s.name, "provider": s.provider, "state": self.lifecycles[h].state.value}
             for h, s in self.config.services.items()}})
+        if resume:
+            for lifecycle in self.lifecycles.values():
+                lifecycle.plan_resume()
         return bound
+
+    def listening_fd(self) -> int:
+        """The listening socket's descriptor (what a hand-over passes on)."""
+        assert self._listener is not None, "start() first"
+        return self._listener.sockets[0].fileno()
 
     async def _supervise(self) -> None:
         while True:
@@ -123,7 +144,8 @@ class Autostart:
                 return False
             try:
                 config = load_config(path)
-            except ConfigError as exc:
+                digest = file_digest(path)
+            except (ConfigError, OSError) as exc:
                 lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
                 heading = lines.pop(0) if len(lines) > 1 and lines[0].endswith(":") else ""
                 reason = " ".join(filter(None, [heading, "; ".join(lines)]))  # one line, however many problems
@@ -131,6 +153,7 @@ class Autostart:
                           extra={"path": str(path), "reason": reason})
                 return False
             await self._reload(config)
+            self.about["config"] = digest
             return True
 
     async def reload(self, config: AutostartConfig) -> ReloadPlan:
@@ -210,7 +233,12 @@ class Autostart:
             self.fast.close_idle()
         handed_off = asyncio.ensure_future(self._full.shutdown(grace)) if self._full is not None else None
         everything = [*self.lifecycles.values(), *self._retiring]
-        while any(lifecycle.in_flight for lifecycle in everything) and loop.time() < deadline:
+        # Requests in flight, requests waiting for a wake (a hold just released), and the first request of a
+        # connection accepted a moment ago, are all answered; then the rest is closed.
+        first_requests = loop.time() + FIRST_REQUEST_GRACE_SECONDS
+        while loop.time() < deadline and (
+                any(lifecycle.in_flight or lifecycle.waiting for lifecycle in everything)
+                or (self.fast is not None and self.fast.awaiting_first_request() and loop.time() < first_requests)):
             await asyncio.sleep(0.05)
         if handed_off is not None:
             await handed_off

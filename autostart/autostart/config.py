@@ -102,6 +102,14 @@ class ServiceConfig(_Model):
     idle_timeout: Seconds = Field(
         900, description="Seconds without requests (and none in flight) after which the service is stopped; 0 = never."
     )
+    resume_grace: Seconds = Field(
+        120,
+        description="After a fresh start of the proxy (a boot, a crash, a restart; not a hand-over), a stopped "
+        "service that ran before and was interrupted (`docker`: its containers exited rather than being only "
+        "created) is started once without a request, so that the jobs it had queued resume; it then stays up this "
+        "many seconds, or for as long as activityPath says it is busy, before the idle rule stops it (long enough "
+        "for jobs the restart interrupted to come back to the queue when their lease runs out). 0 = never resume.",
+    )
     stop_timeout: Seconds = Field(
         10, description="Seconds a stop waits for the service to exit before it is killed."
     )

@@ -63,6 +63,7 @@ class FastPath:
         self.connections: set[FastProtocol] = set()
         self.pools: dict[str, list[UpstreamConnection]] = {}
         self.host_names: dict[bytes, str] = {}
+        self.draining = False  # shutting down: every answer closes its connection
 
     def protocol(self) -> FastProtocol:
         """A protocol for a new client connection (the listener's factory)."""
@@ -95,8 +96,16 @@ class FastPath:
             connection.sweep(idle_seconds, now)
 
     def close_idle(self) -> None:
+        """At shutdown: close the keep-alive connections between two requests; answer the requests under way and
+        the first request of a connection accepted a moment ago (its bytes are on their way: closing it would fail a
+        request that has just been sent), each with `Connection: close`."""
+        self.draining = True
         for connection in list(self.connections):
             connection.close_if_idle()
+
+    def awaiting_first_request(self) -> bool:
+        """Whether a connection accepted but not yet sent anything is still open (see close_idle)."""
+        return any(connection.fresh and connection.transport is not None for connection in self.connections)
 
     def close(self) -> None:
         for connection in list(self.connections):
@@ -270,6 +279,7 @@ class FastProtocol(asyncio.Protocol):
         self.handing_off = False
         self.pipelined = False
         self.last_active = 0.0
+        self.fresh = True  # accepted, nothing received yet
         self.admitted: Exchange | None = None  # taken by the fast path, its body (none) still being read
         self.exchange: Exchange | None = None  # being relayed
 
@@ -290,6 +300,7 @@ class FastProtocol(asyncio.Protocol):
             self.pipelined = True
             return
         self.fresh_chunk = True
+        self.fresh = False
         self.last_active = time.monotonic()
         self.raw.append(data)
         try:
@@ -367,7 +378,7 @@ class FastProtocol(asyncio.Protocol):
         rid = request_id(inspected.get(b"x-request-id"))
         head = b"%s %s HTTP/1.1\r\n%s\r\n" % (method, url, b"".join(headers.lines(self.peer, rid)))
         return Exchange(route, touch, method, url, inspected, rid, head,
-                        connection is not None and b"close" in connection.lower())
+                        fast.draining or (connection is not None and b"close" in connection.lower()))
 
     # -- relaying ---------------------------------------------------------------------------------
 
@@ -413,6 +424,8 @@ class FastProtocol(asyncio.Protocol):
         exchange.rechunk = status not in _NO_BODY_STATUS and not has_length
         if exchange.rechunk:
             lines.append(b"Transfer-Encoding: chunked\r\n")
+        if self.fast.draining:
+            exchange.close_after = True  # shutting down: the next request goes to a new connection (a new proxy)
         if exchange.close_after or self.pipelined:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
@@ -546,8 +559,11 @@ class FastProtocol(asyncio.Protocol):
             self.exchange.upstream.resume_reading()
 
     def close_if_idle(self) -> None:
-        if self.exchange is None and self.transport is not None:
-            self.transport.close()
+        if self.exchange is not None or self.transport is None:
+            return
+        if self.fresh:
+            return  # its first request is on its way: answered, then closed (draining)
+        self.transport.close()
 
     def sweep(self, idle_seconds: float, now: float) -> None:
         """Close an idle keep-alive connection; end a request past requestTimeout."""

@@ -20,11 +20,19 @@ Guarantees:
   between are refused at once (StartBackoff) instead of each paying a doomed start;
 - before an idle stop the service is asked whether it is busy with work that is not a request (queued or
   running jobs, open realtime sessions: the injected ActivityProbe); busy postpones the stop by one more
-  idle period.
+  idle period;
+- a hold (`hold`, asked by `make up` around re-creating a service's containers) admits no new request: new ones
+  wait as during a wake, those in flight get `drain` seconds to finish (long-lived ones, WebSockets, are not waited
+  for), then the service is stopped; `unhold` (or the hold's own expiry, checked by `check()`) lets the waiting
+  requests wake it again, and wakes it anyway when it was running before the hold;
+- after a fresh proxy start (`plan_resume`), a stopped service whose provider says it was interrupted (it ran and
+  was stopped while no proxy looked after it: a reboot, a crash) is woken once without a request, so the work it
+  had queued resumes; it stays up for `resume_grace` seconds, or for as long as the ActivityProbe says it is busy.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -43,7 +51,8 @@ from .errors import (
 from .providers.base import Provider
 
 T = TypeVar("T")
-RECHECK_DELAYS = (0.05, 0.25, 1.0)  # seconds between looks after a request saw the service drop its connection
+RECHECK_DELAYS = (0.05, 0.25, 1.0)
+DRAIN_POLL = 0.05  # seconds between looks at the requests in flight while a hold drains them  # seconds between looks after a request saw the service drop its connection
 MAX_BACKOFF = 300.0  # seconds: the longest wait between starts of a service that keeps reporting it cannot start
 
 
@@ -81,6 +90,10 @@ class Observer(Protocol):
 
     def stop_postponed(self, service: str, reason: str) -> None: ...
 
+    def hold_changed(self, service: str, held: bool, reason: str) -> None: ...
+
+    def resumed(self, service: str, reason: str) -> None: ...
+
 
 class ActivityProbe(Protocol):
     async def busy(self) -> str | None:
@@ -104,6 +117,12 @@ class NullObserver:
     def stop_postponed(self, service: str, reason: str) -> None:
         pass
 
+    def hold_changed(self, service: str, held: bool, reason: str) -> None:
+        pass
+
+    def resumed(self, service: str, reason: str) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -117,6 +136,26 @@ class Timing:
     # Seconds to wait after a start the service declared failed before the next one is tried (doubling with each
     # such failure in a row, up to MAX_BACKOFF); 0 = the next request tries at once.
     failed_start_backoff: float = 0
+    # Seconds a service woken by the resume after a proxy start stays up with nothing to do (no request, not busy):
+    # long enough for jobs the restart interrupted to come back to its queue (their lease must run out first).
+    resume_grace: float = 0
+
+
+@dataclass
+class _Hold:
+    until: float  # the hold ends by itself at this time (make up died)
+    was_ready: bool  # the service ran when the hold began: it is woken again when the hold ends
+    released: asyncio.Future[None]  # what requests waiting on the hold wait for
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    """What `hold` did: whether the service is stopped now, and how many requests were still in flight when it was
+    stopped (WebSockets included: their service closes them)."""
+
+    stopped: bool
+    cut: int
+    waited: float
 
 
 def _retrieve(task: asyncio.Future) -> None:
@@ -156,9 +195,15 @@ class ServiceLifecycle:
         self.stops_postponed = 0
         self.failures_in_a_row = 0  # starts the service declared failed since its last successful one
         self.backoff_until: float | None = None  # no start before this time (after a declared failure)
+        self.streams = 0  # requests in flight that stay open for long (WebSockets): a hold does not wait for them
+        self.holds = 0
+        self.resume_pending = False  # plan_resume() was called and the provider has not answered yet
+        self.resumed_at: float | None = None  # when the resume after a proxy start made the service ready
+        self._hold: _Hold | None = None
         self._wake_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._recheck_task: asyncio.Future[None] | None = None
+        self._resume_task: asyncio.Task[None] | None = None
 
     def retune(self, timing: Timing, activity: ActivityProbe | None) -> None:
         """New settings from a config reload, in force from the next decision on. The state, the requests in flight
@@ -171,7 +216,7 @@ class ServiceLifecycle:
 
     def try_acquire(self, *, touch: bool = True) -> bool:
         """Count a request in flight if the service is ready right now; never waits, never wakes."""
-        if self.state is not State.READY:
+        if self.state is not State.READY or self._hold is not None:
             return False
         self.in_flight += 1
         if touch:
@@ -194,7 +239,12 @@ class ServiceLifecycle:
         self.waiting += 1
         try:
             while not self.try_acquire(touch=touch):
-                outcome = self._stop_task if self.state is State.STOPPING and self._stop_task else self.wake()
+                if self._hold is not None:
+                    outcome = self._hold.released
+                elif self.state is State.STOPPING and self._stop_task:
+                    outcome = self._stop_task
+                else:
+                    outcome = self.wake()
                 remaining = deadline - self.clock.now()
                 try:
                     finished = remaining > 0 and await self._wait(outcome, remaining)
@@ -221,13 +271,18 @@ class ServiceLifecycle:
         if touch:
             self.last_activity = self.clock.now()
 
-    def wake(self) -> asyncio.Future[None]:
+    def wake(self, reason: str = "request") -> asyncio.Future[None]:
         """Start the service unless it is ready or starting; return what completes when it is ready.
 
-        Single flight: while a start runs, every caller gets that same start.
+        Single flight: while a start runs, every caller gets that same start. During a hold, the start waits for
+        the hold's end.
         """
         if self._wake_task is not None:
             return self._wake_task
+        if self._hold is not None:
+            after_hold = asyncio.ensure_future(self._wake_after(self._hold.released, reason))
+            after_hold.add_done_callback(_retrieve)
+            return after_hold
         if self.state is State.STOPPED and self.backoff_left() > 0:
             waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             waiting.set_exception(StartBackoff(self.name, self.last_error or "the last start failed", self.backoff_left()))
@@ -238,16 +293,16 @@ class ServiceLifecycle:
             done.set_result(None)
             return done
         if self.state is State.STOPPING and self._stop_task is not None:
-            after_stop = asyncio.ensure_future(self._wake_after(self._stop_task))
+            after_stop = asyncio.ensure_future(self._wake_after(self._stop_task, reason))
             after_stop.add_done_callback(_retrieve)
             return after_stop
-        self._wake_task = asyncio.create_task(self._start(), name=f"wake {self.name}")
+        self._wake_task = asyncio.create_task(self._start(reason), name=f"wake {self.name}")
         self._wake_task.add_done_callback(_retrieve)
         return self._wake_task
 
-    async def _wake_after(self, stop: asyncio.Future[None]) -> None:
-        await asyncio.shield(stop)
-        await asyncio.shield(self.wake())
+    async def _wake_after(self, before: asyncio.Future[None], reason: str) -> None:
+        await asyncio.shield(before)
+        await asyncio.shield(self.wake(reason))
 
     async def _wait(self, outcome: asyncio.Future[None], timeout: float) -> bool:
         """True when `outcome` finished within `timeout` (re-raising its error); False on timeout."""
@@ -263,14 +318,15 @@ class ServiceLifecycle:
 
     # -- start and stop ---------------------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def _start(self, reason: str) -> None:
         started = self.clock.now()
         deadline = started + self.timing.start_timeout
         limit = started + max(self.timing.progress_timeout, self.timing.start_timeout)
         self.wakes += 1
         self.start_progress = None
         self.busy_seen = None
-        self._set_state(State.STARTING, "request")
+        self.resumed_at = None
+        self._set_state(State.STARTING, reason)
         try:
             await self._before(deadline, self.provider.start())
             while not await self._before(deadline, self.provider.is_ready()):
@@ -364,10 +420,111 @@ class ServiceLifecycle:
         finally:
             self._stop_task = None
 
+    # -- holds (an upgrade re-creates the service) -------------------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        return self._hold is not None
+
+    def hold_left(self) -> float:
+        """Seconds until the hold ends by itself (0 when there is none)."""
+        return 0.0 if self._hold is None else max(self._hold.until - self.clock.now(), 0.0)
+
+    async def hold(self, ttl: float, drain: float) -> HoldOutcome:
+        """Hold the service for `ttl` seconds and stop it: from now on no request is admitted (new ones wait as
+        during a wake, each for at most start_timeout from its arrival), a start under way finishes first, the
+        requests in flight get up to `drain` seconds to finish (WebSockets are not waited for: their service closes
+        them when it stops), then the provider stops the service. Returns once it is stopped (or the stop failed).
+        A second hold while one is in force extends it and waits for the same stop."""
+        began = self.clock.now()
+        if self._hold is None:
+            was_ready = self.state in (State.READY, State.STARTING)
+            released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._hold = _Hold(began + ttl, was_ready, released)
+            self.holds += 1
+            self.observer.hold_changed(self.name, True, f"held for at most {ttl:g}s")
+        else:
+            self._hold.until = max(self._hold.until, began + ttl)
+        hold = self._hold
+        if self._wake_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._wake_task)
+        deadline = self.clock.now() + drain
+        while self._hold is hold and self.in_flight > self.streams and self.clock.now() < deadline:
+            await self.clock.sleep(min(DRAIN_POLL, deadline - self.clock.now()))
+        cut = self.in_flight
+        if self._hold is hold:
+            if self.state is State.READY:
+                await asyncio.shield(self._begin_stop("held"))
+            elif self.state is State.STOPPING and self._stop_task is not None:
+                await asyncio.shield(self._stop_task)
+        return HoldOutcome(stopped=self._hold is hold and self.state is State.STOPPED, cut=cut,
+                           waited=self.clock.now() - began)
+
+    def unhold(self, reason: str) -> bool:
+        """End the hold: the requests waiting on it wake the service (as they would a stopped one), which is woken
+        anyway when it ran before the hold. False when there was no hold."""
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return False
+        hold.released.set_result(None)
+        self.observer.hold_changed(self.name, False, reason)
+        if hold.was_ready and self.state is State.STOPPED:
+            self.wake(f"running before the hold ({reason})")
+        return True
+
+    # -- resuming after a proxy start ---------------------------------------------------------------------
+
+    def plan_resume(self) -> None:
+        """Called once on a fresh proxy start (not a hand-over from a running proxy), after `adopt`: asks the
+        provider whether the service was interrupted and, if so, wakes it (`_resume`); a provider that cannot answer
+        yet is asked again at each `check()` until it can."""
+        if self.timing.resume_grace > 0 and self.state is State.STOPPED:
+            self.resume_pending = True
+            self._start_resume()
+
+    def _start_resume(self) -> None:
+        if self.resume_pending and (self._resume_task is None or self._resume_task.done()):
+            self._resume_task = asyncio.create_task(self._resume(), name=f"resume {self.name}")
+            self._resume_task.add_done_callback(_retrieve)
+
+    async def _resume(self) -> None:
+        if self.state is not State.STOPPED or self._hold is not None:
+            self.resume_pending = False  # running already (adopted, or woken by a request): nothing to resume
+            return
+        try:
+            interrupted = await self.provider.interrupted()
+        except Exception as exc:
+            # The provider cannot say yet (dockerd still starting after a reboot): asked again at the next check.
+            self.observer.problem(self.name, f"resume: {type(exc).__name__}: {exc}")
+            return
+        if not self.resume_pending:
+            return
+        self.resume_pending = False
+        if not interrupted or self.state is not State.STOPPED:
+            return
+        try:
+            await asyncio.shield(self.wake("resume: it was interrupted while no proxy ran"))
+        except AutostartError:
+            return  # the observer has reported the failed start; the next request tries again
+        if self.state is not State.READY:
+            return
+        self.resumed_at = self.clock.now()
+        busy = await self._busy()
+        if busy is not None:
+            self.busy_seen = self.clock.now()
+        self.observer.resumed(self.name, busy or f"not busy yet: stopped after {self.timing.resume_grace:g}s "
+                                                "unless a request comes or it reports work")
+
     # -- supervision --------------------------------------------------------------------------------
 
     async def check(self) -> None:
-        """Run periodically: stop an idle service, notice one stopped or started from outside."""
+        """Run periodically: stop an idle service, notice one stopped or started from outside, end a hold that ran
+        out, resume one interrupted while no proxy ran."""
+        if self._hold is not None:
+            if self.clock.now() >= self._hold.until:
+                self.unhold("hold expired")
+            return
         if self.state is State.READY:
             if self._idle_due():
                 reason = await self._busy()
@@ -383,13 +540,20 @@ class ServiceLifecycle:
                     return
             await self.verify_running()
         elif self.state is State.STOPPED:
-            await self.adopt()
+            if not await self.adopt():
+                self._start_resume()
 
     def _idle_due(self) -> bool:
         if self.in_flight or self.timing.idle_timeout <= 0:
             return False
         marks = [t for t in (self.last_activity, self.busy_seen) if t is not None]
-        return bool(marks) and self.clock.now() - max(marks) >= self.timing.idle_timeout
+        if not marks:
+            return False
+        latest = max(marks)
+        limit = self.timing.idle_timeout
+        if self.resumed_at is not None and latest <= self.resumed_at:
+            limit = min(limit, self.timing.resume_grace)  # woken by the resume, and nothing has happened since
+        return self.clock.now() - latest >= limit
 
     async def _busy(self) -> str | None:
         if self.activity is None:
@@ -445,7 +609,7 @@ class ServiceLifecycle:
             return None
 
     async def close(self) -> None:
-        for task in (self._wake_task, self._stop_task, self._recheck_task):
+        for task in (self._wake_task, self._stop_task, self._recheck_task, self._resume_task):
             if task is not None:
                 task.cancel()
 
@@ -475,4 +639,8 @@ class ServiceLifecycle:
             "stopPostponed": self.stop_postponed,
             "failedStartsInARow": self.failures_in_a_row,
             "nextStartInSeconds": round(self.backoff_left(), 3),
+            "held": self._hold is not None,
+            "holdLeftSeconds": round(self.hold_left(), 3),
+            "holds": self.holds,
+            "resumePending": self.resume_pending,
         }

@@ -1,11 +1,15 @@
-"""Structured logs: one JSON object per line on stderr. Fields come from `extra=`; nothing secret is
-ever passed in (no header values except User-Agent, no query strings)."""
+"""Structured logs: one JSON object per line, on stderr (journald under systemd) or in a file of the proxy's own
+(`--log-file`, the background process of `make up`), rotated by size: the file and at most `backups` older ones of
+`max_bytes` each, so the log never holds more than (backups + 1) × max_bytes. Fields come from `extra=`; nothing
+secret is ever passed in (no header values except User-Agent, no query strings)."""
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 import time
+from pathlib import Path
 
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
@@ -24,9 +28,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure(level: str = "info", file: Path | None = None, max_bytes: int = 10 * 2**20, backups: int = 5) -> None:
+    handler: logging.Handler
+    if file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups,
+                                                       encoding="utf-8")
     handler.setFormatter(JsonFormatter())
+    logging.captureWarnings(True)  # warnings go to the same place, not to a stderr nobody reads
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

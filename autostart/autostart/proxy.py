@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from yarl import URL
 
+from .admin import admin, from_this_host, is_admin_path
 from .errors import ServiceFailed, StartFailed, StartTimeout, TooManyWaiting
 from .forwarding import (
     CONNECTION_REFUSED,
@@ -67,10 +68,12 @@ def respond(answer: Answer) -> web.Response:
 class Proxy:
     """The full path's request handler: aiohttp's low-level server (app.py) calls `handle` for each request."""
 
-    def __init__(self, table: RouteTable, lifecycles: Mapping[str, ServiceLifecycle], metrics: Metrics) -> None:
+    def __init__(self, table: RouteTable, lifecycles: Mapping[str, ServiceLifecycle], metrics: Metrics,
+                 identity: Callable[[], Mapping[str, object]] = dict) -> None:
         self.table = table
         self.lifecycles = lifecycles
         self.metrics = metrics
+        self.identity = identity  # what /_autostart/health tells about this process (make up compares it)
         self.session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
@@ -106,6 +109,8 @@ class Proxy:
         route = self.table.by_host.get(host)
         if route is None:
             if request.raw_path.startswith(STATUS_PREFIX) and self._may_see_status(request, host):
+                if is_admin_path(request.path):
+                    return await self._admin(request, headers)
                 return self._status(request)
             return respond(Answer(404, {"error": "unknown host", "host": host}))
         if not request.raw_path.startswith("/"):
@@ -271,17 +276,21 @@ class Proxy:
             return self._upstream_failed(request, route, rid, None, CONNECTION_REFUSED, exc)
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
                                        autoping=True, max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES)
-        async with upstream:
-            await client.prepare(request)
-            pumps = [asyncio.create_task(_pump(upstream, client)), asyncio.create_task(_pump(client, upstream))]
-            try:
-                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for pump in pumps:
-                    pump.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
-            if not client.closed:
-                await client.close(code=upstream.close_code or aiohttp.WSCloseCode.OK)
+        route.lifecycle.streams += 1  # open for as long as the session lasts: a hold does not wait for it
+        try:
+            async with upstream:
+                await client.prepare(request)
+                pumps = [asyncio.create_task(_pump(upstream, client)), asyncio.create_task(_pump(client, upstream))]
+                try:
+                    await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for pump in pumps:
+                        pump.cancel()
+                    await asyncio.gather(*pumps, return_exceptions=True)
+                if not client.closed:
+                    await client.close(code=upstream.close_code or aiohttp.WSCloseCode.OK)
+        finally:
+            route.lifecycle.streams -= 1
         return client
 
     # -- status ----------------------------------------------------------------------------------------
@@ -304,8 +313,14 @@ class Proxy:
             return web.Response(body=self.metrics.exposition(),
                                 headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
         if request.path == "/_autostart/health":
-            return respond(Answer(200, {"status": "ok"}))
+            return respond(Answer(200, {"status": "ok", **self.identity()}))
         return respond(Answer(404, {"error": "not found", "path": request.path}))
+
+    async def _admin(self, request: web.BaseRequest, headers: RequestHeaders) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not from_this_host(peer[0] if peer else None, b"x-forwarded-for" in headers.inspected):
+            return respond(Answer(403, {"error": "admin calls are answered only to clients on this host"}))
+        return respond(await admin(request.method, request.path, request.query, self.lifecycles))
 
 
 async def _pump(source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,

@@ -2,7 +2,7 @@
 
 - unchanged: the service keeps its lifecycle as it is (state, requests in flight and waiting, idle clock);
 - retuned (only settings of the state machine or the route changed: timeouts, maxWaiting, blocking, the User-Agents
-  it ignores, activityPath, readyPollInterval): the same lifecycle takes the new settings, the service keeps running;
+  it ignores, activityPath, readyPollInterval, resumeGrace): the same lifecycle takes the new settings, the service keeps running;
 - replaced (how it is started, stopped or reached changed: provider, containers, composeDir, startCommand,
   stopCommand, cwd, env, upstreamHost, proxyPort, healthPath, readiness, stopTimeout, name): a new lifecycle takes
   the new requests while the old one is retired (its requests in flight finish, then it is let go as at shutdown);
@@ -20,7 +20,7 @@ from .providers.base import Provider
 # Settings the lifecycle or the route reads; every other one is the provider's (it reads its ServiceConfig).
 RETUNABLE = frozenset({
     "blocking", "start_timeout", "progress_timeout", "failed_start_backoff", "activity_path", "idle_timeout",
-    "request_timeout", "max_waiting", "ready_poll_interval", "ignore_user_agents",
+    "request_timeout", "max_waiting", "ready_poll_interval", "ignore_user_agents", "resume_grace",
 })
 
 
@@ -90,6 +90,9 @@ class AfterRetirement:
 
     async def start_progress(self) -> object:
         return await self.provider.start_progress()
+
+    async def interrupted(self) -> bool:
+        return self.retired.done() and await self.provider.interrupted()
 
     async def close(self) -> None:
         await self.provider.close()

@@ -18,6 +18,9 @@ _HOST = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?
 RETRY_AFTER_STARTING = 5
 STATUS_PREFIX = "/_autostart/"
 """The proxy's own pages (status, metrics, health): never forwarded; answered on the status hosts only."""
+HOLD_PATH = "/_autostart/hold"
+RELEASE_PATH = "/_autostart/release"
+"""The admin calls of an upgrade (admin.py), followed by `/<service>`: POST, from this host only."""
 
 
 def parse_host(header: str | None) -> str | None:

@@ -105,6 +105,12 @@ class Reporter:
         self.metrics.stops_postponed.labels(service).inc()
         log.info("idle stop postponed", extra={"service": service, "reason": reason})
 
+    def hold_changed(self, service: str, held: bool, reason: str) -> None:
+        log.info("service held" if held else "hold ended", extra={"service": service, "reason": reason})
+
+    def resumed(self, service: str, reason: str) -> None:
+        log.info("service resumed after the proxy started", extra={"service": service, "reason": reason})
+
 
 def status_document(lifecycles: Mapping[str, ServiceLifecycle]) -> dict[str, object]:
     return {

@@ -23,6 +23,7 @@ import pytest
 from tests.support import ARTIFACTS, ROOT, free_port, require, server_process
 
 UNIT = ROOT / "autostart" / "docker-autostart.service"
+SOCKET_UNIT = ROOT / "autostart" / "docker-autostart.socket"
 BUSYBOX = Path("/bin/busybox")
 IMAGE = "autostart-test:busybox"
 IMAGE_HEALTHCHECK = "autostart-test:busybox-healthcheck"

@@ -56,6 +56,7 @@ class FakeProvider:
         self.stop_gate: asyncio.Event | None = None
         self.progress: object = None  # what the service reports while it starts (None: nothing)
         self.declares_failure: str | None = None  # the service answers `"status": "failed"` with this reason
+        self.was_interrupted: bool | Exception = False  # what interrupted() answers (an exception: raised)
 
     async def start(self) -> None:
         self.start_calls += 1
@@ -84,6 +85,11 @@ class FakeProvider:
 
     async def start_progress(self) -> object:
         return self.progress
+
+    async def interrupted(self) -> bool:
+        if isinstance(self.was_interrupted, Exception):
+            raise self.was_interrupted
+        return self.was_interrupted
 
     async def close(self) -> None:
         pass

@@ -33,8 +33,9 @@ import socket, sys, time
 server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 server.bind(("127.0.0.1", int(sys.argv[1]))); server.listen()
 connection, _ = server.accept(); connection.recv(4096)
+server.close()  # before the answer: once the proxy has it, nothing listens (a connection then is refused, not reset)
 connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok"); connection.close()
-server.close(); time.sleep(3600)
+time.sleep(3600)
 """
 
 

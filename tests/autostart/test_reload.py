@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -15,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +25,7 @@ from autostart.reload import plan_reload
 from tests.support import ROOT, free_port
 
 from .conftest import (
+    SOCKET_UNIT,
     UNIT,
     ProxyHandle,
     alive,
@@ -53,23 +52,24 @@ def backend(port: int, name: str, **extra: Any) -> dict[str, Any]:
 # -- the unit ----------------------------------------------------------------------------------------------------
 
 
-def test_the_unit_reloads_with_sighup_and_restarts_after_any_exit_but_a_stop():
+def test_the_unit_reloads_with_sighup_and_restarts_after_any_exit_but_a_stop(tmp_path):
     service = unit_service_section()
     assert shlex.split(service["ExecReload"]) == ["/bin/kill", "-HUP", "$MAINPID"]
     assert service["Restart"] == "always"
     assert 1 <= float(service["RestartSec"]) <= 10
+    # Its socket unit holds the listening socket across restarts (make up's restarts refuse no connection).
+    unit = UNIT.read_text()
+    assert "Requires=docker.service docker-autostart.socket" in unit
+    assert "ListenStream=127.0.0.1:8890" in SOCKET_UNIT.read_text()
     if shutil.which("systemd-analyze") is None:
         return
-    # The unit as systemd reads it: no unknown key, no bad value (ExecStart pointed at this checkout's proxy).
+    # The two units as systemd reads them: no unknown key, no bad value (ExecStart pointed at this checkout's proxy).
     text = "\n".join(f"ExecStart={ROOT / '.venv' / 'bin' / 'autostart'} --config /dev/null"
-                     if line.startswith("ExecStart=") else line for line in UNIT.read_text().splitlines())
-    checked = Path(os.environ.get("TMPDIR", "/tmp")) / f"docker-autostart-{os.getpid()}.service"
-    checked.write_text(text + "\n")
-    try:
-        verdict = subprocess.run(["systemd-analyze", "verify", str(checked)], capture_output=True, text=True,
-                                 timeout=60)
-    finally:
-        checked.unlink()
+                     if line.startswith("ExecStart=") else line for line in unit.splitlines())
+    (tmp_path / "docker-autostart.service").write_text(text + "\n")
+    shutil.copy(SOCKET_UNIT, tmp_path / "docker-autostart.socket")
+    verdict = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "docker-autostart.socket"),
+                              str(tmp_path / "docker-autostart.service")], capture_output=True, text=True, timeout=60)
     complaints = [line for line in (verdict.stdout + verdict.stderr).splitlines()
                   if "docker.service" not in line and "User" not in line]
     assert verdict.returncode == 0 and not complaints, complaints

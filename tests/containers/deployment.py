@@ -15,12 +15,20 @@ every file `make up` wrote there and stops the Nginx it started.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import signal
 import ssl
 import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,7 +37,7 @@ import pytest
 from scripts.stack.nginx_config import nginx_binary
 from tests.containers.docker_cli import CONTAINERS, docker, inspect
 from tests.stack.harness import LoopbackTransport
-from tests.support import ROOT, free_port
+from tests.support import ROOT, fixture_path, free_port
 
 DOMAIN = "localhost"
 HOSTS = {"whisper-faster": f"whisper.{DOMAIN}", "whisperx": f"whisperx.{DOMAIN}"}
@@ -193,3 +201,155 @@ class Deployment:
                 names = docker(kind, "ls", "-q", "--filter", f"label=com.docker.compose.project={project}").stdout
                 for name in names.split():
                     docker(kind, "rm", name, check=False)
+
+
+# --- one deployment at a time on this engine and this Nginx (the containers and the sites have fixed names) ----------
+
+LOCK_PATH = Path(tempfile.gettempdir()) / "whisper-platform-deployment.lock"
+
+
+@contextmanager
+def exclusive_deployment(wait: float = 2400) -> Iterator[None]:
+    """Wait until no other test session deploys on this host (a lock file), and until what another session's
+    deployment left (our containers, our Nginx files) is gone; then hold the lock for the caller's deployment.
+    Sessions whose tests do not take the lock are still noticed by what they leave, within `wait` seconds."""
+    with LOCK_PATH.open("a+") as lock:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test session held {LOCK_PATH} for {wait:.0f} s")
+                time.sleep(5)
+        try:
+            while [c for c in CONTAINERS.values() if inspect(c) is not None] or any(
+                    (NGINX_DIR / name).exists() or (NGINX_DIR / name).is_symlink() for name in MAKE_UP_FILES):
+                if time.monotonic() > deadline:
+                    pytest.fail("another deployment of this platform (containers faster-whisper/whisperx or its Nginx "
+                                f"files) stayed on this host for {wait:.0f} s: not touching it")
+                time.sleep(10)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# --- jobs and webhooks through the deployment -------------------------------------------------------------------------
+
+FINISHED = {"succeeded", "failed", "canceled"}
+
+
+def host_address() -> str | None:
+    """An address of this host that is not on a Docker bridge (the containers reach a receiver there, also after their
+    compose network is re-created)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if fields[1] == "lo" or fields[1].startswith(("br-", "docker", "veth")):
+            continue
+        return fields[3].split("/")[0]
+    return None
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: each delivery as (path, webhook-id)."""
+
+    address: str
+    port: int
+    hits: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://{self.address}:{self.port}{path}"
+
+    def deliveries(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.hits)
+
+
+@contextmanager
+def webhook_receiver(address: str) -> Iterator[Receiver]:
+    receiver = Receiver(address, free_port())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            with receiver.lock:
+                receiver.hits.append((self.path, self.headers.get("webhook-id", "")))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", receiver.port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def submit_job(http: httpx.Client, deployment: Deployment, service: str, audio: str = "jfk.flac",
+               webhook: str | None = None) -> str:
+    data = {"webhook_url": webhook} if webhook else {}
+    with fixture_path(audio).open("rb") as handle:
+        answer = http.post(deployment.url(service, "/v1/jobs"), files={"file": (audio, handle)}, data=data)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["id"])
+
+
+def job_views(http: httpx.Client, deployment: Deployment, service: str) -> dict[str, dict]:
+    found: dict[str, dict] = {}
+    after = None
+    while True:
+        page = http.get(deployment.url(service, "/v1/jobs"), params={"limit": "100", **({"after": after} if after else {})})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        found.update({job["id"]: job for job in body["data"]})
+        if not body["has_more"]:
+            return found
+        after = body["last_id"]
+
+
+def wait_for_jobs(http: httpx.Client, deployment: Deployment, service: str, ids: set[str], timeout: float,
+                  delivered: bool = False) -> dict[str, dict]:
+    """The jobs once each has finished (and, with `delivered`, each webhook delivery is delivered)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = {job_id: job for job_id, job in job_views(http, deployment, service).items() if job_id in ids}
+        settled = [job for job in current.values() if job["status"] in FINISHED
+                   and (not delivered or all(d["status"] == "delivered" for d in job["webhook"]["deliveries"]))]
+        if len(current) == len(ids) == len(settled):
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{service} jobs not settled in {timeout:.0f} s: "
+                                 f"{ {k: (v['status'], v['webhook']['deliveries']) for k, v in current.items()} }")
+        time.sleep(2)
+
+
+def proxy_command(deployment: Deployment) -> list[str]:
+    """The proxy as `make up` runs it without systemd (scripts/compose-up.sh, start_background)."""
+    state = deployment.state_dir
+    return [str(ROOT / ".venv" / "bin" / "python"), "-m", "autostart", "--config", str(deployment.root / "etc" /
+            "autostart.json"), "--listen", f"127.0.0.1:{deployment.proxy_port}", "--log-file",
+            str(state / "autostart.log"), "--pid-file", str(state / "autostart.pid")]
+
+
+def proxy_events(deployment: Deployment) -> list[dict]:
+    """The proxy's JSON log lines, oldest first, across its rotated files."""
+    found = []
+    files = sorted(deployment.state_dir.glob("autostart.log*"), key=lambda p: p.name, reverse=True)
+    for path in files:  # autostart.log.2, .1, then the current one
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    pass
+    return found

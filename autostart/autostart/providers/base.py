@@ -28,5 +28,10 @@ class Provider(Protocol):
         answer, e.g. bytes of a model download so far), or None when it said nothing. The state machine keeps
         waiting past startTimeout while this changes."""
 
+    async def interrupted(self) -> bool:
+        """Whether the stopped service ran before and was stopped while no proxy looked after it, so that it may have
+        work left to resume (its containers exited: a reboot, a crash, `docker stop`); False when it never ran (just
+        created) or its processes cannot outlive the proxy. Raises when the backend cannot be asked yet."""
+
     async def close(self) -> None:
         """Release what the provider holds (clients, child processes it owns) when the proxy exits."""

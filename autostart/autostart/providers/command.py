@@ -65,6 +65,9 @@ class CommandProvider:
     async def start_progress(self) -> object:
         return self._progress
 
+    async def interrupted(self) -> bool:
+        return False  # a child never outlives the proxy that started it: nothing of its own to resume
+
     async def stop(self) -> None:
         self._starting = False
         self._progress = None

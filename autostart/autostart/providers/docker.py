@@ -161,6 +161,14 @@ class DockerProvider:
     async def start_progress(self) -> object:
         return self._progress
 
+    async def interrupted(self) -> bool:
+        # Docker cannot tell who stopped a container, only that it ran and exited (an idle stop by the proxy looks the
+        # same): a container that was only created (`make up`) never ran and holds nothing to resume.
+        states = await self._call("inspecting containers", self._inspect)
+        if any(state.get("Missing") for state in states):
+            return False
+        return any(state.get("Status") in ("exited", "dead") for state in states)
+
     async def stop(self) -> None:
         self._starting = False
         self._progress = None
