@@ -21,7 +21,7 @@ import contextvars
 import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -39,6 +39,8 @@ bearer_scheme = HTTPBearer(auto_error=False, description="An API key (API_KEYS o
 logger = logging.getLogger("whisper_common.auth")
 _handshake_denied: contextvars.ContextVar[bool] = contextvars.ContextVar("handshake_denied", default=False)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+CACHED = 10_000
+"""Edge users' Owner values and peer addresses' trust, remembered (cleared when this many)."""
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -70,6 +72,8 @@ class OwnerResolver:
     trusted_proxies: Sequence[Network] = ()
     edge_user_header: bytes = b"x-whisper-user"
     edge_admins: frozenset[str] = frozenset()
+    _edge_owners: dict[str, Owner] = field(default_factory=dict)
+    _trusted_hosts: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -99,27 +103,44 @@ class OwnerResolver:
                 raise Unauthorized()
             return owner
         if edge_user and self.trusted_proxies and self._from_trusted_proxy(scope):
-            if not valid_owner_name(edge_user):
-                raise EdgeUserRefused(
-                    "the user name the proxy in front authenticated cannot name an owner here (1 to 64 of A-Z a-z 0-9 "
-                    ". _ @ -, starting with a letter or digit)"
-                )
-            return Owner(edge_user, Role.ADMIN if edge_user in self.edge_admins else Role.USER, source="edge")
+            return self._edge_owner(edge_user)
         if edge_auth == b"api-key":
             raise KeyRequired()
         if self.required:
             raise Unauthorized()
         return ANONYMOUS
 
+    def _edge_owner(self, name: str) -> Owner:
+        owner = self._edge_owners.get(name)
+        if owner is None:
+            if not valid_owner_name(name):
+                raise EdgeUserRefused(
+                    "the user name the proxy in front authenticated cannot name an owner here (1 to 64 of A-Z a-z 0-9 "
+                    ". _ @ -, starting with a letter or digit)"
+                )
+            if len(self._edge_owners) >= CACHED:
+                self._edge_owners.clear()
+            owner = self._edge_owners[name] = Owner(
+                name, Role.ADMIN if name in self.edge_admins else Role.USER, source="edge"
+            )
+        return owner
+
     def _from_trusted_proxy(self, scope: Scope) -> bool:
         client = scope.get("client")
         if not client:
             return False
-        try:
-            address = ipaddress.ip_address(client[0])
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted_proxies)
+        trusted = self._trusted_hosts.get(client[0])
+        if trusted is None:
+            try:
+                address = ipaddress.ip_address(client[0])
+            except ValueError:
+                trusted = False
+            else:
+                trusted = any(address in network for network in self.trusted_proxies)
+            if len(self._trusted_hosts) >= CACHED:
+                self._trusted_hosts.clear()
+            self._trusted_hosts[client[0]] = trusted
+        return trusted
 
 
 class OwnerMiddleware:

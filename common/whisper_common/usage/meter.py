@@ -19,7 +19,7 @@ from whisper_common.owners import OWNER_SCOPE_KEY, Owner
 from whisper_common.usage.ledger import UsageLedger
 
 
-@dataclass
+@dataclass(slots=True)
 class Metering:
     owner: str
     route: str | None = None
