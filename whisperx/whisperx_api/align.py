@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -197,19 +198,28 @@ class WordAligner:
         self.device = device
         self.wav2vec2 = Wav2Vec2Models(settings, device)
 
-    def align(self, audio: np.ndarray, segments: Segments, language: str) -> tuple[Segments, str]:
+    def align(
+        self,
+        audio: np.ndarray | Callable[[], np.ndarray],
+        segments: Segments,
+        language: str,
+        levels: np.ndarray | None = None,
+    ) -> tuple[Segments, str]:
         """Segments with timed words, and the name of the method that timed them. `segments` carry the words
-        timed while decoding; wav2vec2 re-times them when its model is available."""
+        timed while decoding; wav2vec2 re-times them when its model is available. `audio` may be a callable that
+        loads it (only wav2vec2 needs the samples: with `levels`, from `LevelMeter`, snapping does not)."""
         if self.settings.mode != "whisper":
             found = self.wav2vec2.get(language)
             if isinstance(found, tuple):
-                aligned = self._wav2vec2(audio, segments, *found)
+                aligned = self._wav2vec2(audio() if callable(audio) else audio, segments, *found)
                 if aligned is not None:
                     return aligned, WAV2VEC2
                 found = "the alignment itself failed"
             if self.settings.mode == "wav2vec2":
                 raise AlignmentUnavailable(language, found)
-        voiced = voiced_frames(audio)
+        if levels is None:
+            levels = frame_levels(audio() if callable(audio) else audio)
+        voiced = voiced_from_levels(levels)
         for segment in segments:
             snap_to_speech(segment["words"], voiced)
             segment["start"], segment["end"] = segment["words"][0]["start"], segment["words"][-1]["end"]
@@ -253,11 +263,38 @@ def fill_missing_word_times(segment: dict[str, Any]) -> None:
 
 def voiced_frames(audio: np.ndarray) -> np.ndarray:
     """Per 10 ms frame: is there speech energy? The threshold adapts to the recording's noise floor and peak."""
+    return voiced_from_levels(frame_levels(audio))
+
+
+def frame_levels(audio: np.ndarray) -> np.ndarray:
+    """The level (dB) of each whole 10 ms frame."""
     n_frames = len(audio) // _FRAME
-    if n_frames == 0:
-        return np.zeros(0, dtype=bool)
     frames = audio[: n_frames * _FRAME].reshape(n_frames, _FRAME).astype(np.float64)
-    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10) if n_frames else np.zeros(0)
+
+
+class LevelMeter:
+    """frame_levels of a recording fed block by block (what snapping needs, instead of the samples)."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._rest = np.zeros(0, dtype=np.float32)
+
+    def feed(self, block: np.ndarray) -> np.ndarray:
+        data = np.concatenate([self._rest, block]) if self._rest.size else block
+        whole = len(data) // _FRAME * _FRAME
+        self._parts.append(frame_levels(data[:whole]))
+        self._rest = data[whole:].copy()
+        return block
+
+    def levels(self) -> np.ndarray:
+        return np.concatenate(self._parts) if self._parts else np.zeros(0)
+
+
+def voiced_from_levels(level: np.ndarray) -> np.ndarray:
+    """voiced_frames from the frames' levels."""
+    if level.size == 0:
+        return np.zeros(0, dtype=bool)
     floor, peak = np.percentile(level, 10), np.percentile(level, 98)
     threshold = max(floor + 0.3 * (peak - floor), peak - 45.0)
     voiced = level > threshold

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from whisper_common.app import create_service_app, serve_models
+from whisper_common.batching.runtime import serve_batching
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.model_catalog import default_compute_type, inference_device
 from whisper_common.models_routes import models_router
@@ -45,9 +46,11 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with serve_usage(app, settings), serve_models(app, settings, loader) as manager:
+        async with (serve_usage(app, settings), serve_models(app, settings, loader) as manager,
+                    serve_batching(app, settings, settings.scheduler, namespace="whisperx", in_flight=1) as batching):
             pipeline = TranscriptionPipeline(
-                WordAligner(settings.alignment, device), Diarizers(settings, device), settings.vad, settings.batch_size
+                WordAligner(settings.alignment, device), Diarizers(settings, device), settings.vad, settings.batch_size,
+                batching,
             )
             app.state.service = WhisperXService(settings, manager, pipeline, app.state.gate, app.state.metrics)
             async with serve_jobs(app, settings, WhisperXJobEngine(app.state.service), metrics_namespace="whisperx"):

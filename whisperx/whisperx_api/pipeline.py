@@ -1,6 +1,11 @@
 """One request's work, top to bottom: transcribe with word timings (faster-whisper's batched pipeline, Silero VAD)
 → optional wav2vec2 re-timing (align) → speakers (diarize, then known speakers named from reference clips).
 
+Decoding reads the recording once, as it streams from the file, in windows of at most 30 s of speech
+(whisper_common.windows) decoded `batch_size` at a time through the batch scheduler, which shares its CTranslate2
+calls with other requests' (whisper_common.batching); it keeps only the frames' levels for snapping word timings.
+The whole recording is loaded again only for the steps that need its samples (wav2vec2, diarization).
+
 Runs in a worker thread. Code here raises domain errors and never builds HTTP responses.
 """
 from __future__ import annotations
@@ -8,15 +13,19 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from whisper_common.speech_gate import GateOptions, speech_only
+from whisper_common.batching import Cancelled as BatchCancelled
+from whisper_common.batching import Priority
+from whisper_common.batching.runtime import Batching
+from whisper_common.speech_gate import RENEW_SECONDS
 from whisper_common.speech_guard import Report, SegmentGuard
 from whisper_common.transcript import Segment, Task, Transcript, Word
-from whisperx_api.align import CROSS_ATTENTION, Segments, WordAligner
+from whisperx_api.align import CROSS_ATTENTION, LevelMeter, Segments, WordAligner
 from whisperx_api.diarize.base import SpeakerTurn
 from whisperx_api.diarize.known import KnownSpeaker
 from whisperx_api.diarize.select import Diarizers
@@ -38,6 +47,35 @@ class Cancelled(Exception):
 
 
 @dataclass
+class RecordingAudio:
+    """A recording as the pipeline reads it: `blocks` once, as decoding goes; `load()` the whole of it, only for a
+    step that needs every sample (loaded once)."""
+
+    blocks: Iterable[np.ndarray]
+    loader: Callable[[], np.ndarray]
+    _samples: np.ndarray | None = field(default=None, repr=False)
+    _seconds: float = 0.0
+
+    @classmethod
+    def of(cls, samples: np.ndarray) -> RecordingAudio:
+        return cls([samples], lambda: samples)
+
+    def load(self) -> np.ndarray:
+        if self._samples is None:
+            self._samples = self.loader()
+        return self._samples
+
+    def counted(self) -> Iterator[np.ndarray]:
+        for block in self.blocks:
+            self._seconds += len(block) / SAMPLE_RATE
+            yield block
+
+    @property
+    def seconds(self) -> float:
+        return self._seconds
+
+
+@dataclass
 class PipelineResult:
     transcript: Transcript
     alignment: str
@@ -46,42 +84,53 @@ class PipelineResult:
 
 class TranscriptionPipeline:
     def __init__(
-        self, aligner: WordAligner, diarizers: Diarizers, vad: VadSettings | None = None, batch_size: int = 8
+        self,
+        aligner: WordAligner,
+        diarizers: Diarizers,
+        vad: VadSettings | None = None,
+        batch_size: int = 8,
+        batching: Batching | None = None,
     ) -> None:
         self.aligner = aligner
         self.diarizers = diarizers
         self.vad = vad or VadSettings()
         self.batch_size = batch_size
+        self.batching = batching
 
     def run(
         self,
         model: LoadedModel,
-        audio: np.ndarray,
+        audio: RecordingAudio | np.ndarray,
         options: WhisperXOptions,
         *,
         task: Task = "transcribe",
         known_speakers: tuple[KnownSpeaker, ...] = (),
         cancel: threading.Event | None = None,
         report: Report | None = None,
+        priority: Priority = Priority.SYNC,
     ) -> PipelineResult:
         """`task` "translate": English text from speech in any language (no wav2vec2 re-timing). The service has
         checked that the model can do what is asked (whisper_common.options.check_model_supports). `report` counts
-        what the hallucination guard keeps out (the service's metric)."""
+        what the hallucination guard keeps out (the service's metric); `priority`: a request's or a job's."""
+        recording = audio if isinstance(audio, RecordingAudio) else RecordingAudio.of(audio)
         language = options.language if model.multilingual else "en"
-        duration = len(audio) / SAMPLE_RATE
         # Chosen (and loaded) first: a diarizer that cannot load fails the request before any decoding is spent.
         diarizer = self.diarizers.get() if options.with_speakers(bool(known_speakers)) else None
-        segments, language = self.decode(model, audio, options, task, language, cancel, report)
+        meter = LevelMeter()
+        blocks = (meter.feed(block) for block in recording.counted())
+        segments, language = self.decode(model, blocks, options, task, language, cancel, report, priority=priority)
+        duration = recording.seconds
         if task == "translate":  # English words over speech in `language`: keep the decoder's own timings
             alignment = CROSS_ATTENTION
         else:
-            segments, alignment = self.aligner.align(audio, segments, language)
+            segments, alignment = self.aligner.align(recording.load, segments, language, levels=meter.levels())
         _check(cancel)
         diarization = NO_DIARIZATION
         if diarizer is not None:
-            turns = diarizer(audio, options.bounds)
+            samples = recording.load()
+            turns = diarizer(samples, options.bounds)
             if known_speakers:
-                turns = self.diarizers.matcher().name_speakers(audio, turns, known_speakers)
+                turns = self.diarizers.matcher().name_speakers(samples, turns, known_speakers)
             assign_speakers(turns, segments)
             diarization = diarizer.method
         by_speaker = diarizer is not None
@@ -92,76 +141,109 @@ class TranscriptionPipeline:
     def decode(
         self,
         model: LoadedModel,
-        audio: np.ndarray,
+        blocks: Iterable[np.ndarray],
         options: WhisperXOptions,
         task: Task,
         language: str | None,
         cancel: threading.Event | None,
         report: Report | None = None,
+        *,
+        priority: Priority = Priority.SYNC,
     ) -> tuple[Segments, str]:
-        """faster-whisper's batched decoding over Silero speech chunks, word timings from the same encoder pass; the
-        one place audio becomes segments. Unless the request opted out, each chunk's text passes the hallucination
+        """faster-whisper's batched decoding over Silero speech windows, word timings from the same encoder pass;
+        `batch_size` windows of this recording at a time, their CTranslate2 calls batched with other requests'. The
+        one place audio becomes segments: unless the request opted out, each window's segments pass the hallucination
         guard (whisper_common.speech_guard), which `report`s what it drops: audio without speech was never decoded
-        (`no_speech`), a chunk Whisper judges silent, without words or looping is dropped or cut. With the guard, the
-        speech gate (whisper_common.speech_gate: Silero with its state renewed every 10 s, at VAD__THRESHOLD) first
-        takes out what holds no speech, so that the pipeline's own VAD, whose state runs through the whole file, is
-        not dulled by a long stretch of noise (jfk's first sentence after 30 s of pink noise came back half lost)."""
-        from faster_whisper.transcribe import restore_speech_timestamps
+        (`no_speech`), a window Whisper judges silent, without words or looping is dropped or cut. With the guard, the
+        VAD's Silero state is renewed every 10 s as the speech gate renews it (whisper_common.speech_gate), so a long
+        stretch of noise does not dull it (jfk's first sentence after 30 s of pink noise came back half lost)."""
         from faster_whisper.vad import VadOptions
 
+        if self.batching is None:
+            raise RuntimeError("the pipeline needs the service's batch scheduler")
         vad = VadOptions(
             threshold=self.vad.threshold,
             min_silence_duration_ms=self.vad.min_silence_ms,
             speech_pad_ms=self.vad.speech_pad_ms,
+            max_speech_duration_s=30,
         )
+        found: list[str] = []
+
+        def tokenizer_for(first: np.ndarray, shell: Any) -> Any:
+            from faster_whisper.tokenizer import Tokenizer
+
+            detected = language
+            if detected is None:
+                detected = shell.detect_language(audio=first)[0] if shell.model.is_multilingual else "en"
+            found.append(detected)
+            return Tokenizer(shell.hf_tokenizer, shell.model.is_multilingual, task=task, language=detected)
+
         segments: Segments = []
-        duration = len(audio) / SAMPLE_RATE
-        guard = SegmentGuard(report, duration=duration, language=language) if options.hallucination_guard else None
-        speech, regions = audio, None
-        if guard is not None:  # the speech gate first: long stretches without speech would dull the VAD below
-            speech, regions = speech_only(audio, GateOptions(threshold=self.vad.threshold))
-            if not regions:
-                if duration > 0:
-                    guard.no_speech()
-                return segments, language or "en"
-        with model.lock:
-            decoded, info = model.batched.transcribe(
-                speech,
-                language=language,
-                task=task,
-                batch_size=options.batch_size or self.batch_size,
-                initial_prompt=options.prompt,
-                word_timestamps=True,
-                vad_filter=True,
-                vad_parameters=vad,
+        stop = cancel or threading.Event()
+        guard: SegmentGuard | None = None
+        windows = 0
+        with self.batching.scheduler.opened(priority, label=model.model_id) as stream:
+            decoded = self.batching.decoder.decode_speech(
+                model.whisper, stream, blocks, vad=vad, tokenizer_for=tokenizer_for,
+                options=batched_options(model, task, options.prompt), group=options.batch_size or self.batch_size,
+                cancel=stop, renew_seconds=RENEW_SECONDS if options.hallucination_guard else None,
             )
-            if guard is not None and info.duration_after_vad == 0:
-                guard.no_speech()
-            if regions:
-                decoded = restore_speech_timestamps(decoded, regions, SAMPLE_RATE)
-            for segment in decoded:  # decoded batch by batch: a client that left stops the work between batches
-                _check(cancel)
-                checked = _as_segment(segment) if guard is None else guard.check(_as_segment(segment))
-                if checked is None:
-                    continue
-                words = [
-                    {"word": word.word.strip(), "start": word.start, "end": word.end, "score": round(word.probability or 0.0, 3)}
-                    for word in checked.words or ()
-                    if word.word.strip()
-                ]
-                if words:
-                    segments.append({"start": words[0]["start"], "end": words[-1]["end"], "text": checked.text, "words": words})
-        return segments, info.language
+            try:
+                for window, window_segments in decoded:
+                    windows += 1
+                    if options.hallucination_guard and guard is None:
+                        guard = SegmentGuard(report, language=found[0] if found else language)
+                    for raw in window_segments:
+                        segment = _as_segment(raw)
+                        if guard is not None:
+                            guard.duration = window.end  # nothing of this window can start after its audio
+                            segment = guard.check(segment)
+                        if segment is None:
+                            continue
+                        words = [
+                            {"word": word.word.strip(), "start": word.start, "end": word.end,
+                             "score": round(word.probability or 0.0, 3)}
+                            for word in segment.words or ()
+                            if word.word.strip()
+                        ]
+                        if words:
+                            segments.append({"start": words[0]["start"], "end": words[-1]["end"], "text": segment.text,
+                                             "words": words})
+            except BatchCancelled:
+                raise Cancelled() from None
+            finally:
+                decoded.close()
+        if options.hallucination_guard and windows == 0:
+            SegmentGuard(report).no_speech()  # the VAD found no speech: nothing was decoded
+        return segments, found[0] if found else (language or "en")
 
 
-def _as_segment(segment: Any) -> Segment:
-    """A faster-whisper segment (with words) as the guard reads it."""
+def _as_segment(segment: dict[str, Any]) -> Segment:
+    """A segment of BatchedInferencePipeline.forward (with words) as the guard reads it."""
     return Segment(
-        id=0, start=float(segment.start), end=float(segment.end), text=segment.text,
-        avg_logprob=float(segment.avg_logprob), no_speech_prob=float(segment.no_speech_prob),
-        compression_ratio=float(segment.compression_ratio),
-        words=[Word(word=word.word, start=float(word.start), end=float(word.end), probability=float(word.probability))
-               for word in segment.words or ()],
+        id=0, start=float(segment["start"]), end=float(segment["end"]), text=segment["text"],
+        avg_logprob=float(segment["avg_logprob"]), no_speech_prob=float(segment["no_speech_prob"]),
+        compression_ratio=float(segment["compression_ratio"]),
+        words=[Word(word=word["word"], start=float(word["start"]), end=float(word["end"]),
+                    probability=float(word["probability"])) for word in segment.get("words") or ()],
+    )
+
+
+def batched_options(model: LoadedModel, task: Task, prompt: str | None) -> Any:
+    """The options BatchedInferencePipeline.transcribe gives its `forward` (its defaults: beam 5, the first
+    temperature, no timestamps, word timings on), for this request's prompt."""
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+    tokenizer = Tokenizer(model.whisper.hf_tokenizer, model.multilingual, task=task, language="en")
+    return TranscriptionOptions(
+        beam_size=5, best_of=5, patience=1, length_penalty=1, repetition_penalty=1, no_repeat_ngram_size=0,
+        log_prob_threshold=-1.0, no_speech_threshold=0.6, compression_ratio_threshold=2.4, temperatures=[0.0],
+        initial_prompt=prompt, prefix=None, suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        prepend_punctuations="\"'“¿([{-", append_punctuations="\"'.。,，!！?？:：”)]}、", max_new_tokens=None,
+        hotwords=None, word_timestamps=True, hallucination_silence_threshold=None, condition_on_previous_text=False,
+        clip_timestamps=[], prompt_reset_on_temperature=0.5, multilingual=False, without_timestamps=True,
+        max_initial_timestamp=0.0,
     )
 
 

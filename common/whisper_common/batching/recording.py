@@ -102,11 +102,12 @@ class RecordingDecoder:
         options: Any,
         group: int,
         cancel: threading.Event,
+        renew_seconds: float | None = None,
     ) -> Iterator[tuple[AudioWindow, list[dict[str, Any]]]]:
         """Per window of speech, its segments (dicts, as BatchedInferencePipeline.forward makes them). `tokenizer_for`
         (first window's samples, model) -> the Tokenizer (detecting the language when it must)."""
         model = request_model(whisper_model, stream)
-        windows = Windower(vad, speech_only=True).windows(blocks)
+        windows = Windower(vad, speech_only=True, renew_seconds=renew_seconds).windows(blocks)
         first = next(windows, None)
         if first is None:
             return
