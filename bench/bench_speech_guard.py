@@ -125,8 +125,9 @@ def job(client: httpx.Client, path: Path, **fields: str) -> str:
 
 
 def live(client: httpx.Client, path: Path, **fields: str) -> str:
-    """A live session: the clip appended and committed by hand, then jfk committed as a marker (finals come in commit
-    order); the texts of the `completed` items before the marker's, or "(no completed)"."""
+    """A live session: the clip appended and committed by hand (a clip over REALTIME_MAX_UTTERANCE_SECONDS is cut into
+    utterances by the session), then jfk committed as a marker (finals come in commit order): the `completed` texts of
+    the clip's utterances, or "(no completed)"."""
     from faster_whisper.audio import decode_audio
     from websockets.sync.client import connect
 
@@ -145,19 +146,29 @@ def live(client: httpx.Client, path: Path, **fields: str) -> str:
                                               else {})}
         socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
             "transcription": transcription, "turn_detection": None}}}}))
-        for samples in (decode_audio(str(path), sampling_rate=24000), marker):
-            for chunk in pcm(samples):
-                socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
-            socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
-        while len(committed) < 2 or committed[1] not in completed:
+        for chunk in pcm(decode_audio(str(path), sampling_rate=24000)):
+            socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        socket.send(json.dumps({"type": "session.update", "session": {"type": "transcription"}}))  # the clip's end
+        clip_items: list[str] | None = None
+        updates = 0
+        for chunk in pcm(marker):
+            socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        while clip_items is None or len(committed) <= len(clip_items) or committed[-1] not in completed:
             event = json.loads(socket.recv(timeout=600))
             if event["type"] == "input_audio_buffer.committed":
                 committed.append(event["item_id"])
+            elif event["type"] == "session.updated":
+                updates += 1
+                if updates == 2:  # the first answers the configuration
+                    clip_items = list(committed)
             elif event["type"] == "conversation.item.input_audio_transcription.completed":
                 completed[event["item_id"]] = event["transcript"]
             elif event["type"] in ("error", "conversation.item.input_audio_transcription.failed"):
-                return f"<{event['type']}>"
-    return completed.get(committed[0], "(no completed)")
+                return f"<{event['type']}: {event.get('error', {}).get('code')}>"
+    texts = [completed[item] for item in clip_items if item in completed]
+    return " ".join(texts) if texts else "(no completed)"
 
 
 PATH_CALLS: dict[str, Callable[..., str]] = {"sync": sync, "sse": sse, "job": job, "live": live, "/transcribe": transcribe}

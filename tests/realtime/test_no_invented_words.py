@@ -130,3 +130,31 @@ def test_without_the_guard_a_committed_silence_is_completed(realtime_server: Ser
         append(socket, pcm16(clips["digital silence"], trailing_silence=0.0))
         socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
         assert until_completed(socket)[-1]["type"] == COMPLETED
+
+
+def test_an_utterance_of_music_is_not_decoded_whole(tmp_path: Path) -> None:
+    """A VAD blip on a note can open an utterance over music; decoded whole, the plucked notes become "Thank you."
+    (tiny.en, beam 5). Until an utterance has given words, only the speech the gate finds in it is decoded."""
+    from faster_whisper import WhisperModel
+
+    from tests.non_speech import corpus
+    from whisper_common.model_catalog import embedded_model_dir
+    from whisper_common.uploads import decode_audio
+    from whisper_faster.models import LoadedModel
+    from whisper_faster.realtime.decode import transcribe_utterance
+    from whisper_faster.realtime.session import DecodeRequest, SessionConfig
+
+    model = LoadedModel("tiny.en", WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8",
+                                                cpu_threads=2))
+    notes = next(clip for clip in corpus() if clip.name == "synthetic plucked notes")
+    notes.write(tmp_path / "notes.wav", 10.0)
+    samples = decode_audio(str(tmp_path / "notes.wav")).samples
+    reasons: list[str] = []
+
+    def final(**config: object) -> str:
+        request = DecodeRequest(1, "item", samples, True, SessionConfig(language="en", **config), len(samples))
+        return transcribe_utterance(model, request, reasons.append)
+
+    assert final(hallucination_guard=False) == "Thank you."
+    assert final() == ""
+    assert reasons == ["no_speech"]

@@ -17,15 +17,22 @@ utterance as left context when the session gives one (its transcript is the forc
 Without a language (a multilingual model and none configured) decoding goes through `WhisperModel.transcribe`, which
 detects it.
 
-Unless the session opted out (`hallucination_guard: false`), the text passes the hallucination guard
-(whisper_common.speech_guard): an utterance in which the session's VAD never heard speech (a manual commit of silence or
-noise) is not decoded at all, and a decoded text without words, or looping, is emptied or cut. `report` counts it."""
+Unless the session opted out (`hallucination_guard: false`), an utterance goes through the speech gate the file routes
+use (whisper_common.speech_gate) until a decode of it has given words: only the speech the gate finds in it is decoded
+(after the left context), and one in which the session's VAD never heard speech (a manual commit of silence or noise),
+or in which the gate finds none, is not decoded at all. (A plucked-string melody once opened an utterance on a
+half-second VAD blip, and a greedy partial of the whole 25 s of music said "Thank you.", then kept by the final.) Once
+an utterance has given words, its decodes hear all of its audio, as without the guard. A decoded text without words,
+or looping, is then emptied or cut (whisper_common.speech_guard). `report` counts it."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import ctranslate2
 import numpy as np
 from faster_whisper.tokenizer import Tokenizer
 
+from whisper_common.speech_gate import speech_only
 from whisper_common.speech_guard import Reason, Report, TextGuard, silent_window
 from whisper_faster.models import LoadedModel
 from whisper_faster.realtime.session import DecodeRequest
@@ -46,10 +53,13 @@ def transcribe_utterance(model: LoadedModel, request: DecodeRequest, report: Rep
     """The utterance's text (the final's or a partial's); only finals are reported (partials are many per utterance)."""
     guarded = request.config.hallucination_guard
     report = report if request.final else None
-    if guarded and not request.has_speech:
-        if report is not None:
-            report(Reason.NO_SPEECH.value)
-        return ""
+    if guarded and not request.speech_confirmed:
+        speech = _speech_only(request) if request.has_speech else None
+        if speech is None:
+            if report is not None:
+                report(Reason.NO_SPEECH.value)
+            return ""
+        request = speech
     silenced = report if guarded else None
     language = request.config.language or (None if model.multilingual else "en")
     if language is None or (request.final and request.audio_seconds > WINDOWED_FINAL_MAX_SECONDS):
@@ -61,6 +71,15 @@ def transcribe_utterance(model: LoadedModel, request: DecodeRequest, report: Rep
         text = _windowed(model, request, language, beam_size=1, tokens_per_second=PARTIAL_TOKENS_PER_SECOND,
                          silenced=silenced)
     return TextGuard(report, language=language).check(text) if guarded else text
+
+
+def _speech_only(request: DecodeRequest) -> DecodeRequest | None:
+    """The request with the utterance's own audio cut to the speech the gate finds in it (the left context kept), or
+    None when it finds none."""
+    speech, regions = speech_only(request.samples[request.context_samples:])
+    if not regions:
+        return None
+    return replace(request, samples=np.concatenate([request.samples[:request.context_samples], speech]))
 
 
 def _transcribe(model: LoadedModel, request: DecodeRequest, language: str | None) -> str:

@@ -130,6 +130,8 @@ class DecodeRequest:
     with it, and it is cut from the result."""
     has_speech: bool = True
     """Whether the VAD heard speech in the utterance (a manual commit may hold none: the guard then decodes nothing)."""
+    speech_confirmed: bool = False
+    """Whether an earlier decode of the utterance gave words (the guard's speech gate need not look at it again)."""
 
     @property
     def prompt(self) -> str | None:
@@ -192,6 +194,8 @@ class _Item:
     guesses: dict[int, str] = field(default_factory=dict)
     """Final-quality transcripts by audio end (speculative decodes), reused when the commit ends there."""
     has_speech: bool = False
+    speech_confirmed: bool = False
+    """A decode of it gave words: the speech gate found speech in it."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,9 @@ class RealtimeSession:
             return []
         text = " ".join(text.split())
         outputs: list[Output] = []
+        decoded_item = self._item_by_id(request.item_id)
+        if text and decoded_item is not None:
+            decoded_item.speech_confirmed = True
         final = self._finals[0] if self._finals else None
         if request.final:
             if final is not None and final.item.item_id == request.item_id and final.end == request.end:
@@ -466,7 +473,7 @@ class RealtimeSession:
             from_sample, context_text = item.start, ""
         request = DecodeRequest(next(self._jobs), item.item_id, samples[from_sample - samples_start:], final,
                                 self.config, end, self._context, item.start - from_sample, context_text,
-                                item.has_speech)
+                                item.has_speech, item.speech_confirmed)
         self._in_flight = request
         return Decode(request)
 
