@@ -16,6 +16,11 @@ Shapes (exactly OpenAI's):
   "type": "transcript.text.segment"}], "usage"}` as the SDK's `TranscriptionDiarized` types it: `id` a string
   (`seg_0`, ...), speakers `A`, `B`, ... by first appearance (a diarizer's `SPEAKER_00` labels are renamed; other
   labels, the known speakers' names, are kept)
+- rttm (an extension, where diarization ran): the diarizer's turns, one `SPEAKER <file> 1 <start> <duration> <NA> <NA>
+  <speaker> <NA> <NA>` line each, as NIST's tools and pyannote.metrics read them
+
+Where a transcript carries the diarizer's turns, verbose_json and diarized_json have `turns`: `[{"start", "end",
+"speaker"}]` (and `similarity` where a known voice named the turn), labelled like the segments.
 
 Streaming (`text/event-stream`, one `data: {json}` line per event): `delta_event(text)` for each decoded segment,
 `segment_event(segment, speaker)` for diarized streams, then `done_event(full_text)` carrying the FULL text.
@@ -33,7 +38,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from whisper_common.errors import InvalidParameter
 from whisper_common.languages import language_name
-from whisper_common.transcript import Segment, Transcript, Word, join_segment_texts
+from whisper_common.transcript import Segment, Transcript, Turn, Word, join_segment_texts
 
 
 class ResponseFormat(StrEnum):
@@ -43,6 +48,7 @@ class ResponseFormat(StrEnum):
     VERBOSE_JSON = "verbose_json"
     VTT = "vtt"
     DIARIZED_JSON = "diarized_json"
+    RTTM = "rttm"
 
 
 class TimestampGranularity(StrEnum):
@@ -63,6 +69,7 @@ MEDIA_TYPES: dict[ResponseFormat, str] = {
     ResponseFormat.TEXT: "text/plain; charset=utf-8",
     ResponseFormat.SRT: "application/x-subrip; charset=utf-8",
     ResponseFormat.VTT: "text/vtt; charset=utf-8",
+    ResponseFormat.RTTM: "text/plain; charset=utf-8",
 }
 
 
@@ -213,24 +220,45 @@ def to_verbose_json(
         body["segments"] = [segment_json(segment) for segment in transcript.segments]
     if TimestampGranularity.WORD in granularities:
         body["words"] = [word_json(word) for word in transcript.words]
+    if transcript.turns is not None:
+        body["turns"] = [turn_json(turn, turn.speaker) for turn in transcript.turns]
     return body
+
+
+def turn_json(turn: Turn, speaker: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"start": round(turn.start, 3), "end": round(turn.end, 3), "speaker": speaker}
+    if turn.similarity is not None:
+        body["similarity"] = round(turn.similarity, 3)
+    return body
+
+
+def to_rttm(transcript: Transcript, file_id: str = "audio") -> str:
+    """The diarizer's turns as RTTM (empty when there are none); spaces in the id or a label become underscores."""
+    file_id = "_".join(file_id.split()) or "audio"
+    return "".join(
+        f"SPEAKER {file_id} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> {'_'.join(turn.speaker.split())} "
+        "<NA> <NA>\n"
+        for turn in transcript.turns or ()
+    )
 
 
 _DIARIZER_LABEL = re.compile(r"SPEAKER_\d+")
 
 
-def speaker_letters(segments: Iterable[Segment]) -> dict[str | None, str]:
+def speaker_letters(segments: Iterable[Segment], turns: Iterable[Turn] = ()) -> dict[str | None, str]:
     """OpenAI's speaker labels: each diarizer label (`SPEAKER_00`) or missing speaker becomes `A`, `B`, ... `Z`,
-    `AA`, ... in order of first appearance; any other label (a known speaker's name) is kept as it is."""
-    names = {segment.speaker for segment in segments if segment.speaker and not _DIARIZER_LABEL.fullmatch(segment.speaker)}
+    `AA`, ... in order of first appearance in the segments (then in the turns, for a voice no segment has); any other
+    label (a known speaker's name) is kept as it is."""
+    speakers = [segment.speaker for segment in segments] + [turn.speaker for turn in turns]
+    names = {speaker for speaker in speakers if speaker and not _DIARIZER_LABEL.fullmatch(speaker)}
     labels: dict[str | None, str] = {name: name for name in names}
     index = 0
-    for segment in segments:
-        if segment.speaker in labels:
+    for speaker in speakers:
+        if speaker in labels:
             continue
         while (letter := _letters(index)) in names:
             index += 1
-        labels[segment.speaker] = letter
+        labels[speaker] = letter
         index += 1
     return labels
 
@@ -258,7 +286,7 @@ def diarized_segment_json(segment: Segment, speaker: str) -> dict[str, Any]:
 def to_diarized_json(
     transcript: Transcript, granularities: frozenset[TimestampGranularity] = frozenset()
 ) -> dict[str, Any]:
-    labels = speaker_letters(transcript.segments)
+    labels = speaker_letters(transcript.segments, transcript.turns or ())
     body: dict[str, Any] = {
         "task": "transcribe",
         "duration": round(transcript.duration, 3),
@@ -272,6 +300,8 @@ def to_diarized_json(
             if "speaker" in word:
                 word["speaker"] = labels.get(word["speaker"], word["speaker"])
         body["words"] = words
+    if transcript.turns is not None:
+        body["turns"] = [turn_json(turn, labels[turn.speaker]) for turn in transcript.turns]
     return body
 
 
@@ -280,7 +310,7 @@ def render_body(
     response_format: ResponseFormat,
     granularities: frozenset[TimestampGranularity] = frozenset(),
 ) -> dict[str, Any] | str:
-    """The response body: a dict for the JSON formats, a str for text, srt and vtt."""
+    """The response body: a dict for the JSON formats, a str for text, srt, vtt and rttm."""
     match response_format:
         case ResponseFormat.JSON:
             return to_json(transcript)
@@ -294,6 +324,8 @@ def render_body(
             return to_srt(transcript)
         case ResponseFormat.VTT:
             return to_vtt(transcript)
+        case ResponseFormat.RTTM:
+            return to_rttm(transcript)
     raise AssertionError(response_format)
 
 

@@ -7,7 +7,9 @@ Build a `Transcript` from your engine's output, then hand it to `whisper_common.
                 words=[Word(word=" And", start=0.0, end=0.4, probability=0.9)]),
     ])
 
-Segment ids start at 0 (as OpenAI's do). `speaker` is set by diarization (WhisperX), else None.
+Segment ids start at 0 (as OpenAI's do). `speaker` is set by diarization (WhisperX) or a live session's speaker
+labels, else None. `turns` is who spoke when as the diarizer found it, independent of the words (None when the
+transcription was not diarized).
 """
 from __future__ import annotations
 
@@ -48,6 +50,17 @@ class Segment:
 
 
 @dataclass(slots=True)
+class Turn:
+    """A stretch of one voice, as the diarizer found it. `similarity`: the cosine similarity of the voice to the known
+    speaker (voiceprint or reference clip) that gave it its name; None for an unknown voice."""
+
+    start: float
+    end: float
+    speaker: str
+    similarity: float | None = None
+
+
+@dataclass(slots=True)
 class Transcript:
     """A whole transcription: `language` is a code (`"en"`), `duration` the audio's length in seconds."""
 
@@ -55,6 +68,11 @@ class Transcript:
     duration: float
     segments: list[Segment] = field(default_factory=list)
     task: Task = "transcribe"
+    turns: list[Turn] | None = None
+
+    def __post_init__(self) -> None:
+        if self.turns:  # read back from JSON (a job's stored result): plain dicts
+            self.turns = [turn if isinstance(turn, Turn) else Turn(**turn) for turn in self.turns]
 
     @property
     def text(self) -> str:

@@ -33,8 +33,12 @@ from tests.support import fixture_path
 
 AUDIO = "jfk.flac"
 # Fields beyond the SDK's types, on purpose: OpenAI's own verbose_json carries `task` (the SDK does not type it);
-# /v1/models entries say whether the model is loaded and the default (docs/api.md).
-EXTENSIONS: dict[str, set[str]] = {"TranscriptionVerbose": {"task"}, "TranslationVerbose": {"task"}, "Model": {"loaded", "default"}}
+# /v1/models entries say whether the model is loaded and the default; a diarized transcript carries the diarizer's
+# `turns` (docs/api.md).
+EXTENSIONS: dict[str, set[str]] = {
+    "TranscriptionVerbose": {"task", "turns"}, "TranslationVerbose": {"task"}, "TranscriptionDiarized": {"turns"},
+    "Model": {"loaded", "default"},
+}
 
 
 def strict(model: type[BaseModel], body: object) -> BaseModel:

@@ -158,7 +158,8 @@ def test_known_speakers_with_pyannote_turns() -> None:
         KnownSpeaker(name, dev01[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
         for name, (start, end) in DEV01_TURNS.items()
     )
-    named = SpeakerMatcher(SpeakerEncoder()).name_speakers(audio, turns, known)
+    named, matches = SpeakerMatcher(SpeakerEncoder()).name_speakers(audio, turns, known)
+    assert set(matches) == set(DEV01_TURNS) and all(match.similarity >= 0.84 for match in matches.values())
     by_name = {name: sum(t.end - t.start for t in named if t.speaker == name) for name in DEV01_TURNS}
     assert by_name["Maria"] > 10 and by_name["Tom"] > 5, by_name
     for name, (start, end) in DEV00_SPANS.items():

@@ -11,6 +11,7 @@ from whisper_common.batching.runtime import serve_batching
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.model_catalog import default_compute_type, inference_device
 from whisper_common.models_routes import models_router
+from whisper_common.speakers import serve_speakers, speakers_router
 from whisper_common.usage import serve_usage
 from whisperx_api import __version__
 from whisperx_api.align import WordAligner
@@ -24,9 +25,11 @@ from whisperx_api.settings import WhisperXSettings
 
 DESCRIPTION = """WhisperX: transcription with word-level timestamps and speaker diarization, offline by default.
 
-`POST /transcribe` is the WhisperX API (words, speakers, `alignment` and `diarization` naming the methods used).
-`/v1/audio/transcriptions` is OpenAI-compatible (`base_url=".../v1"` in the `openai` client) and adds
-`response_format=diarized_json`. Errors use OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+`POST /transcribe` is the WhisperX API (words, speakers, the diarizer's turns, `alignment` and `diarization` naming
+the methods used). `/v1/audio/transcriptions` is OpenAI-compatible (`base_url=".../v1"` in the `openai` client) and
+adds `response_format=diarized_json`. `/v1/speakers` is the caller's voiceprint library: `speakers=library` (or
+names) on a transcription names the speakers it recognises. Errors use OpenAI's
+`{"error": {"message", "type", "param", "code"}}`.
 """
 
 
@@ -47,13 +50,15 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (serve_usage(app, settings), serve_models(app, settings, loader) as manager,
-                    serve_batching(app, settings, settings.scheduler, namespace="whisperx", in_flight=1) as batching):
+                    serve_batching(app, settings, settings.scheduler, namespace="whisperx", in_flight=1) as batching,
+                    serve_speakers(app, settings, settings.speakers) as library):
+            diarizers = Diarizers(settings, device, encoder=library.encoder)
             pipeline = TranscriptionPipeline(
-                WordAligner(settings.alignment, device), Diarizers(settings, device), settings.vad, settings.batch_size,
-                batching,
+                WordAligner(settings.alignment, device), diarizers, settings.vad, settings.batch_size, batching,
             )
             app.state.service = WhisperXService(settings, manager, pipeline, app.state.gate, app.state.metrics)
-            async with serve_jobs(app, settings, WhisperXJobEngine(app.state.service), metrics_namespace="whisperx"):
+            engine = WhisperXJobEngine(app.state.service, library)
+            async with serve_jobs(app, settings, engine, metrics_namespace="whisperx"):
                 yield
 
     app = create_service_app(
@@ -62,7 +67,7 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         metrics_namespace="whisperx",
-        routers=[transcribe.router, openai.router, models_router()],
+        routers=[transcribe.router, openai.router, models_router(), speakers_router()],
         lifespan=lifespan,
     )
     include_jobs_routes(app, WhisperXJobEngine.options_model, WhisperXJobEngine.formats)

@@ -1,5 +1,6 @@
 """WhisperX's options model: the shared fields (whisper_common.options, `hallucination_guard` among them),
-`diarized_json`, and the diarization extensions (`diarize`, `min_speakers`, `max_speakers`) and `batch_size`. Jobs
+`diarized_json` and `rttm`, and the diarization extensions (`diarize`, `min_speakers`, `max_speakers`, `speakers`)
+and `batch_size`. Jobs
 take it as JSON; the routes' forms are it (`/v1/audio/transcriptions`) or a part of it (`/transcribe`,
 `/v1/audio/translations`), with the known speakers' clips where a route takes them."""
 from __future__ import annotations
@@ -21,17 +22,30 @@ from whisper_common.options import (
     TranscriptionOptions,
     response_format_type,
 )
+from whisper_common.speakers.library import Selection
 from whisperx_api.diarize.base import SpeakerBounds
 from whisperx_api.diarize.known import MAX_KNOWN_SPEAKERS
 
-FORMATS = (*TRANSCRIPTION_FORMATS, ResponseFormat.DIARIZED_JSON)
-TRANSCRIBE_FORMATS = (ResponseFormat.JSON, ResponseFormat.SRT, ResponseFormat.VTT, ResponseFormat.TEXT)
+FORMATS = (*TRANSCRIPTION_FORMATS, ResponseFormat.DIARIZED_JSON, ResponseFormat.RTTM)
+TRANSCRIBE_FORMATS = (ResponseFormat.JSON, ResponseFormat.SRT, ResponseFormat.VTT, ResponseFormat.TEXT, ResponseFormat.RTTM)
+DIARIZED_FORMATS = (ResponseFormat.DIARIZED_JSON.value, ResponseFormat.RTTM.value)
 NAMES = "known_speaker_names[]"
 REFERENCES = "known_speaker_references[]"
 
 Diarize = Annotated[
     bool | None,
-    Field(description="Extension: label speakers. Default: true for `diarized_json` or with known speakers, else false."),
+    Field(description="Extension: label speakers. Default: true for `diarized_json` and `rttm`, or with known speakers "
+          "(`speakers`, reference clips), else false."),
+]
+Speakers = Annotated[
+    str | None,
+    Field(
+        max_length=4000,
+        description="Extension: name diarized speakers from your voiceprint library (`/v1/speakers`): `library` (all "
+        "of them) or names or ids, comma-separated (`Maria,Tom`). A speaker whose voice matches one takes its name "
+        "(turns also carry the similarity); unknown voices keep their labels. Implies diarization; may be combined "
+        "with reference clips (a clip's name wins over a voiceprint's).",
+    ),
 ]
 MinSpeakers = Annotated[int | None, Field(ge=1, le=64, description="With diarization: at least this many speakers.")]
 MaxSpeakers = Annotated[int | None, Field(ge=1, le=64, description="With diarization: at most this many speakers.")]
@@ -52,6 +66,7 @@ class WhisperXOptions(TranscriptionOptions):
     min_speakers: MinSpeakers = None
     max_speakers: MaxSpeakers = None
     batch_size: BatchSize = None
+    speakers: Speakers = None
 
     @model_validator(mode="after")
     def _bounds(self) -> WhisperXOptions:
@@ -60,7 +75,17 @@ class WhisperXOptions(TranscriptionOptions):
                 "min_speakers",
                 f"min_speakers ({self.min_speakers}) must not be greater than max_speakers ({self.max_speakers})",
             )
+        if self.diarize is False and self.selection is not None:
+            raise InvalidParameter("speakers", "speakers names diarized speakers: it cannot be used with diarize=false")
+        if self.diarize is False and self.response_format == ResponseFormat.RTTM.value:
+            raise InvalidParameter("response_format", "rttm holds the diarizer's turns: it cannot be used with "
+                                   "diarize=false")
         return self
+
+    @property
+    def selection(self) -> Selection | None:
+        """The voiceprints asked for (`library`, or names): None when none were."""
+        return Selection.parse(self.speakers)
 
     @property
     def bounds(self) -> SpeakerBounds:
@@ -70,7 +95,7 @@ class WhisperXOptions(TranscriptionOptions):
         """Diarize as asked; unasked, for `diarized_json` or when known speakers are given."""
         if self.diarize is not None:
             return self.diarize
-        return self.response_format == ResponseFormat.DIARIZED_JSON.value or known
+        return self.response_format in DIARIZED_FORMATS or known or self.selection is not None
 
 
 class KnownSpeakerFields(FormModel):
@@ -111,6 +136,7 @@ class TranscribeForm(KnownSpeakerFields):
     min_speakers: MinSpeakers = None
     max_speakers: MaxSpeakers = None
     batch_size: BatchSize = None
+    speakers: Speakers = None
     hallucination_guard: HallucinationGuard = True
     response_format: response_format_type(TRANSCRIBE_FORMATS) = None  # type: ignore[valid-type]
 

@@ -1,5 +1,6 @@
 """One request's work, top to bottom: transcribe with word timings (faster-whisper's batched pipeline, Silero VAD)
-→ optional wav2vec2 re-timing (align) → speakers (diarize, then known speakers named from reference clips).
+→ optional wav2vec2 re-timing (align) → speakers (diarize, then known speakers named from voiceprints and reference
+clips); the diarizer's own turns are kept in the result beside the segments.
 
 Decoding reads the recording once, as it streams from the file, in windows of at most 30 s of speech
 (whisper_common.windows) decoded `batch_size` at a time through the batch scheduler, which shares its CTranslate2
@@ -24,10 +25,11 @@ from whisper_common.batching import Priority
 from whisper_common.batching.runtime import Batching
 from whisper_common.speech_gate import RENEW_SECONDS
 from whisper_common.speech_guard import Report, SegmentGuard
-from whisper_common.transcript import Segment, Task, Transcript, Word
+from whisper_common.speakers.matching import Match
+from whisper_common.transcript import Segment, Task, Transcript, Turn, Word
 from whisperx_api.align import CROSS_ATTENTION, LevelMeter, Segments, WordAligner
 from whisperx_api.diarize.base import SpeakerTurn
-from whisperx_api.diarize.known import KnownSpeaker
+from whisperx_api.diarize.known import KnownSpeaker, KnownVoices
 from whisperx_api.diarize.select import Diarizers
 from whisperx_api.models import LoadedModel
 from whisperx_api.options import WhisperXOptions
@@ -104,7 +106,7 @@ class TranscriptionPipeline:
         options: WhisperXOptions,
         *,
         task: Task = "transcribe",
-        known_speakers: tuple[KnownSpeaker, ...] = (),
+        known_speakers: KnownVoices | tuple[KnownSpeaker, ...] = (),
         cancel: threading.Event | None = None,
         report: Report | None = None,
         priority: Priority = Priority.SYNC,
@@ -126,16 +128,21 @@ class TranscriptionPipeline:
             segments, alignment = self.aligner.align(recording.load, segments, language, levels=meter.levels())
         _check(cancel)
         diarization = NO_DIARIZATION
+        turns: list[Turn] | None = None
         if diarizer is not None:
             samples = recording.load()
-            turns = diarizer(samples, options.bounds)
+            found = diarizer(samples, options.bounds)
+            matches: dict[str, Match] = {}
             if known_speakers:
-                turns = self.diarizers.matcher().name_speakers(samples, turns, known_speakers)
-            assign_speakers(turns, segments)
+                found, matches = self.diarizers.matcher().name_speakers(samples, found, known_speakers)
+            assign_speakers(found, segments)
             diarization = diarizer.method
+            turns = [Turn(turn.start, turn.end, turn.speaker, matches[turn.speaker].similarity
+                          if turn.speaker in matches else None) for turn in found]
         by_speaker = diarizer is not None
         segments = split_segments(segments, language, by_speaker=by_speaker)
-        transcript = Transcript(language=language, duration=duration, segments=to_segments(segments), task=task)
+        transcript = Transcript(language=language, duration=duration, segments=to_segments(segments), task=task,
+                                turns=turns)
         return PipelineResult(transcript=transcript, alignment=alignment, diarization=diarization)
 
     def decode(

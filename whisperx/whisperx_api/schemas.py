@@ -25,6 +25,15 @@ class TranscribeSegment(BaseModel):
     words: list[TranscribeWord]
 
 
+class TranscribeTurn(BaseModel):
+    start: float
+    end: float
+    speaker: str = Field(description="`SPEAKER_00`, ... or the name of a known voice that matched.")
+    similarity: float | None = Field(
+        None, description="Cosine similarity to the known voice that named the turn; absent for unknown voices."
+    )
+
+
 class TranscribeResponse(BaseModel):
     """`response_format=json` (the default) of `POST /transcribe`."""
 
@@ -34,6 +43,10 @@ class TranscribeResponse(BaseModel):
         description="What timed the words: WhisperX's wav2vec2 alignment, or Whisper's cross-attention snapped to speech edges."
     )
     diarization: Literal["pyannote", "embedded", "none"] = Field(description="What labelled the speakers.")
+    turns: list[TranscribeTurn] | None = Field(
+        None, description="When diarized: who spoke when, the diarizer's own turns (overlapped speech: the dominant "
+        "voice), independent of the words."
+    )
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -42,7 +55,8 @@ def _error(description: str) -> dict[str, Any]:
 
 TRANSCRIBE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "json: the body below; srt / vtt / text with `[SPEAKER_00] ` before each speaker's text.",
+        "description": "json: the body below; srt / vtt / text with `[SPEAKER_00] ` before each speaker's text; rttm: "
+        "the turns, one `SPEAKER <file> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>` line each.",
         "model": TranscribeResponse,
         "content": {"text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
     },

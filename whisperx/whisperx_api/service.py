@@ -30,7 +30,7 @@ from whisper_common.models import ModelManager
 from whisper_common.options import check_model_supports
 from whisper_common.transcript import Task
 from whisper_common.uploads import DecodedAudio, decode_audio
-from whisperx_api.diarize.known import KnownSpeaker
+from whisperx_api.diarize.known import KnownSpeaker, KnownVoices
 from whisperx_api.models import LoadedModel
 from whisperx_api.options import WhisperXOptions
 from whisperx_api.pipeline import PipelineResult, RecordingAudio, TranscriptionPipeline
@@ -62,7 +62,7 @@ class WhisperXService:
         cancel: threading.Event | None = None,
         *,
         task: Task = "transcribe",
-        known_speakers: tuple[KnownSpeaker, ...] = (),
+        known_speakers: KnownVoices | tuple[KnownSpeaker, ...] = (),
         request: Request | None = None,
     ) -> PipelineResult:
         """The pipeline's result; it stops between steps (Cancelled) when `cancel` is set or `request`'s client goes

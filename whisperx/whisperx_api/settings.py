@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from whisper_common.batching.settings import SchedulerSettings, max_concurrency_field, max_queue_field
 from whisper_common.settings import ServiceSettings
+from whisper_common.speakers.settings import SpeakerLibrarySettings
 from whisperx_api.diarize.embedded import EmbeddedDiarizerOptions
 from whisperx_api.diarize.known import KNOWN_SPEAKER_THRESHOLD
 
@@ -64,8 +65,16 @@ class DiarizationSettings(BaseModel):
         KNOWN_SPEAKER_THRESHOLD,
         ge=0,
         le=1,
-        description="Known speakers: cosine similarity of speaker embeddings (resemblyzer d-vectors of a diarized "
-        "speaker's speech and of a reference clip) at or above which the speaker takes the reference's name.",
+        description="Known speakers (voiceprints of the library and reference clips): cosine similarity of speaker "
+        "embeddings (resemblyzer d-vectors of a diarized speaker's speech and of the known voice) at or above which "
+        "the speaker takes the voice's name. The default is the measured operating point where false accepts stay "
+        "at or below 1 % of impostor trials (docs/benchmarks.md, known speakers).",
+    )
+    anchor_known_speakers: bool = Field(
+        False,
+        description="Let known voices join the clusters of long recordings: a further diarized speaker whose closest "
+        "known voice is an already named one, at or above the threshold, takes that name too (a voice the clustering "
+        "split in two). Measured in docs/benchmarks.md.",
     )
 
 
@@ -110,6 +119,7 @@ class WhisperXSettings(ServiceSettings):
     embedded_diarizer: EmbeddedDiarizerSettings = Field(
         default_factory=EmbeddedDiarizerSettings, description="See `EMBEDDED_DIARIZER__*`."
     )
+    speakers: SpeakerLibrarySettings = Field(default_factory=SpeakerLibrarySettings, description="See `SPEAKERS__*`.")
 
     @field_validator("hf_token", mode="before")
     @classmethod

@@ -6,6 +6,9 @@ from typing import Protocol
 
 import numpy as np
 
+from whisper_common.openai_formats import to_rttm
+from whisper_common.transcript import Transcript, Turn
+
 
 @dataclass(frozen=True)
 class SpeakerTurn:
@@ -37,10 +40,7 @@ def relabel_by_first_appearance(turns: list[tuple[float, float, object]]) -> lis
 
 def rttm(turns: list[SpeakerTurn], file_id: str = "audio") -> str:
     """The turns as RTTM, one `SPEAKER <file-id> 1 <start> <duration> <NA> <NA> <speaker> <NA> <NA>` line each (the
-    format the NIST scoring tools and pyannote.metrics read); spaces in the id or a label become underscores."""
-    file_id = "_".join(file_id.split()) or "audio"
-    return "".join(
-        f"SPEAKER {file_id} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> {'_'.join(turn.speaker.split())} "
-        "<NA> <NA>\n"
-        for turn in turns
-    )
+    format the NIST scoring tools and pyannote.metrics read; whisper_common.openai_formats.to_rttm, which renders
+    `response_format=rttm`)."""
+    transcript = Transcript(language="", duration=0.0, turns=[Turn(t.start, t.end, t.speaker) for t in turns])
+    return to_rttm(transcript, file_id)

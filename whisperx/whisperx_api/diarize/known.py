@@ -1,22 +1,32 @@
-"""Known speakers: diarized speakers named after reference clips (OpenAI's `known_speaker_names[]` /
+"""Known speakers: diarized speakers named after known voices, the caller's voiceprints (`speakers=library` or
+names, whisper_common.speakers) and reference clips sent with the request (OpenAI's `known_speaker_names[]` /
 `known_speaker_references[]`).
 
 Works on the turns of any diarizer: each diarized speaker's speech (up to `MAX_SPEAKER_SECONDS`, longest turns
-first) and each reference clip become resemblyzer d-vectors; speakers and references are paired one to one by
-cosine similarity (Hungarian assignment), and a pair at or above the threshold gives the speaker the reference's
-name. A speaker no reference matches keeps its label; a reference may match nobody.
+first) becomes a resemblyzer d-vector, compared with each known voice's (a clip's own, or a voiceprint's: the mean of
+its enrolment clips'); speakers and voices are paired one to one by cosine similarity (Hungarian assignment), and a
+pair at or above the threshold gives the speaker the voice's name and its similarity. A speaker no voice matches
+keeps its label; a voice may match nobody (it is not in the recording).
+
+With `anchor`, the voiceprints also anchor the clustering of long recordings: a further diarized speaker whose voice
+is closest to an already named voice, at or above the threshold, is taken to be that voice split in two by the
+clustering and joins it (docs/benchmarks.md measures what it changes).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from whisper_common.speakers.encoder import SAMPLE_RATE, SpeakerEncoder
 
+from whisper_common.speakers.encoder import SAMPLE_RATE, SpeakerEncoder
+from whisper_common.speakers.matching import Match, Reference, assign
 from whisperx_api.diarize.base import SpeakerTurn
 
-KNOWN_SPEAKER_THRESHOLD = 0.80
-"""Default similarity threshold (resemblyzer d-vectors: on the AMI and telephone fixtures the same voice scored 0.85-0.97 across recordings, other voices 0.44-0.77 and an espeak-ng voice at most 0.61)."""
+KNOWN_SPEAKER_THRESHOLD = 0.84
+"""Default similarity threshold: the operating point of bench/speaker_verification.py (docs/benchmarks.md, known
+speakers) for a voiceprint or clip against a diarized speaker's speech, where false accepts stay at or below 1 % of
+impostor trials."""
 MAX_KNOWN_SPEAKERS = 4
 MIN_REFERENCE_SECONDS = 2.0
 MAX_REFERENCE_SECONDS = 10.0
@@ -25,42 +35,72 @@ MAX_SPEAKER_SECONDS = 30.0
 
 @dataclass(frozen=True, eq=False)
 class KnownSpeaker:
-    """A name and a 16 kHz mono reference clip of that voice (2-10 s)."""
+    """A name and a 16 kHz mono reference clip of that voice (2-10 s), sent with the request."""
 
     name: str
     samples: np.ndarray
 
 
+@dataclass(frozen=True)
+class KnownVoices:
+    """What a request names voices with: its reference clips, and the caller's voiceprints it asked for."""
+
+    clips: tuple[KnownSpeaker, ...] = ()
+    voiceprints: tuple[Reference, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.clips or self.voiceprints)
+
+    @classmethod
+    def of(cls, known: KnownVoices | Sequence[KnownSpeaker]) -> KnownVoices:
+        return known if isinstance(known, KnownVoices) else cls(clips=tuple(known))
+
+
 class SpeakerMatcher:
-    def __init__(self, encoder: SpeakerEncoder, threshold: float = KNOWN_SPEAKER_THRESHOLD) -> None:
+    def __init__(self, encoder: SpeakerEncoder, threshold: float = KNOWN_SPEAKER_THRESHOLD, anchor: bool = False) -> None:
         self.encoder = encoder
         self.threshold = threshold
+        self.anchor = anchor
 
-    def similarities(
-        self, audio: np.ndarray, turns: list[SpeakerTurn], known: tuple[KnownSpeaker, ...]
-    ) -> tuple[list[str], np.ndarray]:
-        """The diarized labels (first appearance order) and their cosine similarity to each reference."""
-        labels = list(dict.fromkeys(turn.speaker for turn in turns))
-        speakers = np.stack([self.encoder.utterance(speech_of(audio, turns, label)) for label in labels])
-        references = np.stack([self.encoder.utterance(reference.samples) for reference in known])
-        return labels, speakers @ references.T
+    def references(self, known: KnownVoices) -> list[Reference]:
+        """The request's clips embedded, then the voiceprints whose names no clip took."""
+        clips = [Reference(clip.name, self.encoder.utterance(clip.samples)) for clip in known.clips]
+        taken = {clip.name for clip in known.clips}
+        return clips + [voiceprint for voiceprint in known.voiceprints if voiceprint.name not in taken]
 
     def name_speakers(
-        self, audio: np.ndarray, turns: list[SpeakerTurn], known: tuple[KnownSpeaker, ...]
-    ) -> list[SpeakerTurn]:
+        self, audio: np.ndarray, turns: list[SpeakerTurn], known: KnownVoices | Sequence[KnownSpeaker]
+    ) -> tuple[list[SpeakerTurn], dict[str, Match]]:
+        """The turns with matched speakers renamed, and the matches by name."""
+        known = KnownVoices.of(known)
         if not turns or not known:
-            return turns
-        from scipy.optimize import linear_sum_assignment
+            return turns, {}
+        references = self.references(known)
+        labels = list(dict.fromkeys(turn.speaker for turn in turns))
+        speakers = np.stack([self.encoder.utterance(speech_of(audio, turns, label)) for label in labels])
+        similarity = speakers @ np.stack([reference.embedding for reference in references]).T
+        matches = assign(similarity, references, self.threshold)
+        if self.anchor:
+            matches.update(self._joined(similarity, references, matches))
+        names = {labels[index]: match.name for index, match in matches.items()}
+        by_name: dict[str, Match] = {}
+        for match in matches.values():  # a voice split in two keeps its best similarity
+            if match.name not in by_name or match.similarity > by_name[match.name].similarity:
+                by_name[match.name] = match
+        return [replace(turn, speaker=names.get(turn.speaker, turn.speaker)) for turn in turns], by_name
 
-        labels, similarity = self.similarities(audio, turns, known)
-        similarity = np.nan_to_num(similarity, nan=-1.0)  # a voiceless turn or clip matches nobody
-        rows, columns = linear_sum_assignment(-similarity)
-        names = {
-            labels[row]: known[column].name
-            for row, column in zip(rows, columns)
-            if similarity[row, column] >= self.threshold
-        }
-        return [replace(turn, speaker=names.get(turn.speaker, turn.speaker)) for turn in turns]
+    def _joined(self, similarity: np.ndarray, references: list[Reference], matches: dict[int, Match]) -> dict[int, Match]:
+        """Unmatched speakers whose closest voice is a named one, at or above the threshold."""
+        named = {match.name for match in matches.values()}
+        joined: dict[int, Match] = {}
+        for index in range(similarity.shape[0]):
+            if index in matches:
+                continue
+            best = int(np.nanargmax(np.nan_to_num(similarity[index], nan=-1.0)))
+            reference = references[best]
+            if reference.name in named and similarity[index, best] >= self.threshold:
+                joined[index] = Match(reference.name, round(float(similarity[index, best]), 3), reference.voiceprint_id)
+        return joined
 
 
 def speech_of(audio: np.ndarray, turns: list[SpeakerTurn], label: str) -> np.ndarray:

@@ -5,6 +5,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from whisper_common.speakers.encoder import SpeakerEncoder
 
@@ -29,9 +30,13 @@ def pipeline_is_cached(pipeline: str) -> bool:
 class Diarizers:
     """Loads each diarizer once; remembers a pyannote failure for DIARIZATION__RETRY_SECONDS."""
 
-    def __init__(self, settings: WhisperXSettings, device: str) -> None:
+    def __init__(
+        self, settings: WhisperXSettings, device: str, encoder: Callable[[], SpeakerEncoder] | None = None
+    ) -> None:
+        """`encoder`: where the speaker encoder comes from (the voiceprint library's, so one is loaded per process)."""
         self.settings = settings
         self.device = device
+        self._encoder_source = encoder
         self._encoder: SpeakerEncoder | None = None
         self._embedded: EmbeddedDiarizer | None = None
         self._pyannote: PyannoteDiarizer | None = None
@@ -52,11 +57,12 @@ class Diarizers:
         """resemblyzer's encoder: the embedded diarizer's embeddings, and known speakers for every diarizer."""
         with self._lock:
             if self._encoder is None:
-                self._encoder = SpeakerEncoder()
+                self._encoder = self._encoder_source() if self._encoder_source is not None else SpeakerEncoder()
             return self._encoder
 
     def matcher(self) -> SpeakerMatcher:
-        return SpeakerMatcher(self.encoder(), self.settings.diarization.known_speaker_threshold)
+        diarization = self.settings.diarization
+        return SpeakerMatcher(self.encoder(), diarization.known_speaker_threshold, diarization.anchor_known_speakers)
 
     def embedded(self) -> EmbeddedDiarizer:
         encoder = self.encoder()

@@ -1,8 +1,10 @@
-"""`known_speaker_names[]` and `known_speaker_references[]` (OpenAI's `gpt-4o-transcribe-diarize` fields,
-whisperx_api.options.KnownSpeakerFields) as speakers with their voices: one name per reference clip, each clip a file
-part or a data URL (`data:audio/wav;base64,...`, as OpenAI's SDK sends them), 2-10 s of one voice.
+"""The voices a request names speakers with: `known_speaker_names[]` and `known_speaker_references[]` (OpenAI's
+`gpt-4o-transcribe-diarize` fields, whisperx_api.options.KnownSpeakerFields), one name per reference clip, each clip a
+file part or a data URL (`data:audio/wav;base64,...`, as OpenAI's SDK sends them), 2-10 s of one voice; and
+`speakers` (the caller's voiceprints: `library` or names, whisper_common.speakers).
 
-Every problem is a 400 naming the field; the clips are decoded here so a bad one fails before any decoding work.
+Every problem is a 400 naming the field; the clips are decoded and the voiceprints read here, so a bad one fails
+before any decoding work.
 """
 from __future__ import annotations
 
@@ -14,18 +16,40 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as FilePart
+from starlette.requests import Request
 
 from whisper_common.errors import ApiError, InvalidParameter
+from whisper_common.owners import owner_of
+from whisper_common.speakers.library import SpeakerLibrary
 from whisper_common.uploads import decode_audio
 from whisperx_api.diarize.known import (
     MAX_KNOWN_SPEAKERS,
     MAX_REFERENCE_SECONDS,
     MIN_REFERENCE_SECONDS,
     KnownSpeaker,
+    KnownVoices,
 )
-from whisperx_api.options import NAMES, REFERENCES, KnownSpeakerFields
+from whisperx_api.options import NAMES, REFERENCES, KnownSpeakerFields, WhisperXOptions
 
 _MAX_NAME_LENGTH = 64
+
+
+STALE_HEADER = "X-Speakers-Stale"
+"""Names the caller's voiceprints that `speakers=library` skipped: made by another embedding model than the running
+one (re-enrol them: POST /v1/speakers/{id}/samples)."""
+
+
+async def known_voices(
+    request: Request, form: KnownSpeakerFields, options: WhisperXOptions
+) -> tuple[KnownVoices, dict[str, str]]:
+    """The request's clips and voiceprints; and the headers that report stale voiceprints skipped."""
+    clips = await known_speakers(form, options.diarize)
+    selection = options.selection
+    if selection is None:
+        return KnownVoices(clips), {}
+    library: SpeakerLibrary = request.app.state.speakers
+    references, stale = await library.references(owner_of(request).name, selection)
+    return KnownVoices(clips, tuple(references)), ({STALE_HEADER: ",".join(stale)} if stale else {})
 
 
 async def known_speakers(form: KnownSpeakerFields, diarize: bool | None) -> tuple[KnownSpeaker, ...]:
