@@ -47,12 +47,19 @@ class ServerVad(_Lenient):
 
 class Transcription(_Lenient):
     """The fields a session shares with a file's transcription (whisper_common.options): the same checks.
-    `hallucination_guard` is an extension (false: an utterance without speech is still decoded and `completed`)."""
+    `hallucination_guard` is an extension (false: an utterance without speech is still decoded and `completed`);
+    `speakers` too (whose names label the utterances' `speaker`)."""
 
     model: ModelName = None
     language: Language = None
     prompt: Prompt = None
     hallucination_guard: HallucinationGuard = True
+    speakers: str | None = Field(
+        None, max_length=4000,
+        description="Extension: `library` (the default): each `completed` carries a `speaker`, the name of your "
+        "voiceprint (`/v1/speakers`) the voice matches, else a letter (`A`, `B`, ...) stable within the session; "
+        "names or ids of your voiceprints, comma-separated: only those; `off`: no `speaker`.",
+    )
 
 
 class AudioFormat(_Lenient):
@@ -225,6 +232,8 @@ class TranscriptionCompleted(_ServerEvent):
     content_index: int = 0
     transcript: str
     usage: Usage
+    speaker: str | None = Field(None, exclude_if=lambda value: value is None)
+    """Extension: who spoke (a voiceprint's name, else a session-local letter); absent with `speakers: "off"`."""
 
 
 class ErrorDetail(BaseModel):

@@ -3,7 +3,8 @@ and decode requests out. It does no I/O and reads no clock: the route passes `no
 
     session = RealtimeSession(session_id, limits, vad=SileroStream())
     outputs = session.handle(event, now)            # Send(event) | Decode(request) | Close(code, reason) | Utterance
-    outputs = session.decoded(request, text, now)   # when a Decode ran (session.decode_failed on an error)
+    outputs = session.decoded(request, text, now, voice)  # when a Decode ran (decode_failed on an error); `voice`:
+                                                          # a final's d-vector, when the session labels speakers
     outputs = session.tick(now)                     # idle and lag checks, about once a second
 
 Scheduling keeps it real-time: at most one decode per session at a time, in this order: a committed utterance's final
@@ -12,7 +13,11 @@ than the VAD's silence), then a partial re-decode when `partial_interval` of new
 
 An utterance whose final comes back empty while the hallucination guard is on (nothing was said: noise the VAD took
 for speech, or a manual commit of silence) ends at `committed`: no `completed` follows and nothing is stored, unless
-deltas were already sent (then `completed` carries the empty correction)."""
+deltas were already sent (then `completed` carries the empty correction).
+
+With `speakers` set (SessionSpeakers, realtime/speakers.py), each `completed` carries a `speaker`: the voice of the
+utterance (the d-vector the route computed beside the final's transcript) labelled by a voiceprint's name or a
+session-local letter."""
 from __future__ import annotations
 
 import base64
@@ -27,6 +32,7 @@ import numpy as np
 from whisper_faster.realtime import events as ev
 from whisper_faster.realtime.agreement import LocalAgreement
 from whisper_faster.realtime.audio import Resampler
+from whisper_faster.realtime.speakers import SessionSpeakers
 from whisper_faster.realtime.vad import VAD_RATE, WINDOW, SpeechProbabilities, TurnDetector
 
 MIN_COMMIT_SAMPLES = VAD_RATE // 10
@@ -59,6 +65,8 @@ class SessionConfig:
     language: str | None = None
     prompt: str | None = None
     hallucination_guard: bool = True
+    speakers: str | None = None
+    """Whose names label the utterances: None or `library` (all the caller's voiceprints), names, or `off`."""
     turn_detection: ev.ServerVad | None = field(default_factory=ev.ServerVad)
 
     def updated(self, event: ev.SessionUpdate | ev.BetaSessionUpdate) -> SessionConfig:
@@ -82,7 +90,7 @@ class SessionConfig:
 
     def describe(self, session_id: str, beta: bool) -> dict[str, Any]:
         transcription = {"model": self.model or "whisper-1", "language": self.language, "prompt": self.prompt,
-                         "hallucination_guard": self.hallucination_guard}
+                         "hallucination_guard": self.hallucination_guard, "speakers": self.speakers}
         turn = self.turn_detection.model_dump() if self.turn_detection else None
         if beta:
             return {"id": session_id, "object": "realtime.transcription_session", "input_audio_format": "pcm16",
@@ -175,6 +183,7 @@ class Utterance:
     end: float
     text: str
     latency_seconds: float | None
+    speaker: str | None = None
 
 
 Output = Send | Decode | Close | Utterance
@@ -193,6 +202,8 @@ class _Item:
     speculated_end: int | None = None
     guesses: dict[int, str] = field(default_factory=dict)
     """Final-quality transcripts by audio end (speculative decodes), reused when the commit ends there."""
+    voices: dict[int, np.ndarray] = field(default_factory=dict)
+    """Their voices (d-vectors) by audio end, when the session labels speakers."""
     has_speech: bool = False
     speech_confirmed: bool = False
     """A decode of it gave words: the speech gate found speech in it."""
@@ -225,6 +236,8 @@ class RealtimeSession:
         self.beta = beta
         self.config = SessionConfig()
         self.closed = False
+        self.speakers: SessionSpeakers | None = None
+        """Set by the route when the session labels speakers (its voiceprints loaded)."""
         self._vad = vad
         self._resampler = Resampler()
         self._turns = self._new_detector()
@@ -267,7 +280,7 @@ class RealtimeSession:
     def protocol_error(self, error: ev.ProtocolError) -> list[Output]:
         return [Send(ev.error_event(error.message, error.code, param=error.param, event_id=error.event_id))]
 
-    def decoded(self, request: DecodeRequest, text: str, now: float) -> list[Output]:
+    def decoded(self, request: DecodeRequest, text: str, now: float, voice: np.ndarray | None = None) -> list[Output]:
         if self._in_flight is request:
             self._in_flight = None
         if self.closed:
@@ -280,14 +293,16 @@ class RealtimeSession:
         final = self._finals[0] if self._finals else None
         if request.final:
             if final is not None and final.item.item_id == request.item_id and final.end == request.end:
-                outputs += self._complete(final, text, now)
+                outputs += self._complete(final, text, now, voice)
             else:
                 item = self._item_by_id(request.item_id)
                 if item is not None:
                     item.guesses[request.end] = text
+                    if voice is not None:
+                        item.voices[request.end] = voice
                     outputs += self._delta(item, text)
                     if final is not None and final.item is item and final.end in item.guesses:
-                        outputs += self._complete(final, item.guesses[final.end], now)
+                        outputs += self._complete(final, item.guesses[final.end], now, item.voices.get(final.end))
         else:
             item = self._item_by_id(request.item_id)
             if item is not None:
@@ -437,7 +452,7 @@ class RealtimeSession:
         while self._finals:
             final = self._finals[0]
             if final.end in final.item.guesses:
-                outputs = self._complete(final, final.item.guesses[final.end], None)
+                outputs = self._complete(final, final.item.guesses[final.end], None, final.item.voices.get(final.end))
                 return outputs + self._schedule()
             return [self._request(final.item, final.samples, final.samples_start, final.end, final=True)]
         item = self._item
@@ -477,7 +492,7 @@ class RealtimeSession:
         self._in_flight = request
         return Decode(request)
 
-    def _complete(self, final: _Final, text: str, now: float | None) -> list[Output]:
+    def _complete(self, final: _Final, text: str, now: float | None, voice: np.ndarray | None = None) -> list[Output]:
         self._finals.popleft()
         item = final.item
         if not text and not item.agreement.confirmed and self.config.hallucination_guard:
@@ -491,12 +506,13 @@ class RealtimeSession:
         self._context = (self._context + " " + text).strip()[-CONTEXT_CHARS:].lstrip()
         self._spoken = _Spoken(item.start, text) if text else None
         duration = (final.end - item.start) / VAD_RATE
+        speaker = self.speakers.label(voice) if self.speakers is not None and voice is not None else None
         outputs.append(Send(ev.TranscriptionCompleted(
-            item_id=item.item_id, transcript=text, usage=ev.Usage(seconds=round(duration, 3)),
+            item_id=item.item_id, transcript=text, usage=ev.Usage(seconds=round(duration, 3)), speaker=speaker,
         )))
         done_at = now if now is not None else final.committed_at
         latency = done_at - final.speech_end_at if final.speech_end_at is not None else None
-        outputs.append(Utterance(item.item_id, item.start / VAD_RATE, final.end / VAD_RATE, text, latency))
+        outputs.append(Utterance(item.item_id, item.start / VAD_RATE, final.end / VAD_RATE, text, latency, speaker))
         return outputs
 
     def _delta(self, item: _Item, hypothesis: str) -> list[Output]:
