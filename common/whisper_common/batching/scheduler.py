@@ -13,9 +13,10 @@ the results. Which op runs next:
   slows a higher one down by making its batch bigger (on a CPU a batch of two costs ~1.5x a batch of one).
 - Within a class, **least attained service**: the stream that has had the fewest rows run so far goes first, so a short
   request overtakes a long file's next window and long files interleave with each other (none is starved).
-- **Waiting to fill**: a batch smaller than `batch_size` waits at most `max_wait` after its oldest op was queued, and
-  only while some other open stream of the same or a higher class has nothing queued or running (it is preparing its
-  next op). A lone request never waits; neither does a batch that is full.
+- **Waiting to fill**: a batch smaller than `batch_size` waits for another open stream of the same class that has just
+  been given a result (nothing queued or running for less than `max_wait`: it is preparing its next op, typically a
+  decode after its encode), at most until `max_wait` after that; a higher class's such stream holds back a lower
+  class's batch the same way. A lone request never waits; neither does a full batch.
 
 A batch whose runner raises is re-run op by op, so only the op that fails gets the error. `Stream.cancel()` fails the
 stream's queued ops with `Cancelled` at once (ops already in a running batch finish; their results are dropped).
@@ -314,18 +315,17 @@ class BatchScheduler:
         return batch, None
 
     def _wait(self, head: _Op, *, full: bool) -> float | None:
-        """How long to hold the batch for a stream that is preparing its next op (nothing queued or running): one of
-        the same class may fill it (until `max_wait` after the head was queued), one of a higher class goes first
-        (until `max_wait` after it went idle). None: run now."""
+        """How long to hold the batch for a stream that is preparing its next op (nothing queued or running since at
+        most `max_wait`: one just given its last result, typically its encoder output, about to decode): one of the
+        same class may fill it, one of a higher class goes first. A stream idle for longer is busy elsewhere (reading
+        its audio, its client) and is not waited for. None: run now."""
         now = self.clock()
         until = now
         for stream in self._streams.values():
             if stream.cancelled or stream.queued or stream.running or stream is head.stream:
                 continue
-            if stream.priority < head.stream.priority:
+            if stream.priority < head.stream.priority or (stream.priority == head.stream.priority and not full):
                 until = max(until, stream.idle_since + self.max_wait)
-            elif stream.priority == head.stream.priority and not full:
-                until = max(until, head.queued_at + self.max_wait)
         return until - now if until > now else None
 
     def _work(self) -> None:

@@ -89,8 +89,11 @@ def _result(future: Future[R], cancel: threading.Event) -> R:
 
 def transcribe_window(model: Any, window: AudioWindow, **kwargs: Any) -> list[Any]:
     """faster-whisper's sequential decoding (WhisperModel.transcribe: seek, temperature fallback, no-speech rule,
-    word timings) of one window, its segments in the recording's timeline."""
-    segments, _ = model.transcribe(window.samples, vad_filter=False, **kwargs)
+    word timings) of one window, its segments in the recording's timeline. A window is decoded as a whole recording
+    would be, except that a re-decode after an unfinished last segment is not prompted with the window's earlier text
+    (`condition_on_previous_text`), so that it has the same prompt as other windows' decodes and can share their
+    batch (windows themselves are independent of each other)."""
+    segments, _ = model.transcribe(window.samples, vad_filter=False, **{"condition_on_previous_text": False, **kwargs})
     return [restore(segment, window) for segment in segments]
 
 
