@@ -1,11 +1,17 @@
 """whisper-faster's configuration: the shared ServiceSettings (WHISPER__*, API_KEYS, limits, concurrency, uvicorn, jobs),
-the batch scheduler's (SCHEDULER__*) and the realtime sessions' (MAX_REALTIME_SESSIONS, REALTIME_*)."""
+the batch scheduler's (SCHEDULER__*), the voiceprint library's (SPEAKERS__*) and the realtime sessions'
+(MAX_REALTIME_SESSIONS, REALTIME_*)."""
 from __future__ import annotations
 
 from pydantic import Field
 
 from whisper_common.batching.settings import SchedulerSettings, max_concurrency_field, max_queue_field
 from whisper_common.settings import Duration, ServiceSettings
+from whisper_common.speakers.settings import SpeakerLibrarySettings
+
+
+REALTIME_SPEAKER_THRESHOLD = 0.80
+REALTIME_CLUSTER_THRESHOLD = 0.75
 
 
 class FasterSchedulerSettings(SchedulerSettings):
@@ -26,6 +32,7 @@ class Settings(ServiceSettings):
     max_concurrency: int = max_concurrency_field()
     max_queue: int = max_queue_field()
     scheduler: FasterSchedulerSettings = Field(default_factory=FasterSchedulerSettings, description="See `SCHEDULER__*`.")
+    speakers: SpeakerLibrarySettings = Field(default_factory=SpeakerLibrarySettings, description="See `SPEAKERS__*`.")
 
     max_realtime_sessions: int = Field(
         4,
@@ -80,4 +87,27 @@ class Settings(ServiceSettings):
         "what one session costs (learned while sessions run) would pass this share of the CPUs it may use (its "
         "affinity, or a container's CPU quota). The rest is headroom: decodes come in bursts, and a machine near "
         "full use answers late. A value above 1 turns this check off.",
+    )
+    realtime_speakers: bool = Field(
+        True,
+        description="Label each utterance of a live session with its speaker (`speaker` in `completed`, the stored "
+        "session and the page): a voiceprint's name (`/v1/speakers`) where the voice matches one, else a letter "
+        "stable within the session. Costs a speaker embedding per utterance (docs/benchmarks.md). A session turns it "
+        "off with `transcription.speakers: \"off\"`.",
+    )
+    realtime_speaker_threshold: float = Field(
+        REALTIME_SPEAKER_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Live labels: cosine similarity of an utterance's voice (or of the session's voice it joined) to a "
+        "voiceprint at or above which it takes the voiceprint's name. The default is the measured operating point "
+        "for a voiceprint against a 3 s utterance (false accepts at most 1 % of impostor trials; docs/benchmarks.md).",
+    )
+    realtime_speaker_cluster_threshold: float = Field(
+        REALTIME_CLUSTER_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Live labels: cosine similarity of an utterance's voice to a voice already heard in the session "
+        "at or above which it is that voice (else a new letter). The default is the equal-error point of 3 s clips "
+        "against 3 s clips (docs/benchmarks.md).",
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -40,6 +41,7 @@ from whisper_faster.models import LoadedModel
 from whisper_faster.realtime import events as ev
 from whisper_faster.realtime.admission import Admission, RealtimeMetrics
 from whisper_faster.realtime.decode import transcribe_utterance
+from whisper_faster.realtime.labels import LiveLabels
 from whisper_faster.realtime.session import (
     Close, Decode, DecodeRequest, Limits, Output, RealtimeSession, Send, SessionConfig, Utterance,
 )
@@ -66,6 +68,8 @@ class Realtime:
     batching: Batching
     admission: Admission
     store: SessionStore
+    labels: LiveLabels | None = None
+    """Speaker labels (REALTIME_SPEAKERS, with the voiceprint library); None: completed carries no `speaker`."""
 
     @property
     def limits(self) -> Limits:
@@ -118,6 +122,9 @@ def create_realtime(app: FastAPI, settings: Settings, manager: ModelManager[Load
                           max_wait=settings.realtime_max_lag_seconds / 2, max_cpu=settings.realtime_max_cpu)
     store = open_session_store(settings)
     realtime = Realtime(settings, manager, app.state.batching, admission, store)
+    library = getattr(app.state, "speakers", None)
+    if settings.realtime_speakers and library is not None:
+        realtime.labels = LiveLabels(library, settings)
     app.state.realtime = realtime
     app.state.activity.register("realtime_sessions", lambda: admission.open)
     return realtime
@@ -168,6 +175,8 @@ async def realtime_socket(websocket: WebSocket) -> None:
         try:
             await _Connection(websocket, session, realtime).run()
         finally:
+            if realtime.labels is not None:
+                realtime.labels.detach(session)
             model = realtime.model_id(session.config.model)
             websocket.app.state.usage.audio(owner.name, SOCKET_PATH, model, session.audio_seconds)
             await asyncio.to_thread(realtime.store.close, session.session_id, model)
@@ -195,6 +204,8 @@ class _Connection:
 
     async def run(self) -> None:
         await self._apply(self.session.start())
+        if self.realtime.labels is not None:
+            await self._apply(await self.realtime.labels.attach(self.session, owner_of(self.websocket).name))
         ticker = asyncio.create_task(self._tick())
         try:
             while not self.session.closed and not self._gone:
@@ -221,6 +232,8 @@ class _Connection:
             event = ev.parse_client_event(text)
             if isinstance(event, (ev.SessionUpdate, ev.BetaSessionUpdate)):
                 self._validate(self.session.config.updated(event), event.event_id)
+                outputs = self.session.handle(event, time.monotonic())
+                return outputs + (self.realtime.labels.configure(self.session) if self.realtime.labels else [])
             return self.session.handle(event, time.monotonic())
         except ev.ProtocolError as exc:
             return self.session.protocol_error(exc)
@@ -265,7 +278,7 @@ class _Connection:
                         await asyncio.to_thread(
                             self.realtime.store.add_utterance, self.session.session_id,
                             StoredUtterance(utterance.item_id, round(utterance.start, 3), round(utterance.end, 3),
-                                            utterance.text),
+                                            utterance.text, utterance.speaker),
                         )
 
     async def _send(self, text: str) -> None:
@@ -284,7 +297,8 @@ class _Connection:
             async with realtime.manager.use(model_id) as model:
                 check_model_supports(model_id, "transcribe", request.config.language, model)
                 report = self.websocket.app.state.metrics.hallucination_suppressed
-                text = await asyncio.to_thread(_live_decode, realtime.batching, model, request, report)
+                labels = realtime.labels if self.session.speakers is not None else None
+                text, voice = await asyncio.to_thread(_live_decode, realtime.batching, model, request, report, labels)
         except ApiError as exc:
             error = ev.ErrorDetail(type=exc.error_type, code=exc.code, message=exc.message, param=exc.param)
             outputs = self.session.decode_failed(request, error, time.monotonic())
@@ -295,14 +309,17 @@ class _Connection:
         else:
             if request.final:
                 realtime.admission.record(time.monotonic() - started, request.audio_seconds)
-            outputs = self.session.decoded(request, text, time.monotonic())
+            outputs = self.session.decoded(request, text, time.monotonic(), voice)
         await self._apply(outputs)
 
 
-def _live_decode(batching: Batching, model: LoadedModel, request: DecodeRequest, report: Report) -> str:
-    """A session's decode with its CTranslate2 calls at live priority (batched with other sessions' where they agree)."""
+def _live_decode(batching: Batching, model: LoadedModel, request: DecodeRequest, report: Report,
+                 labels: LiveLabels | None = None) -> tuple[str, np.ndarray | None]:
+    """A session's decode with its CTranslate2 calls at live priority (batched with other sessions' where they
+    agree), and a final's voice when the session labels speakers."""
     with batching.scheduler.opened(Priority.LIVE, label="realtime") as stream:
-        return transcribe_utterance(LoadedModel(model.model_id, request_model(model.whisper, stream)), request, report)
+        text = transcribe_utterance(LoadedModel(model.model_id, request_model(model.whisper, stream)), request, report)
+    return text, labels.voice(request, text) if labels is not None else None
 
 
 # -- stored sessions and the page -------------------------------------------------------------------------------
@@ -337,13 +354,13 @@ def session_json(stored: StoredSession) -> dict:
         "created_at": stored.created_at, "closed_at": stored.closed_at,
         "text": " ".join(utterance.text for utterance in stored.utterances if utterance.text),
         "duration": stored.duration,
-        "utterances": [{"item_id": u.item_id, "start": u.start, "end": u.end, "text": u.text}
+        "utterances": [{"item_id": u.item_id, "start": u.start, "end": u.end, "text": u.text, "speaker": u.speaker}
                        for u in stored.utterances],
     }
 
 
 def session_transcript(stored: StoredSession) -> Transcript:
-    segments = [Segment(id=index, start=u.start, end=u.end, text=" " + u.text)
+    segments = [Segment(id=index, start=u.start, end=u.end, text=" " + u.text, speaker=u.speaker)
                 for index, u in enumerate(stored.utterances) if u.text]
     return Transcript(language="en", duration=stored.duration, segments=segments)
 

@@ -506,7 +506,8 @@ class RealtimeSession:
         self._context = (self._context + " " + text).strip()[-CONTEXT_CHARS:].lstrip()
         self._spoken = _Spoken(item.start, text) if text else None
         duration = (final.end - item.start) / VAD_RATE
-        speaker = self.speakers.label(voice) if self.speakers is not None and voice is not None else None
+        speaker = (self.speakers.label(voice, duration) if self.speakers is not None and voice is not None
+                   else None)
         outputs.append(Send(ev.TranscriptionCompleted(
             item_id=item.item_id, transcript=text, usage=ev.Usage(seconds=round(duration, 3)), speaker=speaker,
         )))

@@ -30,6 +30,8 @@ class StoredUtterance:
     start: float
     end: float
     text: str
+    speaker: str | None = None
+    """Who spoke (a voiceprint's name or a session-local letter; migration 3), None when labels were off."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ SESSIONS_SCHEMA = Schema(
             "ALTER TABLE realtime_sessions ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
             "CREATE INDEX IF NOT EXISTS realtime_sessions_owner ON realtime_sessions (owner, created_at)",
         ), additive=True),
+        Migration(3, "utterances.speaker", (
+            "ALTER TABLE realtime_utterances ADD COLUMN speaker TEXT",
+        ), additive=True),
     ),
 )
 
@@ -90,10 +95,10 @@ class SqlSessionStore:
         """Kept only while the session is (an owner's erasure during the session removes it: later utterances go)."""
         with self.db.transaction() as tx:
             tx.execute(
-                "INSERT INTO realtime_utterances (session_id, position, item_id, start, \"end\", text) SELECT "
-                "$1, (SELECT COUNT(*) FROM realtime_utterances WHERE session_id = $1), $2, $3, $4, $5 "
+                "INSERT INTO realtime_utterances (session_id, position, item_id, start, \"end\", text, speaker) SELECT "
+                "$1, (SELECT COUNT(*) FROM realtime_utterances WHERE session_id = $1), $2, $3, $4, $5, $6 "
                 "WHERE EXISTS (SELECT 1 FROM realtime_sessions WHERE id = $1)",
-                (session_id, utterance.item_id, utterance.start, utterance.end, utterance.text),
+                (session_id, utterance.item_id, utterance.start, utterance.end, utterance.text, utterance.speaker),
             )
 
     def close(self, session_id: str, model: str) -> None:
@@ -114,12 +119,14 @@ class SqlSessionStore:
             if not rows:
                 return None
             utterances = tx.execute(
-                "SELECT item_id, start, \"end\", text FROM realtime_utterances WHERE session_id = $1 ORDER BY position",
+                "SELECT item_id, start, \"end\", text, speaker FROM realtime_utterances WHERE session_id = $1 "
+                "ORDER BY position",
                 (session_id,),
             )
         row = rows[0]
         return StoredSession(row["id"], row["created_at"], row["closed_at"], row["model"],
-                             [StoredUtterance(u["item_id"], u["start"], u["end"], u["text"]) for u in utterances],
+                             [StoredUtterance(u["item_id"], u["start"], u["end"], u["text"], u["speaker"])
+                              for u in utterances],
                              row["owner"])
 
     def remove_ended_before(self, cutoff: float) -> int:
