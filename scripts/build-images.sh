@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make images`: builds whisper-platform/{whisper-faster,whisperx,autostart}, each tagged `latest` and the git commit.
-# Usage: scripts/build-images.sh [--missing] [--no-cache] [whisper-faster|whisperx|autostart ...]   (default: all three)
-#   --missing   build only images whose `latest` tag does not exist yet (what `make up` uses)
+# `make images GPU=1` (IMAGE_VARIANT=cuda): the two services' CUDA images instead, tagged `cuda` and `cuda-<commit>`.
+# Usage: scripts/build-images.sh [--missing] [--no-cache] [whisper-faster|whisperx|autostart ...]   (default: all three;
+#        the services only for IMAGE_VARIANT=cuda: the proxy's image has no CUDA variant, its `latest` serves GPU hosts)
+#   --missing   build only images whose tag (`latest`, or `cuda`) does not exist yet (what `make up` uses)
 #   --no-cache  rebuild every layer (the layer cache is used otherwise)
 # Environment:
 #   WHISPER_BASE   auto (default): python:3.11-slim-bookworm if it is present or can be pulled, else a base made from
@@ -11,9 +13,12 @@
 #   PIP_CA_BUNDLE  CA bundle pip must trust (default: the one pip is configured with here: PIP_CERT, `pip config`,
 #                  else none). Passed as the BuildKit secret `pipca`: it never lands in a layer.
 #   PIP_INDEX_URL / PIP_EXTRA_INDEX_URL  a PyPI mirror for the builds (air-gapped sites).
-#   TORCH_INDEX_URL  where whisperx gets torch: PyTorch's CPU index if reachable (default
-#                  https://download.pytorch.org/whl/cpu), otherwise PyPI's torch (a CUDA build, several GB).
-#   EXTRA_PIP_PACKAGES  more packages for whisper-faster (GPU: "nvidia-cublas-cu12 nvidia-cudnn-cu12").
+#   IMAGE_VARIANT  cpu (default) or cuda: cuda adds the extra `cuda` (cuBLAS 12, cuDNN 9: what CTranslate2 loads) to
+#                  both services and takes PyPI's torch, a CUDA 12.8 build, for whisperx; `make images GPU=1` sets it.
+#   TORCH_INDEX_URL  where whisperx gets torch: unset, PyTorch's CPU index if reachable
+#                  (https://download.pytorch.org/whl/cpu), otherwise PyPI's torch (a CUDA build, several GB); empty,
+#                  PyPI's torch; a URL, that index (e.g. a mirror). IMAGE_VARIANT=cuda: PyPI's unless a URL is set.
+#   EXTRA_PIP_PACKAGES  more packages for both services' images (pinned by constraints.txt where it names them).
 #   KEEP_IMAGES    older commit tags kept per image, for rollbacks (3; the newest ones)
 #   IMAGE_PREFIX   whisper-platform
 set -euo pipefail
@@ -32,6 +37,18 @@ for arg in "$@"; do
     *) die "unknown argument '$arg' (services: whisper-faster whisperx autostart)" ;;
   esac
 done
+variant="${IMAGE_VARIANT:-cpu}"
+case "$variant" in
+  cpu) latest=latest; tag_prefix="" ;;
+  cuda) latest=cuda; tag_prefix="cuda-" ;;
+  *) die "IMAGE_VARIANT must be cpu or cuda (got '$variant'; \`make images GPU=1\` sets cuda)" ;;
+esac
+if [ "$variant" = cuda ]; then
+  for service in "${services[@]}"; do
+    [ "$service" != autostart ] || die "the proxy's image has no CUDA variant: build it without GPU=1 (its latest serves GPU hosts too)"
+  done
+  [ ${#services[@]} -gt 0 ] || services=(whisper-faster whisperx)
+fi
 [ ${#services[@]} -gt 0 ] || services=(whisper-faster whisperx autostart)
 prefix="${IMAGE_PREFIX:-whisper-platform}"
 hub_image="python:3.11-slim-bookworm"
@@ -57,8 +74,8 @@ exists() { "$docker_cli" image inspect "$1" >/dev/null 2>&1; }
 
 todo=()
 for service in "${services[@]}"; do
-  if [ $missing_only = 1 ] && exists "$prefix/$service:latest"; then
-    echo "== $prefix/$service:latest exists"
+  if [ $missing_only = 1 ] && exists "$prefix/$service:$latest"; then
+    echo "== $prefix/$service:$latest exists"
   else
     todo+=("$service")
   fi
@@ -123,16 +140,27 @@ if [ -n "$ca" ]; then
   echo "== pip trusts $ca in the build (BuildKit secret, not stored in any layer)"
 fi
 
-torch_index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+# Unset and empty differ: empty means PyPI's torch (the CUDA build), as the guide says.
+if [ "$variant" = cuda ]; then
+  torch_index="${TORCH_INDEX_URL:-}"
+else
+  torch_index="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
+fi
 commit="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+tag="$tag_prefix$commit"
 for service in "${todo[@]}"; do
   args=(--network host --build-arg "PYTHON_IMAGE=$base" "${secret_args[@]}" "${cache_args[@]}")
   [ -n "${PIP_INDEX_URL:-}" ] && args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
   [ -n "${PIP_EXTRA_INDEX_URL:-}" ] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
-  [ -n "${EXTRA_PIP_PACKAGES:-}" ] && [ "$service" = whisper-faster ] \
-    && args+=(--build-arg "EXTRA_PIP_PACKAGES=$EXTRA_PIP_PACKAGES")
+  if [ "$service" != autostart ]; then
+    args+=(--build-arg "VARIANT=$variant")
+    [ -n "${EXTRA_PIP_PACKAGES:-}" ] && args+=(--build-arg "EXTRA_PIP_PACKAGES=$EXTRA_PIP_PACKAGES")
+  fi
   if [ "$service" = whisperx ]; then
-    if curl -fsS --max-time 10 -o /dev/null "${torch_index%/}/torch/" 2>/dev/null; then
+    if [ -z "$torch_index" ]; then
+      echo "== whisperx: torch from PyPI (a CUDA build, several GB)"
+      args+=(--build-arg "TORCH_INDEX_URL=")
+    elif curl -fsS --max-time 10 -o /dev/null "${torch_index%/}/torch/" 2>/dev/null; then
       echo "== whisperx: torch from $torch_index"
       args+=(--build-arg "TORCH_INDEX_URL=$torch_index")
     else
@@ -142,16 +170,19 @@ for service in "${todo[@]}"; do
     # torch's own layer is keyed by its pins only (see whisperx/Dockerfile).
     args+=(--build-arg "TORCH_PINS=$(grep -E '^(torch|torchaudio)==' constraints.txt | tr '\n' ' ')")
   fi
-  echo "== building $prefix/$service ($commit)"
+  echo "== building $prefix/$service:$latest ($commit, $variant)"
   start=$SECONDS
   if ! "${build_cmd[@]}" "${args[@]}" -f "$service/Dockerfile" \
-      -t "$prefix/$service:latest" -t "$prefix/$service:$commit" \
-      --label "org.opencontainers.image.revision=$commit" --label "org.opencontainers.image.base.name=$base" .; then
+      -t "$prefix/$service:$latest" -t "$prefix/$service:$tag" \
+      --label "org.opencontainers.image.revision=$commit" --label "org.opencontainers.image.base.name=$base" \
+      --label "io.whisper-platform.variant=$variant" .; then
     die "building $prefix/$service failed (the output above names the step); nothing was tagged"
   fi
-  echo "== built $prefix/$service:latest and :$commit in $((SECONDS - start)) s"
-  # Older commit tags stay for rollbacks, the newest KEEP_IMAGES of them (each whisperx one can hold GBs of its own).
-  "$docker_cli" images --format '{{.Tag}}' "$prefix/$service" | { grep -vx -e latest -e "$commit" -e "<none>" || true; } \
+  echo "== built $prefix/$service:$latest and :$tag in $((SECONDS - start)) s"
+  # Older commit tags of this variant stay for rollbacks, the newest KEEP_IMAGES of them (each whisperx one can hold
+  # GBs of its own); the other variant's tags are left alone.
+  "$docker_cli" images --format '{{.Tag}}' "$prefix/$service" \
+    | { grep -xE "${tag_prefix}([0-9a-f]{7,40}|unknown)" || true; } | { grep -vx -e "$tag" || true; } \
     | tail -n +"$(( ${KEEP_IMAGES:-3} + 1 ))" | while read -r old; do
       # A tag a container still uses stays (rmi refuses).
       if "$docker_cli" rmi "$prefix/$service:$old" >/dev/null 2>&1; then echo "== removed the old tag $prefix/$service:$old"; fi

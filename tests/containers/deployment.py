@@ -129,7 +129,7 @@ class Deployment:
     ) -> subprocess.CompletedProcess[str]:
         # -o: the suite runs after `make install`; a pyproject.toml touched since must not reinstall .venv mid-test.
         return subprocess.run(
-            ["make", "--no-print-directory", "-o", ".venv/.installed", target],
+            ["make", "--no-print-directory", "-o", ".venv/.installed", "-o", ".venv/.installed-deploy", target],
             cwd=ROOT, env=env or self.env(), capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 
