@@ -265,6 +265,7 @@ if [ -d /run/systemd/system ] && [ -f autostart/docker-autostart.service ]; then
     echo "proxy: docker-autostart.service restarted (new code or unit; the socket kept accepting)"
   elif [ "$run_config" != "$want_config" ]; then
     $SUDO systemctl reload docker-autostart.service
+    # shellcheck disable=SC2016  # the test is evaluated by wait_for_proxy on each try, not here
     wait_for_proxy 30 '[ "$run_config" = "$want_config" ]' \
       || die "the proxy refused the new config $proxy_config (journalctl -u docker-autostart): the old one stays in force"
     echo "proxy: config reloaded (systemctl reload docker-autostart)"
@@ -290,6 +291,7 @@ else
       # A hand-over: the new process takes the listening socket over before this one stops (no connection refused).
       echo "proxy: handing pid $pid over to a new process (new code)"
       kill -USR2 "$pid"
+      # shellcheck disable=SC2016  # the test is evaluated by wait_for_proxy on each try, not here
       wait_for_proxy 90 '[ -n "$run_pid" ] && [ "$run_pid" != "$pid" ] && [ "$run_code" = "$want_code" ]' \
         || die "the new proxy did not take over within 90 s (log: $state_dir/autostart.log); pid $pid keeps serving"
       echo "proxy: pid $run_pid took over from pid $pid"
@@ -300,6 +302,7 @@ else
       start_background
     elif [ "$run_config" != "$want_config" ]; then
       kill -HUP "$pid"
+      # shellcheck disable=SC2016  # the test is evaluated by wait_for_proxy on each try, not here
       wait_for_proxy 30 '[ "$run_config" = "$want_config" ]' \
         || die "the proxy refused the new config $proxy_config (log: $state_dir/autostart.log): the old one stays in force"
       echo "proxy: config reloaded (pid $pid)"
@@ -388,6 +391,7 @@ fi
 [ $sites_were_enabled = 1 ] || enabled_sites=1
 # What make up writes into NGINX_DIR (scripts/stack/deploy.py), digested before and after: unchanged → no reload.
 nginx_digest() {
+  # shellcheck disable=SC2016  # $1 and $2 are the inner shell's arguments
   $SUDO sh -c 'cd "$1" 2>/dev/null || exit 0
     for f in conf.d/whisper-platform.conf snippets/*.conf sites-available/whisper."$2".conf \
         sites-available/whisperx."$2".conf whisper-selfsigned/*; do
