@@ -13,8 +13,11 @@ installs (the Debian packages, .venv) lives only in its container, removed after
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
+import re
+import selectors
 import shlex
 import subprocess
 import tempfile
@@ -137,27 +140,33 @@ class RootContainer:
 
 
 def error_lines(stderr: str) -> list[str]:
-    """What a command printed on stderr, less make's own `make: *** [...] Error 1` line."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("make: ***")]
+    """What a command printed on stderr, less make's own `make: *** [...] Error 1` line (`make[N]: ***` in a make
+    that runs inside another, as the suite does under `make test`)."""
+    return [line for line in stderr.splitlines() if line.strip() and not re.match(r"make(\[\d+\])?: \*\*\* ", line)]
 
 
 def wait_for_line(process: subprocess.Popen[str], marker: str, timeout: float, seen: list[str]) -> bool:
-    """Reads the process's output into `seen` until a line contains `marker` (True) or it ends / times out (False)."""
+    """Reads the process's output into `seen` until a line contains `marker` (True) or it ends / times out (False).
+
+    Reads the pipe's descriptor as bytes when select says it has some (a text stream in non-blocking mode cannot be
+    read: its decoder fails on the None an empty pipe gives), so the stream itself stays usable for communicate()."""
     assert process.stdout is not None
+    fd = process.stdout.fileno()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     deadline = time.monotonic() + timeout
-    os.set_blocking(process.stdout.fileno(), False)
     buffer = ""
-    while time.monotonic() < deadline:
-        chunk = process.stdout.read()
-        if chunk:
-            buffer += chunk
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(timeout=min(left, 1.0)):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:  # end of output: the process is gone
+                seen.append(buffer + decoder.decode(b"", final=True))
+                return False
+            buffer += decoder.decode(chunk)
             *lines, buffer = buffer.split("\n")
             seen.extend(lines)
             if any(marker in line for line in lines):
                 return True
-        elif process.poll() is not None:
-            seen.append(buffer)
-            return False
-        else:
-            time.sleep(0.5)
     return False

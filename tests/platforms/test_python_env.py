@@ -85,9 +85,15 @@ def _stand_in_python(directory: Path, version: str) -> Path:
     return path
 
 
+# What a make passes to the commands it runs: under `make test` the suite has them, a user's shell does not.
+MAKE_OWN = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "VENV", "PYTHON")
+
+
 def _make_run(env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`make run` as a user types it in a shell, with `env` added."""
+    shell = {key: value for key, value in os.environ.items() if key not in MAKE_OWN}
     return subprocess.run(
-        ["make", "--no-print-directory", "run"], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+        ["make", "--no-print-directory", "run"], cwd=ROOT, env={**shell, **env}, capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
 
