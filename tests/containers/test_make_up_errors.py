@@ -6,6 +6,10 @@ for "compose missing" a `docker` that runs the real one but knows no `compose` (
 answers). The port and the build failures are real: a socket holds the port; the build's pip index is a local
 server that has no packages. "Nginx's worker user does not exist" is Debian's nginx.conf with its `user` line naming
 an account this host lacks, in a folder of its own (NGINX_DIR), since the host's own file must not be edited.
+
+"Nothing installed" is measured against the host as it was before the test: our containers (id and start time) and
+make up's files in the Nginx folders (mtime). The containers' names are fixed, so another session's deployment on
+the same engine, or one an earlier test left behind, is there before and after and is not this make up's doing.
 """
 
 from __future__ import annotations
@@ -20,15 +24,38 @@ from pathlib import Path
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.containers.deployment import Deployment
+from tests.containers.deployment import MAKE_UP_FILES, NGINX_DIR, Deployment
 from tests.containers.docker_cli import CONTAINERS, docker, inspect
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 
 
+# What was on the host before each test's make up (by the deployment's root): a failed make up must leave it as it was.
+_BEFORE: dict[Path, dict[str, object]] = {}
+
+
+def _host_state(deployment: Deployment) -> dict[str, object]:
+    """Our two containers (id and start time: created, re-created or started shows) and make up's files in the host's
+    Nginx folder and in the deployment's (mtime: written shows). Another session's deployment on this engine, or one an
+    earlier test left, is part of the state, not something this make up installed."""
+    state: dict[str, object] = {}
+    for container in CONTAINERS.values():
+        info = inspect(container)
+        state[f"container {container}"] = (info["Id"], info["State"]["StartedAt"]) if info else None
+    for folder in {NGINX_DIR, deployment.nginx_dir}:
+        for name in MAKE_UP_FILES:
+            path = folder / name
+            state[f"file {path}"] = path.lstat().st_mtime_ns if path.exists() or path.is_symlink() else None
+        sites = folder / "sites-enabled"
+        state[f"sites {sites}"] = sorted(p.name for p in sites.iterdir() if "whisper" in p.name) if sites.is_dir() else []
+    return state
+
+
 @pytest.fixture
 def deployment(tmp_path: Path) -> Deployment:
-    return Deployment(tmp_path)
+    deployment = Deployment(tmp_path)
+    _BEFORE[tmp_path] = _host_state(deployment)
+    return deployment
 
 
 def _bin_dir(tmp_path: Path, tools: tuple[str, ...]) -> Path:
@@ -42,11 +69,12 @@ def _bin_dir(tmp_path: Path, tools: tuple[str, ...]) -> Path:
 
 
 def _assert_nothing_installed(deployment: Deployment) -> None:
-    for container in CONTAINERS.values():
-        assert inspect(container) is None, f"{container} was created by a failed make up"
-    sites = deployment.nginx_dir / "sites-enabled"
-    ours = [p.name for p in sites.iterdir() if "whisper" in p.name] if sites.is_dir() else []
-    assert not ours, f"a failed make up enabled Nginx sites: {ours}"
+    before = _BEFORE.pop(deployment.root)
+    after = _host_state(deployment)
+    # A folder the test set after the fixture (its own Nginx folder) held none of make up's files.
+    changed = {key: (before.get(key), value) for key, value in after.items()
+               if before.get(key, [] if key.startswith("sites ") else None) != value}  # fmt: skip
+    assert not changed, f"a failed make up created, started or wrote (before, after): {changed}"
     assert not (deployment.state_dir / "autostart.pid").exists(), "a failed make up left the proxy running"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", deployment.proxy_port))  # nothing listens on the proxy's address
