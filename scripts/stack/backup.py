@@ -84,7 +84,8 @@ def copy_host_files(archive: ArchiveWriter, include: list[Part], etc_dir: Path, 
 def copy_service(archive: ArchiveWriter, source: service_data.Source) -> ServiceRecord:
     service = source.service
     name = service_data.helper_name(service, "backup")
-    args = [*service.store_args(), *(["--postgres"] if source.postgres else [])]
+    args = [*service.store_args(), *(["--postgres"] if source.postgres else []),
+            *(item for name in source.files for item in ("--file", name))]
     part = copy_part(archive, service.name, service_data.helper_command(source, name, "dump", *args),
                      on_failure=lambda: service_data.remove_helper(name))
     return ServiceRecord(container=service.container, image=source.image,

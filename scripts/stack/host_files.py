@@ -3,7 +3,7 @@
 | part | files | archive member |
 |---|---|---|
 | config | `$WHISPER_ETC/autostart.json`, `whisper-faster/.env`, `whisperx/.env` (beside the compose files) | `host/etc/…`, `host/checkout/…` |
-| credentials | `$WHISPER_ETC/credentials`, `$NGINX_DIR/whisper.htpasswd` | `host/etc/credentials`, `host/nginx/whisper.htpasswd` |
+| credentials | `$WHISPER_ETC/credentials`, `$WHISPER_ETC/api-keys.json` (API keys kept on the host), `$NGINX_DIR/whisper.htpasswd` | `host/etc/…`, `host/nginx/whisper.htpasswd` |
 | certificates | `$NGINX_DIR/whisper-selfsigned/*` (the stand-ins until Let's Encrypt's exist) | `host/nginx/whisper-selfsigned/…` |
 
 A file is restored under the same root of the host it is restored on (its WHISPER_ETC, NGINX_DIR, checkout), with its
@@ -47,7 +47,8 @@ PREFIX = "host/"
 TEMP_SUFFIX = ".whisper-restore"
 PART_FILES: dict[str, tuple[tuple[str, str], ...]] = {
     "config": (("etc", "autostart.json"), ("checkout", "whisper-faster/.env"), ("checkout", "whisperx/.env")),
-    "credentials": (("etc", "credentials"), ("nginx", "whisper.htpasswd")),
+    # api-keys.json: the API keys file (API_KEYS_FILE) where the guide keeps it on the host, mounted into the services.
+    "credentials": (("etc", "credentials"), ("etc", "api-keys.json"), ("nginx", "whisper.htpasswd")),
     "certificates": (("nginx", "whisper-selfsigned"),),  # a folder: each file in it
 }
 

@@ -68,6 +68,8 @@ class Source:
     """The container's state (`running`, `exited`, `created`), or `absent` when only its volume exists."""
     volume: str
     postgres: bool
+    files: tuple[str, ...] = ()
+    """Plain files of the volume archived as they are (`dump --file`): the API keys file when it lies in /data."""
 
     def describe(self) -> str:
         if self.state == "absent":
@@ -123,20 +125,30 @@ def _env_file_value(path: Path, key: str) -> str:
     return ""
 
 
+def in_data_volume(path: str) -> tuple[str, ...]:
+    """`path` (a setting's value inside the container, e.g. API_KEYS_FILE) relative to /data when it lies in the data
+    volume; nothing otherwise (a file mounted from the host is the host's to back up)."""
+    parts = Path(path).parts
+    if len(parts) < 3 or parts[:2] != ("/", DATA_DIR.strip("/")) or any(part in (".", "..") for part in parts):
+        return ()
+    return ("/".join(parts[2:]),)
+
+
 def locate(service: Service) -> Source | None:
     info = inspect(service.container)
     if info is not None:
         env = dict(item.split("=", 1) for item in info["Config"]["Env"] if "=" in item)
         volume = next((m.get("Name", "") for m in info["Mounts"] if m["Destination"] == DATA_DIR), "")
         return Source(service, info["Image"], ("--volumes-from", service.container), info["State"]["Status"],
-                      volume, bool(env.get("JOBS_DATABASE_URL")))
+                      volume, bool(env.get("JOBS_DATABASE_URL")), in_data_volume(env.get("API_KEYS_FILE", "")))
     volume = data_volume_by_label(service)
     if volume is None:
         return None
-    postgres = bool(os.environ.get("JOBS_DATABASE_URL")
-                    or _env_file_value(ROOT / service.name / ".env", "JOBS_DATABASE_URL"))
+    env_file = ROOT / service.name / ".env"
+    postgres = bool(os.environ.get("JOBS_DATABASE_URL") or _env_file_value(env_file, "JOBS_DATABASE_URL"))
+    keys = os.environ.get("API_KEYS_FILE") or _env_file_value(env_file, "API_KEYS_FILE")
     return Source(service, service.image, ("--mount", f"type=volume,source={volume},target={DATA_DIR}"), "absent",
-                  volume, postgres)
+                  volume, postgres, in_data_volume(keys))
 
 
 def helper_name(service: Service, action: str) -> str:

@@ -101,7 +101,8 @@ def take(data: Path, **kwargs: object) -> tuple[ServicePart, dict[str, bytes]]:
 
 
 def stage_stream(part: ServicePart, members: dict[str, bytes], *, skip: str = "", change: str = "",
-                 extra: dict[str, bytes] | None = None, cut: bool = False) -> io.BytesIO:
+                 extra: dict[str, bytes] | None = None, cut: bool = False,
+                 modes: dict[str, int] | None = None) -> io.BytesIO:
     """What `make restore` sends a service's container: service.json first, then the data members."""
     body = part.model_dump_json().encode()
     out = io.BytesIO()
@@ -112,6 +113,7 @@ def stage_stream(part: ServicePart, members: dict[str, bytes], *, skip: str = ""
                 data = data[:-1] + bytes([data[-1] ^ 1])
             info = tarfile.TarInfo(name)
             info.size = len(data)
+            info.mode = (modes or {}).get(name, info.mode)
             tar.addfile(info, io.BytesIO(data))
     raw = out.getvalue()
     return io.BytesIO(raw[: len(raw) // 2] if cut else raw)
@@ -241,6 +243,35 @@ def test_a_restore_into_an_empty_volume_gives_back_the_same_rows_and_bytes(data_
     restored = SqlSessionStore(open_database(target / "realtime.sqlite3", SESSIONS_SCHEMA)).get("sess_1", ANONYMOUS)
     assert restored is not None and restored.utterances[0].text == "hello there"
     assert not (target / load.STAGING).exists() and not (target / load.REPLACED).exists()
+
+
+def test_the_api_keys_file_in_the_volume_is_archived_when_named_and_restored_with_its_mode(data_dir: Path,
+                                                                                       tmp_path: Path) -> None:
+    """`make backup` names API_KEYS_FILE (`--file`) when it lies in /data: a restore gives back working keys."""
+    keys = data_dir / "api-keys.json"
+    keys.write_text('{"keys": [{"name": "team-a", "sha256": "ab"}]}')
+    keys.chmod(0o600)
+    unnamed, _ = take(data_dir)
+    assert "api-keys.json" not in unnamed.files and unnamed.not_backed_up == ["api-keys.json"]
+
+    part, members = take(data_dir, files=["api-keys.json"])
+    assert part.not_backed_up == [] and members["data/api-keys.json"] == keys.read_bytes()
+    assert part.files["api-keys.json"] == sha256_of(keys.read_bytes())
+    target = tmp_path / "restored"
+    target.mkdir()
+    load.stage(target, specs(), stage_stream(part, members, modes={"data/api-keys.json": 0o600}), replace=False,
+               params={"queue": QUEUE})
+    load.commit(target, replace=False)
+    assert (target / "api-keys.json").read_bytes() == keys.read_bytes()
+    assert (target / "api-keys.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_dump_command_refuses_a_file_outside_the_volume_in_one_line(data_dir: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "whisper_common.backup", "dump", "--data-dir", str(data_dir),
+                             "--store", JOBS, "--file", "../etc/passwd"], capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 1 and result.stdout == b""
+    assert result.stderr.decode().strip().splitlines() == ["--file '../etc/passwd': give a path relative to DATA_DIR, "
+                                                           "inside it"]
 
 
 def test_a_volume_that_holds_data_is_refused_unless_replace_and_then_replaced_whole(data_dir: Path,

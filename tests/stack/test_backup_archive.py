@@ -278,3 +278,31 @@ def test_backup_refuses_an_unknown_part_in_one_line(tmp_path: Path) -> None:
         "make backup: BACKUP_INCLUDE='data,secrets': choose among data,config,credentials,certificates "
         "(comma-separated): no archive was written"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_api_keys_file_kept_on_the_host_travels_with_the_credentials(roots: host_files.Roots,
+                                                                         tmp_path: Path) -> None:
+    """API_KEYS_FILE where the guide keeps it on the host ($WHISPER_ETC/api-keys.json, mounted into the services): a
+    restore gives back the same keys, 0600."""
+    keys = roots.etc / "api-keys.json"
+    keys.write_text('{"keys": [{"name": "team-a", "sha256": "ab"}]}\n')
+    keys.chmod(0o600)
+    described, members = read_host(["credentials"], roots)
+    assert members["host/etc/api-keys.json"] == keys.read_bytes()
+    assert described["host/etc/api-keys.json"]["part"] == "credentials"
+    fresh = host_files.Roots(tmp_path / "new-etc", tmp_path / "new-nginx", tmp_path / "new-checkout")
+    host_files.commit(host_files.stage(fresh, host_stream(described, members)))  # type: ignore[arg-type]
+    restored = fresh.etc / "api-keys.json"
+    assert restored.read_bytes() == keys.read_bytes() and restored.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("setting", "archived"), [
+    ("/data/api-keys.json", ("api-keys.json",)), ("/data/keys/team.json", ("keys/team.json",)),
+    ("/etc/whisper-platform/api-keys.json", ()), ("/data", ()), ("/data/../etc/passwd", ()), ("", ()),
+    ("data/api-keys.json", ()),
+])
+def test_make_backup_archives_the_api_keys_file_of_a_container_when_it_lies_in_the_data_volume(
+        setting: str, archived: tuple[str, ...]) -> None:
+    from scripts.stack.service_data import in_data_volume
+
+    assert in_data_volume(setting) == archived

@@ -23,6 +23,13 @@ def _params(values: list[str]) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
+def _inside(name: str) -> str:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"--file {name!r}: give a path relative to DATA_DIR, inside it")
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     specs = []
@@ -32,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as exc:  # a store of a newer checkout than this image: it has none of its files
             print(f"note: {text.partition('=')[0]}: this image has no {exc.name}; left out", file=sys.stderr)
     if args.command == "dump":
-        part = dump(data_dir, specs, sys.stdout.buffer, postgres=args.postgres, work_dir=args.work_dir)
+        files = [_inside(name) for name in args.file]
+        part = dump(data_dir, specs, sys.stdout.buffer, postgres=args.postgres, work_dir=args.work_dir, files=files)
         print(f"{len(part.files)} files, {len(part.missing)} missing", file=sys.stderr)
     elif args.command == "check":
         try:
@@ -63,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a store's SQLite file in DATA_DIR and its Schema (repeatable)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a parameter of the stores' migrations (the jobs store's queue)")
+    parser.add_argument("--file", action="append", default=[], metavar="PATH",
+                        help="dump: a plain file of DATA_DIR no store claims, archived as it is (the API keys file)")
     parser.add_argument("--postgres", action="store_true", help="dump: the stores are in PostgreSQL (files only)")
     parser.add_argument("--replace", action="store_true", help="check/stage/commit: replace data the volume holds")
     parser.add_argument("--release", default="", help="check: the commit that wrote the archive, for the message")

@@ -135,6 +135,7 @@ def _receive(tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo], part: Ser
         reader = HashingReader(source)
         with target.open("xb") as out:
             shutil.copyfileobj(reader, out, CHUNK)  # type: ignore[misc]
+            os.fchmod(out.fileno(), member.mode & 0o777)  # as it was: the keys file 0600, the rest as written
         verify_entry(relative, part.files.get(relative), reader.entry())
         seen.add(relative)
     absent = sorted(set(part.files) - seen)
