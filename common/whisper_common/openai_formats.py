@@ -19,8 +19,10 @@ Shapes (exactly OpenAI's):
 - rttm (an extension, where diarization ran): the diarizer's turns, one `SPEAKER <file> 1 <start> <duration> <NA> <NA>
   <speaker> <NA> <NA>` line each, as NIST's tools and pyannote.metrics read them
 
-Where a transcript carries the diarizer's turns, verbose_json and diarized_json have `turns`: `[{"start", "end",
-"speaker"}]` (and `similarity` where a known voice named the turn), labelled like the segments.
+Where a transcript carries the diarizer's turns, verbose_json has `turns`: `[{"start", "end", "speaker"}]` (and
+`similarity` where a known voice named the turn), labelled like the segments: an extension, as the segments' `speaker`
+is (OpenAI's verbose_json has no speakers). diarized_json stays exactly OpenAI's shape (the SDK's `TranscriptionDiarized`,
+strictly validated), so it has no `turns`; rttm gives them in any case.
 
 Streaming (`text/event-stream`, one `data: {json}` line per event): `delta_event(text)` for each decoded segment,
 `segment_event(segment, speaker)` for diarized streams, then `done_event(full_text)` carrying the FULL text.
@@ -286,7 +288,7 @@ def diarized_segment_json(segment: Segment, speaker: str) -> dict[str, Any]:
 def to_diarized_json(
     transcript: Transcript, granularities: frozenset[TimestampGranularity] = frozenset()
 ) -> dict[str, Any]:
-    labels = speaker_letters(transcript.segments, transcript.turns or ())
+    labels = speaker_letters(transcript.segments)
     body: dict[str, Any] = {
         "task": "transcribe",
         "duration": round(transcript.duration, 3),
@@ -300,8 +302,6 @@ def to_diarized_json(
             if "speaker" in word:
                 word["speaker"] = labels.get(word["speaker"], word["speaker"])
         body["words"] = words
-    if transcript.turns is not None:
-        body["turns"] = [turn_json(turn, labels[turn.speaker]) for turn in transcript.turns]
     return body
 
 

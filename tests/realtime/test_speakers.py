@@ -14,6 +14,8 @@ from whisper_common.speakers.matching import Reference, mean_embedding
 from whisper_faster.realtime import events as ev
 from whisper_faster.realtime.session import Utterance
 from whisper_faster.realtime.speakers import SessionSpeakers
+from whisper_faster.settings import REALTIME_CLUSTER_THRESHOLD as CLUSTER
+from whisper_faster.settings import REALTIME_SPEAKER_THRESHOLD as LIVE
 
 RATE = 16_000
 # Utterances of each voice in dev00 (debug.development.rttm), and enrolment from dev01 (never the same audio).
@@ -41,7 +43,7 @@ def reference(voices: dict[str, list[np.ndarray]], who: str) -> Reference:
 
 
 def test_a_voiceprint_names_its_voice_and_unknown_voices_get_stable_letters(voices: dict) -> None:
-    speakers = SessionSpeakers([reference(voices, "Maria")], threshold=0.80, cluster_threshold=0.75)
+    speakers = SessionSpeakers([reference(voices, "Maria")], threshold=LIVE, cluster_threshold=CLUSTER)
     order = [("Maria", 2), ("JFK", 0), ("Tom", 0), ("Maria", 3), ("JFK", 1), ("Tom", 1), ("JFK", 2)]
     labels = [speakers.label(voices[f"{who} live"][index]) for who, index in order]
     by_voice: dict[str, set[str]] = {}
@@ -52,14 +54,14 @@ def test_a_voiceprint_names_its_voice_and_unknown_voices_get_stable_letters(voic
 
 
 def test_an_absent_voiceprint_names_nobody(voices: dict) -> None:
-    speakers = SessionSpeakers([reference(voices, "Tom")], threshold=0.80, cluster_threshold=0.75)
+    speakers = SessionSpeakers([reference(voices, "Tom")], threshold=LIVE, cluster_threshold=CLUSTER)
     labels = [speakers.label(vector) for vector in voices["JFK live"] + voices["Maria live"][2:]]
     assert "Tom" not in labels
 
 
 def test_completed_carries_the_speaker_and_the_utterance_keeps_it(voices: dict) -> None:
     driver = Driver()
-    driver.session.speakers = SessionSpeakers([reference(voices, "Tom")], threshold=0.80, cluster_threshold=0.75)
+    driver.session.speakers = SessionSpeakers([reference(voices, "Tom")], threshold=LIVE, cluster_threshold=CLUSTER)
     spoken = iter([voices["Tom live"][0], voices["JFK live"][0]])
     voice_of: dict[str, np.ndarray] = {}
 

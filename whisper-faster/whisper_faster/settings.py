@@ -10,8 +10,11 @@ from whisper_common.settings import Duration, ServiceSettings
 from whisper_common.speakers.settings import SpeakerLibrarySettings
 
 
-REALTIME_SPEAKER_THRESHOLD = 0.80
+REALTIME_SPEAKER_THRESHOLD = 0.83
+"""bench/speaker_verification.py: a voiceprint of two 5 s clips against a 3 s utterance, false accepts at most 1 % of
+impostor trials from 0.83 up (false rejects 24 %)."""
 REALTIME_CLUSTER_THRESHOLD = 0.75
+"""The same bench: a 3 s clip against another 3 s clip, equal error rate (5.5 %) at 0.75."""
 
 
 class FasterSchedulerSettings(SchedulerSettings):

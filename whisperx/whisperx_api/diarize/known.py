@@ -10,7 +10,8 @@ keeps its label; a voice may match nobody (it is not in the recording).
 
 With `anchor`, the voiceprints also anchor the clustering of long recordings: a further diarized speaker whose voice
 is closest to an already named voice, at or above the threshold, is taken to be that voice split in two by the
-clustering and joins it (docs/benchmarks.md measures what it changes).
+clustering and joins it. Off by default (DIARIZATION__ANCHOR_KNOWN_SPEAKERS): its effect on long recordings is not
+measured yet.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from whisper_common.speakers.encoder import SAMPLE_RATE, SpeakerEncoder
 from whisper_common.speakers.matching import Match, Reference, assign
 from whisperx_api.diarize.base import SpeakerTurn
 
-KNOWN_SPEAKER_THRESHOLD = 0.84
+KNOWN_SPEAKER_THRESHOLD = 0.86
 """Default similarity threshold: the operating point of bench/speaker_verification.py (docs/benchmarks.md, known
-speakers) for a voiceprint or clip against a diarized speaker's speech, where false accepts stay at or below 1 % of
-impostor trials."""
+speakers) where false accepts stay at or below 1 % of impostor trials, for both conditions of this use: a 5 s clip
+against 15 s of a speaker (0.86, false rejects 29 %) and a voiceprint of two 5 s clips against 15 s (0.86, false
+rejects 21 %). It was 0.80, a guess, which let 1.9 % of impostor trials through."""
 MAX_KNOWN_SPEAKERS = 4
 MIN_REFERENCE_SECONDS = 2.0
 MAX_REFERENCE_SECONDS = 10.0

@@ -66,7 +66,7 @@ async def create_translation(request: Request, form: Annotated[TranslationForm, 
 
 
 async def _events(transcript: Transcript, output_format: ResponseFormat) -> AsyncIterator[str]:
-    labels = speaker_letters(transcript.segments, transcript.turns or ())
+    labels = speaker_letters(transcript.segments)
     for segment in transcript.segments:
         if output_format is ResponseFormat.DIARIZED_JSON:
             yield segment_event(segment, labels[segment.speaker])
