@@ -12,6 +12,7 @@ from whisper_common.batching.runtime import serve_batching
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.models_routes import models_router
 from whisper_common.speakers import serve_speakers, speakers_router
+from whisper_common.transcripts import serve_transcripts, transcripts_router
 from whisper_common.usage import serve_usage
 from whisper_faster import __version__
 from whisper_faster.jobs import FasterJobEngine
@@ -35,14 +36,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = partial(load_model, settings=settings)
-        async with (serve_usage(app, settings), serve_models(app, settings, loader) as manager,
+        async with (serve_usage(app, settings), serve_transcripts(app, settings, service="whisper_faster") as transcripts,
+                    serve_models(app, settings, loader) as manager,
                     serve_batching(app, settings, settings.scheduler, namespace="whisper_faster",
                                    in_flight=settings.scheduler.windows_in_flight) as batching,
                     serve_speakers(app, settings, settings.speakers)):
             app.state.service = TranscriptionService(settings, manager, app.state.gate, app.state.metrics, batching)
             engine = FasterJobEngine(app.state.service)
-            async with (realtime.serve_realtime(app, settings, manager),
-                        serve_jobs(app, settings, engine, metrics_namespace="whisper_faster")):
+            async with (realtime.serve_realtime(app, settings, manager, transcripts),
+                        serve_jobs(app, settings, engine, metrics_namespace="whisper_faster", transcripts=transcripts)):
                 yield
 
     app = create_service_app(
@@ -51,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         metrics_namespace="whisper_faster",
-        routers=[transcriptions.router, models_router(), realtime.router, speakers_router()],
+        routers=[transcriptions.router, models_router(), realtime.router, transcripts_router(), speakers_router()],
         lifespan=lifespan,
         open_paths=(realtime.PAGE_PATH,),
         metered_paths=(realtime.SOCKET_PATH,),

@@ -11,6 +11,7 @@ from whisper_common.batching.runtime import serve_batching
 from whisper_common.jobs import include_jobs_routes, serve_jobs
 from whisper_common.model_catalog import default_compute_type, inference_device
 from whisper_common.models_routes import models_router
+from whisper_common.transcripts import serve_transcripts, transcripts_router
 from whisper_common.speakers import serve_speakers, speakers_router
 from whisper_common.usage import serve_usage
 from whisperx_api import __version__
@@ -49,7 +50,8 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (serve_usage(app, settings), serve_models(app, settings, loader) as manager,
+        async with (serve_usage(app, settings), serve_transcripts(app, settings, service="whisperx") as transcripts,
+                    serve_models(app, settings, loader) as manager,
                     serve_batching(app, settings, settings.scheduler, namespace="whisperx", in_flight=1) as batching,
                     serve_speakers(app, settings, settings.speakers) as library):
             diarizers = Diarizers(settings, device, encoder=library.encoder)
@@ -58,7 +60,7 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
             )
             app.state.service = WhisperXService(settings, manager, pipeline, app.state.gate, app.state.metrics)
             engine = WhisperXJobEngine(app.state.service, library)
-            async with serve_jobs(app, settings, engine, metrics_namespace="whisperx"):
+            async with serve_jobs(app, settings, engine, metrics_namespace="whisperx", transcripts=transcripts):
                 yield
 
     app = create_service_app(
@@ -67,7 +69,7 @@ def create_app(settings: WhisperXSettings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         metrics_namespace="whisperx",
-        routers=[transcribe.router, openai.router, models_router(), speakers_router()],
+        routers=[transcribe.router, openai.router, models_router(), speakers_router(), transcripts_router()],
         lifespan=lifespan,
     )
     include_jobs_routes(app, WhisperXJobEngine.options_model, WhisperXJobEngine.formats)

@@ -1,10 +1,11 @@
 """What the worker, the outbox and the jobs service share, fixed at start-up: the store, the job files, the outbound
-rules and client, the webhook signer, the metrics, the retry policy and the timings. Nothing in it changes while the
-service runs; what does (the loops, the jobs running here) is the runner's.
+rules and client, the webhook signer, the metrics, the retry policy, the timings and the transcript library (if the
+service keeps one). Nothing in it changes while the service runs; what does (the loops, the jobs running here) is the runner's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -15,6 +16,9 @@ from whisper_common.jobs.retry import RetryPolicy
 from whisper_common.jobs.signer import Signer
 from whisper_common.jobs.store import SqlStore
 from whisper_common.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from whisper_common.transcripts.library import TranscriptLibrary
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,13 @@ class JobsContext:
     allow_audio_urls: bool
     webhook_concurrency: int = 8
     """Deliveries the outbox makes at once, one per receiver at most (WEBHOOK_CONCURRENCY)."""
+    transcripts: TranscriptLibrary | None = None
+    """Where a succeeded job's transcript is indexed for search, and forgotten when the job is deleted."""
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings, store: SqlStore, metrics: JobMetrics) -> JobsContext:
+    def from_settings(
+        cls, settings: ServiceSettings, store: SqlStore, metrics: JobMetrics, transcripts: TranscriptLibrary | None = None
+    ) -> JobsContext:
         return cls(
             store=store,
             files=JobFiles(settings.data_dir),
@@ -84,4 +92,5 @@ class JobsContext:
             max_download_bytes=settings.max_upload_bytes,
             allow_audio_urls=settings.allow_audio_urls,
             webhook_concurrency=settings.webhook_concurrency,
+            transcripts=transcripts,
         )

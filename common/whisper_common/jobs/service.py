@@ -210,6 +210,8 @@ class JobsService:
             raise JobNotFound(job_id)
         if deleted:
             await asyncio.to_thread(self.files.remove, job_id)
+            if self.context.transcripts is not None:  # not found by search any more
+                await self.context.transcripts.forget([job_id])
         elif job.status is JobStatus.RUNNING:
             self.local.cancel_running(job_id)  # a worker elsewhere learns it at its next lease renewal
         else:

@@ -89,6 +89,7 @@ class Worker:
         started = time.perf_counter()
         logger.info("job started", extra={"job_id": job.id, "attempt": job.attempts})
         outcome: Finish | None = None
+        transcript: Transcript | None = None
         with self.here.running(job.id, run.cancel):
             heartbeat = asyncio.create_task(self._heartbeat(run))
             try:
@@ -127,6 +128,19 @@ class Worker:
         metrics.attempts.labels(outcome=outcome.status.value).inc()
         logger.info("job finished", extra={"job_id": job.id, "status": outcome.status.value})
         self.wakeups.deliveries_due()
+        if outcome.status is JobStatus.SUCCEEDED and transcript is not None:
+            await self._index(finished, transcript)
+
+    async def _index(self, job: JobRow, transcript: Transcript) -> None:
+        """The transcript into the library, for search; a failure there never fails the job (it stays readable)."""
+        library = self.context.transcripts
+        if library is None:
+            return
+        try:
+            await library.job_succeeded(job, transcript, still_stored=lambda: self.store.peek(job.id) is not None)
+        except Exception as exc:  # noqa: BLE001 - logged; the job's result is kept all the same
+            logger.warning("the job's transcript could not be indexed for search", extra={"job_id": job.id,
+                                                                                          "error": repr(exc)})
 
     async def _forget_if_erased(self, job: JobRow) -> bool:
         """A job whose row is gone was erased with its owner's data while it ran: what the run wrote (a downloaded

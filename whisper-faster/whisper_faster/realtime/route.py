@@ -8,7 +8,8 @@ the session goes on.
 
 A session belongs to the caller that opened it (`owners.owner_of`: resolved, and held to its quotas, before the
 handshake is accepted); only its owner (or an admin) reads it back, another owner gets the 404 of a session that does
-not exist. Its audio seconds are counted in the owner's usage when it ends."""
+not exist. Its audio seconds are counted in the owner's usage when it ends, and its transcript goes into the
+transcript library (`realtime.library`), searchable by its owner."""
 from __future__ import annotations
 
 import asyncio
@@ -37,11 +38,13 @@ from whisper_common.options import check_model_supports
 from whisper_common.owners import owner_of
 from whisper_common.speech_guard import Report
 from whisper_common.transcript import Segment, Transcript
+from whisper_common.transcripts import SourceKind, TranscriptLibrary
 from whisper_faster.models import LoadedModel
 from whisper_faster.realtime import events as ev
 from whisper_faster.realtime.admission import Admission, RealtimeMetrics
 from whisper_faster.realtime.decode import transcribe_utterance
 from whisper_faster.realtime.labels import LiveLabels
+from whisper_faster.realtime.library import index_session, register_sessions
 from whisper_faster.realtime.session import (
     Close, Decode, DecodeRequest, Limits, Output, RealtimeSession, Send, SessionConfig, Utterance,
 )
@@ -68,6 +71,8 @@ class Realtime:
     batching: Batching
     admission: Admission
     store: SessionStore
+    transcripts: TranscriptLibrary | None = None
+    """Where an ended session's transcript is indexed for search."""
     labels: LiveLabels | None = None
     """Speaker labels (REALTIME_SPEAKERS, with the voiceprint library); None: completed carries no `speaker`."""
 
@@ -86,14 +91,19 @@ class Realtime:
 
 
 @contextlib.asynccontextmanager
-async def serve_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel]) -> AsyncIterator[Realtime]:
-    """`app.state.realtime` for the lifespan, with a janitor that removes stored sessions past REALTIME_RETENTION."""
+async def serve_realtime(app: FastAPI, settings: Settings, manager: ModelManager[LoadedModel],
+                         transcripts: TranscriptLibrary | None = None) -> AsyncIterator[Realtime]:
+    """`app.state.realtime` for the lifespan, with a janitor that removes stored sessions past REALTIME_RETENTION;
+    with `transcripts`, ended sessions are indexed there."""
     realtime = create_realtime(app, settings, manager)
+    realtime.transcripts = transcripts
 
     async def erase(owner: str) -> int:
         return await asyncio.to_thread(realtime.store.erase_owner, owner)
 
     app.state.erasure.register("realtime_sessions", erase)
+    if transcripts is not None:
+        register_sessions(transcripts, realtime.store, settings.realtime_retention)
     janitor = asyncio.create_task(every(
         max(1.0, min(3600.0, settings.realtime_retention / 4)),
         lambda: _remove_expired_sessions(realtime.store, settings.realtime_retention),
@@ -103,6 +113,8 @@ async def serve_realtime(app: FastAPI, settings: Settings, manager: ModelManager
         yield realtime
     finally:
         app.state.erasure.unregister("realtime_sessions")
+        if transcripts is not None:
+            transcripts.unregister(SourceKind.REALTIME)
         janitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await janitor
@@ -180,10 +192,21 @@ async def realtime_socket(websocket: WebSocket) -> None:
             model = realtime.model_id(session.config.model)
             websocket.app.state.usage.audio(owner.name, SOCKET_PATH, model, session.audio_seconds)
             await asyncio.to_thread(realtime.store.close, session.session_id, model)
+            await _index(realtime, session.session_id)
             logger.info("realtime session closed", extra={"session": session.session_id,
                                                           "audio_seconds": round(session.audio_seconds, 1)})
     finally:
         realtime.admission.closed()
+
+
+async def _index(realtime: Realtime, session_id: str) -> None:
+    if realtime.transcripts is None:
+        return
+    try:
+        await index_session(realtime.transcripts, realtime.store, session_id)
+    except Exception as exc:  # noqa: BLE001 - the session stays readable by id; only search misses it
+        logger.warning("the session's transcript could not be indexed for search", extra={"session": session_id,
+                                                                                          "error": repr(exc)})
 
 
 async def _refuse(websocket: WebSocket, message: str, code: str, close_code: int,
@@ -200,6 +223,8 @@ class _Connection:
         self.realtime = realtime
         self._send_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Future[None]] = set()
+        """Utterances being stored: a session ends (and is indexed) only once they are in."""
         self._gone = False
 
     async def run(self) -> None:
@@ -221,6 +246,7 @@ class _Connection:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(ticker, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def _on_message(self, message: dict) -> list[Output]:
         text = message.get("text")
@@ -256,6 +282,11 @@ class _Connection:
 
     async def _apply(self, outputs: list[Output]) -> None:
         async with self._send_lock:
+            # An utterance is stored before its `completed` is sent: a client that has it can read it back (and a
+            # session closed right after it is indexed with it), even if the socket closes meanwhile.
+            for output in outputs:
+                if isinstance(output, Utterance):
+                    await self._store(output)
             for output in outputs:
                 match output:
                     case Send(event):
@@ -275,11 +306,16 @@ class _Connection:
                     case Utterance() as utterance:
                         if utterance.latency_seconds is not None:
                             self.realtime.admission.observe_latency(utterance.latency_seconds)
-                        await asyncio.to_thread(
-                            self.realtime.store.add_utterance, self.session.session_id,
-                            StoredUtterance(utterance.item_id, round(utterance.start, 3), round(utterance.end, 3),
-                                            utterance.text, utterance.speaker),
-                        )
+
+    async def _store(self, utterance: Utterance) -> None:
+        write = asyncio.ensure_future(asyncio.to_thread(
+            self.realtime.store.add_utterance, self.session.session_id,
+            StoredUtterance(utterance.item_id, round(utterance.start, 3), round(utterance.end, 3), utterance.text,
+                            utterance.speaker),
+        ))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await asyncio.shield(write)  # a disconnect cancels the decode, not a write already under way
 
     async def _send(self, text: str) -> None:
         if self._gone or self.websocket.application_state != WebSocketState.CONNECTED:

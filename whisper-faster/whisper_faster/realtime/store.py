@@ -9,7 +9,7 @@ session, and the service can run more than one API pod), else in `DATA_DIR/realt
 
 Each session belongs to the owner that opened it (migration 2; `''` for sessions from before owners, which only an
 admin sees); reads filter by the caller in the query (`owners.owner_filter`), so another owner's session is answered
-like one that does not exist. `erase_owner` removes an owner's sessions with their utterances.
+like one that does not exist. `erase_owner` removes an owner's sessions with their utterances, `delete` one session.
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ class SessionStore(Protocol):
     def close(self, session_id: str, model: str) -> None: ...
     def get(self, session_id: str, owner: Owner) -> StoredSession | None: ...
     def remove_ended_before(self, cutoff: float) -> int: ...
+    def delete(self, session_id: str, owner: Owner) -> bool: ...
     def erase_owner(self, owner: str) -> int: ...
     def shutdown(self) -> None: ...
 
@@ -137,6 +138,15 @@ class SqlSessionStore:
             tx.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({ended})", (cutoff,))
             tx.execute(f"DELETE FROM realtime_sessions WHERE id IN ({ended})", (cutoff,))
             return tx.rowcount
+
+    def delete(self, session_id: str, owner: Owner) -> bool:
+        """Remove one session with its utterances, if it is `owner`'s to see (`DELETE /v1/transcripts/{id}`)."""
+        p = Params()
+        mine = f"SELECT id FROM realtime_sessions WHERE id = {p(session_id)} AND {owner_filter(p, owner)}"
+        with self.db.transaction() as tx:
+            tx.execute(f"DELETE FROM realtime_utterances WHERE session_id IN ({mine})", p.values)
+            tx.execute(f"DELETE FROM realtime_sessions WHERE id IN ({mine})", p.values)
+            return tx.rowcount == 1
 
     def erase_owner(self, owner: str) -> int:
         """Remove every session of `owner` with its utterances; returns how many sessions."""

@@ -1,0 +1,82 @@
+"""The transcript index's schema (store `transcripts` in `whisper_schema_versions`), for both databases.
+
+- `transcripts`: one row per transcript: who owns it, where it came from (`source`: job or realtime; `service`: the
+  service that made it, so services sharing a database or a DATA_DIR keep apart), when it was made and ended, its
+  text (the segments, one per line) and `segments` (JSON: `[start, end, speaker index or -1, offset, length]` each,
+  into `speakers`, a JSON list).
+- `transcript_speakers`: (speaker, doc) for the `speaker` filter.
+- The full-text index. SQLite: an FTS5 table over `transcripts.text` (external content: the text is stored once),
+  porter stemming over unicode61 tokens; its second column, `tags`, holds a token per owner and service, so that a
+  user's search ranks only its own transcripts. PostgreSQL: a stored `tsvector` column (`english` configuration) with
+  a GIN index.
+
+A later change is a new `Migration` appended to `TRANSCRIPTS_SCHEMA` (docs/migrations.md).
+"""
+from __future__ import annotations
+
+from whisper_common.db import Migration, MigrationContext, Schema
+
+TEXT_SEARCH_CONFIG = "english"
+FTS5_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+_COLUMNS = """
+    id TEXT NOT NULL,
+    service TEXT NOT NULL,
+    source TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION NOT NULL,
+    model TEXT NOT NULL,
+    language TEXT,
+    duration DOUBLE PRECISION NOT NULL,
+    speakers TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    segments TEXT NOT NULL,
+    text TEXT NOT NULL,
+    UNIQUE (service, id)"""
+
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS transcripts_owner ON transcripts (service, owner, created_at)",
+    "CREATE INDEX IF NOT EXISTS transcripts_created ON transcripts (service, created_at)",
+    "CREATE INDEX IF NOT EXISTS transcripts_ended ON transcripts (service, source, ended_at)",
+)
+
+_SQLITE = (
+    f"CREATE TABLE IF NOT EXISTS transcripts (doc INTEGER PRIMARY KEY, {_COLUMNS})",
+    *_INDEXES,
+    "CREATE TABLE IF NOT EXISTS transcript_speakers (speaker TEXT NOT NULL, doc INTEGER NOT NULL, "
+    "PRIMARY KEY (speaker, doc)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS transcript_speakers_doc ON transcript_speakers (doc)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS transcript_fts USING fts5(text, tags, content='transcripts', "
+    f"content_rowid='doc', tokenize='{FTS5_TOKENIZER}')",
+    # External content: the index follows the table through these triggers (rows are never updated, only replaced).
+    "CREATE TRIGGER IF NOT EXISTS transcripts_indexed AFTER INSERT ON transcripts BEGIN "
+    "INSERT INTO transcript_fts (rowid, text, tags) VALUES (new.doc, new.text, new.tags); END",
+    "CREATE TRIGGER IF NOT EXISTS transcripts_unindexed AFTER DELETE ON transcripts BEGIN "
+    "INSERT INTO transcript_fts (transcript_fts, rowid, text, tags) VALUES ('delete', old.doc, old.text, old.tags); "
+    "DELETE FROM transcript_speakers WHERE doc = old.doc; END",
+)
+
+_POSTGRES = (
+    f"CREATE TABLE IF NOT EXISTS transcripts (doc BIGSERIAL PRIMARY KEY, {_COLUMNS}, "
+    f"tsv tsvector GENERATED ALWAYS AS (to_tsvector('{TEXT_SEARCH_CONFIG}'::regconfig, text)) STORED)",
+    *_INDEXES,
+    "CREATE INDEX IF NOT EXISTS transcripts_tsv ON transcripts USING GIN (tsv)",
+    "CREATE TABLE IF NOT EXISTS transcript_speakers (speaker TEXT NOT NULL, "
+    "doc BIGINT NOT NULL REFERENCES transcripts (doc) ON DELETE CASCADE, PRIMARY KEY (speaker, doc))",
+    "CREATE INDEX IF NOT EXISTS transcript_speakers_doc ON transcript_speakers (doc)",
+)
+
+
+def _create(context: MigrationContext) -> None:
+    for statement in _POSTGRES if context.db.backend == "postgresql" else _SQLITE:
+        context.execute(statement)
+
+
+TRANSCRIPTS_SCHEMA = Schema(
+    store="transcripts",
+    tables=frozenset({"transcripts", "transcript_speakers"}),
+    migrations=(
+        Migration(1, "transcripts, their speakers and the full-text index", (_create,)),
+    ),
+)
