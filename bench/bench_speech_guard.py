@@ -2,6 +2,7 @@
 WER and words on the speech set; what the guard costs per request; and the candidates measured on the engine itself.
 
     python -m bench.bench_speech_guard [--before REF] [--after REF] [--repeat 3] [--parts table,corpus,speech,cost,candidates]
+    python -m bench.bench_speech_guard --render     # the docs section again from the cached results, measuring nothing
 
 `--before` (default: the commit the guard started from) and `--after` (default HEAD) are checked out with `git archive`
 into a temporary folder and served from there, so the figures are those commits' code, not a working tree's. Parts:
@@ -15,6 +16,9 @@ into a temporary folder and served from there, so the figures are those commits'
 - `cost`: 30 s speech clips with the guard and with `hallucination_guard=false`, rounds interleaved, medians; and the
   guard's own work (speech gate over the clip, text checks) timed in this process;
 - `candidates`: on faster-whisper directly (the service's decoding options), each way to keep invented text out.
+
+Each part's results are cached (`.cache/speech-guard/results.json`) with its run (time, commits, load), so parts run
+apart are shown with the run each comes from.
 
 The machine is shared with other work: every time is a median over rounds taken in turn, and the load is recorded.
 """
@@ -406,19 +410,26 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--long-repeat", type=int, default=1)
     parser.add_argument("--parts", default="table,corpus,speech,cost,candidates")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write the docs section from the cached results (each part's run noted)")
     args = parser.parse_args()
     parts = args.parts.split(",")
     CACHE.mkdir(parents=True, exist_ok=True)
-    loads = [load_average()]
     results: dict[str, Any] = {}
     cached = CACHE / "results.json"
     if cached.is_file():
         results = json.loads(cached.read_text())
-    with tempfile.TemporaryDirectory() as tmp, checkout(args.before) as before, checkout(args.after) as after:
-        trees = {"before": before, "after": after}
+    if args.render:
+        write_section("speech-guard", "Hallucination guard: no invented words (issue 22)", render(results, args))
+        return 0
+    after = subprocess.run(["git", "rev-parse", "--short", args.after], cwd=ROOT, check=True, capture_output=True,
+                           text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp, checkout(args.before) as before, checkout(args.after) as after_tree:
+        trees = {"before": before, "after": after_tree}
         clips = write_corpus(Path(tmp) / "corpus", 30.0)
         for part in parts:
-            print(f"== {part} (load {load_average()})", flush=True)
+            load, started = load_average(), utc_now()
+            print(f"== {part} (load {load})", flush=True)
             if part == "table":
                 results["table"] = run_table(trees, clips)
             elif part == "corpus":
@@ -429,23 +440,35 @@ def main() -> int:
                 results["cost"], results["cost_runs"] = run_cost(trees, max(args.repeat, 5))
             elif part == "candidates":
                 results["candidates"], results["candidate_runs"] = run_candidates(clips, Path(tmp))
-            loads.append(load_average())
-            results.setdefault("loads", []).append(f"{part}: {loads[-2]} -> {loads[-1]}")
+            results.setdefault("runs", {})[part] = (f"{started[:-4]}-{utc_now()[11:]}, before {args.before[:7]}, "
+                                                    f"after {after}, load {load} -> {load_average()}")
             cached.write_text(json.dumps(results, indent=1, default=str))
             print(results[part], flush=True)
-    results["refs"] = f"before {args.before[:7]}, after {args.after}"
-    cached.write_text(json.dumps(results, indent=1, default=str))
     write_section("speech-guard", "Hallucination guard: no invented words (issue 22)", render(results, args))
     return 0
 
 
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def render(results: dict[str, Any], args: argparse.Namespace) -> str:
-    missing = "(not measured in this run)"
+    missing = "(not measured)"
+    runs = results.get("runs", {})
+
+    def run_of(part: str) -> str:
+        return f"*Run: {runs[part]}.*" if part in runs else ""
+
+    held_back = {clip.name for clip in corpus(HELD_BACK)}
+    before_texts = {key: texts for key, texts in results.get("corpus_texts", {}).items() if key.endswith("/before")}
+    held_back_before = "; ".join(f"{key.split('/')[0]} {key.split('/')[1]}: " + (", ".join(
+        text for text in texts if text.split(":")[0] in held_back) or "none") for key, texts in before_texts.items())
     return f"""
-Code compared: before = commit `{args.before[:7]}` (the guard's starting point), after = `{args.after}`, each served
-from a `git archive` of that commit (tiny.en, {THREADS} CPU threads, `MAX_CONCURRENCY=1`). The machine is shared with
-other agents' work (load averages per part: {'; '.join(results.get('loads', []))}); times are medians of rounds taken
-in turn, and only differences measured in the same part are compared.
+Code compared: before = commit `{args.before[:7]}` (the guard's starting point), after = the commit named in each
+part's run line, each served from a `git archive` of that commit (tiny.en, {THREADS} CPU threads,
+`MAX_CONCURRENCY=1`). The machine is shared with other agents' work (the load average at each part's start and end
+is in its run line); times are medians of rounds taken in turn, and only differences measured in the same part are
+compared.
 
 ### What the guard does
 
@@ -457,6 +480,8 @@ pipeline, live sessions). `hallucination_guard=false` gives the raw output. Supp
 
 ### The issue's table, per path (30 s clips)
 
+{run_of('table')}
+
 {results.get('table', missing)}
 
 Live sessions: the clip appended and committed by hand (server VAD would not open a turn on most of these), then a
@@ -464,9 +489,14 @@ speech marker; "no `completed`" means the session sent none for the clip's item.
 
 ### The whole non-speech corpus (tests/non_speech.py, 30 s clips)
 
-The held-back part (other seeds, levels, frequencies and melodies) was never used to choose anything.
+The held-back part (other seeds, levels, frequencies and melodies) was never used to choose anything; its clips are
+counted in their own column.
+
+{run_of('corpus')}
 
 {results.get('corpus', missing)}
+
+Held-back clips with text before the guard: {held_back_before or missing}.
 
 ### Speech is not lost: WER and words
 
@@ -474,6 +504,8 @@ References: jfk's published text, sample.wav's STM; the AMI excerpts and the 10-
 the fixtures repeated, as `bench.bench_whisperx` builds it) against Whisper `base`'s transcript, a pseudo-reference.
 Medians of {args.repeat} requests ({args.long_repeat} for the 10-minute recording); whisper-faster samples when its
 temperature fallback starts, so its runs differ.
+
+{run_of('speech')}
 
 {results.get('speech', missing)}
 
@@ -487,12 +519,16 @@ guard a clip of 30 s or less is one window and runs no VAD; a longer one runs it
 whisperx the checks alone (its pipeline runs the VAD with or without the guard; the gate only renews Silero's state).
 With the guard the decoder also skips what is not speech, which is why a request can cost less with it than without.
 
+{run_of('cost')}
+
 {results.get('cost', missing)}
 
 ### The candidates, measured on faster-whisper directly
 
 whisper-faster's decoding options (beam 5, temperature fallback 0-1), the non-speech corpus (30 s clips) and the speech
 set; one run each.
+
+{run_of('candidates')}
 
 {results.get('candidates', missing)}
 """
