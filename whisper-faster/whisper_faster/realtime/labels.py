@@ -4,16 +4,20 @@
     labels = LiveLabels(library, settings)                  # REALTIME_SPEAKERS on, the voiceprint library open
     outputs = await labels.attach(session, owner.name)      # session.speakers set (or an error event: library down)
     outputs = labels.configure(session)                     # after a session.update
-    voice = labels.voice(request, text)                     # in the decode's worker thread, for a final
+    started = labels.start_voice(request)                   # a final's voice, embedded beside its decode
+    voice = labels.voice(request, text, started)            # in the decode's worker thread, once the text is there
 
-The voice is the d-vector of the utterance's own audio (not the earlier utterance heard as left context). Its cost is
-part of the final's decode: inside the time the admission records for it (the realtime factor) and in the process's
-CPU time it samples (what one session costs), so REALTIME_MAX_LOAD and REALTIME_MAX_CPU count it.
+The voice is the d-vector of the utterance's own audio (not the earlier utterance heard as left context), computed in
+a thread of its own while the final is decoded (one CPU thread: it overlaps CTranslate2's instead of adding to the time
+after the commit). The final's decode waits for it, so its cost is inside the time the admission records for the
+final (the realtime factor) where it outlasts the decode, and always in the process's CPU time it samples (what one
+session costs): REALTIME_MAX_LOAD and REALTIME_MAX_CPU count it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import numpy as np
 
@@ -86,8 +90,42 @@ class LiveLabels:
     def detach(self, session: RealtimeSession) -> None:
         self._references.pop(session.session_id, None)
 
-    def voice(self, request: DecodeRequest, text: str) -> np.ndarray | None:
-        """The d-vector of a final's utterance (blocking: in the decode's worker thread); None where none is needed."""
+    def start_voice(self, request: DecodeRequest) -> Voice | None:
+        """Start the d-vector of a final's utterance in a thread of its own, to run beside the final's decode rather
+        than after it (what it adds to commit -> completed is then the part that does not overlap); None for a
+        partial."""
+        if not request.final or self._encoder is None:
+            return None
+        return Voice(self._encoder, request.samples[request.context_samples:])
+
+    def voice(self, request: DecodeRequest, text: str, started: Voice | None = None) -> np.ndarray | None:
+        """The d-vector of a final's utterance (blocking: in the decode's worker thread), waiting for `started` where
+        it was started beside the decode; None where none is needed (a partial, or a final without text)."""
         if not request.final or not text or self._encoder is None:
             return None
+        if started is not None:
+            return started.result()
         return self._encoder.utterance(request.samples[request.context_samples:])
+
+
+class Voice:
+    """One utterance's d-vector, computed in a daemon thread from the moment it is made."""
+
+    def __init__(self, encoder: SpeakerEncoder, samples: np.ndarray) -> None:
+        self._result: np.ndarray | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(encoder, samples), name="live-voice", daemon=True)
+        self._thread.start()
+
+    def _run(self, encoder: SpeakerEncoder, samples: np.ndarray) -> None:
+        try:
+            self._result = encoder.utterance(samples)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the thread that waits for it
+            self._error = exc
+
+    def result(self) -> np.ndarray:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result

@@ -353,9 +353,10 @@ def _live_decode(batching: Batching, model: LoadedModel, request: DecodeRequest,
                  labels: LiveLabels | None = None) -> tuple[str, np.ndarray | None]:
     """A session's decode with its CTranslate2 calls at live priority (batched with other sessions' where they
     agree), and a final's voice when the session labels speakers."""
+    started = labels.start_voice(request) if labels is not None else None  # the voice beside the decode
     with batching.scheduler.opened(Priority.LIVE, label="realtime") as stream:
         text = transcribe_utterance(LoadedModel(model.model_id, request_model(model.whisper, stream)), request, report)
-    return text, labels.voice(request, text) if labels is not None else None
+    return text, labels.voice(request, text, started) if labels is not None else None
 
 
 # -- stored sessions and the page -------------------------------------------------------------------------------
