@@ -461,7 +461,7 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
 
     held_back = {clip.name for clip in corpus(HELD_BACK)}
     before_texts = {key: texts for key, texts in results.get("corpus_texts", {}).items() if key.endswith("/before")}
-    held_back_before = "; ".join(f"{key.split('/')[0]} {key.split('/')[1]}: " + (", ".join(
+    held_back_before = "; ".join(f"{key.rsplit('/', 1)[0].replace('/', ' ', 1)}: " + (", ".join(
         text for text in texts if text.split(":")[0] in held_back) or "none") for key, texts in before_texts.items())
     return f"""
 Code compared: before = commit `{args.before[:7]}` (the guard's starting point), after = the commit named in each
