@@ -20,6 +20,7 @@ from .settings import ROOT
 JOBS = "jobs.sqlite3=whisper_common.jobs.schema:JOBS_SCHEMA"
 USAGE = "usage.sqlite3=whisper_common.usage.store:USAGE_SCHEMA"
 REALTIME = "realtime.sqlite3=whisper_faster.realtime.store:SESSIONS_SCHEMA"
+TRANSCRIPTS = "transcripts.sqlite3=whisper_common.transcripts.schema:TRANSCRIPTS_SCHEMA"
 APP_USER = "10001:10001"
 """The services' user (the Dockerfiles' `app`), who owns everything in the data volumes."""
 DATA_DIR = "/data"
@@ -51,8 +52,9 @@ class Service:
 
 
 SERVICES = (
-    Service("whisper-faster", "faster-whisper", "whisper_faster", (JOBS, USAGE, REALTIME), "WHISPER_FASTER_TAG"),
-    Service("whisperx", "whisperx", "whisperx", (JOBS, USAGE), "WHISPERX_TAG"),
+    Service("whisper-faster", "faster-whisper", "whisper_faster", (JOBS, USAGE, REALTIME, TRANSCRIPTS),
+            "WHISPER_FASTER_TAG"),
+    Service("whisperx", "whisperx", "whisperx", (JOBS, USAGE, TRANSCRIPTS), "WHISPERX_TAG"),
 )
 BY_NAME = {service.name: service for service in SERVICES}
 

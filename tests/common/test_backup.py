@@ -36,18 +36,23 @@ from whisper_common.jobs.schema import JOBS_SCHEMA
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.jobs.store import Finish
 from whisper_common.owners import ANONYMOUS
+from whisper_common.transcripts.model import SourceKind, build_doc
+from whisper_common.transcripts.query import parse_query
+from whisper_common.transcripts.schema import TRANSCRIPTS_SCHEMA
+from whisper_common.transcripts.store import Search, TranscriptIndex
 from whisper_common.usage.store import USAGE_SCHEMA, UsageRow, UsageStore
 from whisper_faster.realtime.store import SESSIONS_SCHEMA, SqlSessionStore, StoredUtterance
 
 JOBS = "jobs.sqlite3=whisper_common.jobs.schema:JOBS_SCHEMA"
 REALTIME = "realtime.sqlite3=whisper_faster.realtime.store:SESSIONS_SCHEMA"
 USAGE = "usage.sqlite3=whisper_common.usage.store:USAGE_SCHEMA"
+TRANSCRIPTS = "transcripts.sqlite3=whisper_common.transcripts.schema:TRANSCRIPTS_SCHEMA"
 JOBS_LATEST, SESSIONS_LATEST = JOBS_SCHEMA.latest, SESSIONS_SCHEMA.latest
 QUEUE = "whisper_faster"
 
 
 def specs() -> list[StoreSpec]:
-    return [StoreSpec.parse(JOBS), StoreSpec.parse(USAGE), StoreSpec.parse(REALTIME)]
+    return [StoreSpec.parse(JOBS), StoreSpec.parse(USAGE), StoreSpec.parse(REALTIME), StoreSpec.parse(TRANSCRIPTS)]
 
 
 def submit(store: SqliteStore, files: JobFiles, audio: bytes) -> JobRow:
@@ -86,6 +91,11 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     usage = UsageStore(open_database(data / "usage.sqlite3", USAGE_SCHEMA))
     usage.add(QUEUE, [UsageRow("2026-12-06", "team-a", "/v1/jobs", "tiny.en", 3, 33.0, 3)])
     usage.close()
+    index = TranscriptIndex(open_database(data / "transcripts.sqlite3", TRANSCRIPTS_SCHEMA), QUEUE)
+    index.add(build_doc(id=first.id, source=SourceKind.JOB, owner="", created_at=first.created_at,
+                        ended_at=time.time(), model="tiny.en", language="en", duration=1.5,
+                        segments=[(0.0, 1.5, None, "first transcript of the budget meeting")]))
+    index.db.close()
     store.close()
     yield data
 
@@ -123,9 +133,9 @@ def tree(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def rows(database: Path, sql: str) -> list[tuple]:
+def rows(database: Path, sql: str, params: tuple = ()) -> list[tuple]:
     with sqlite3.connect(database) as connection:
-        return connection.execute(sql).fetchall()
+        return connection.execute(sql, params).fetchall()
 
 
 # --- backup -----------------------------------------------------------------------------------------------------------
@@ -144,7 +154,9 @@ def test_the_archive_holds_each_store_its_schema_versions_and_exactly_the_files_
     assert {(s.store, s.file, s.version, s.latest_known) for s in part.stores} == {
         ("jobs", "jobs.sqlite3", JOBS_LATEST, JOBS_LATEST), ("realtime", "realtime.sqlite3", SESSIONS_LATEST,
                                                              SESSIONS_LATEST),
-        ("usage", "usage.sqlite3", USAGE_SCHEMA.latest, USAGE_SCHEMA.latest)}
+        ("usage", "usage.sqlite3", USAGE_SCHEMA.latest, USAGE_SCHEMA.latest),
+        ("transcripts", "transcripts.sqlite3", TRANSCRIPTS_SCHEMA.latest, TRANSCRIPTS_SCHEMA.latest)}
+    assert next(s for s in part.stores if s.store == "transcripts").rows == {"transcripts": 1, "transcript_speakers": 0}
     assert next(s for s in part.stores if s.store == "usage").rows == {"usage_daily": 1}
     jobs = next(s for s in part.stores if s.store == "jobs")
     assert jobs.rows["jobs"] == 3 and jobs.rows["webhook_deliveries"] == 2
@@ -242,6 +254,11 @@ def test_a_restore_into_an_empty_volume_gives_back_the_same_rows_and_bytes(data_
     assert rows(target / "jobs.sqlite3", deliveries) == rows(data_dir / "jobs.sqlite3", deliveries)
     restored = SqlSessionStore(open_database(target / "realtime.sqlite3", SESSIONS_SCHEMA)).get("sess_1", ANONYMOUS)
     assert restored is not None and restored.utterances[0].text == "hello there"
+    index = TranscriptIndex(open_database(target / "transcripts.sqlite3", TRANSCRIPTS_SCHEMA), QUEUE)
+    hits, _ = index.search(ANONYMOUS, Search(terms=parse_query("budget")), {})  # searchable as it was
+    assert [hit.matches[0].snippet for hit in hits] == ["first transcript of the budget meeting"]
+    assert rows(target / "jobs.sqlite3", "SELECT status FROM jobs WHERE id = ?", (hits[0].doc.id,)) == [("succeeded",)]
+    index.db.close()
     assert not (target / load.STAGING).exists() and not (target / load.REPLACED).exists()
 
 
