@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -295,11 +296,28 @@ def webhook_receiver(address: str) -> Iterator[Receiver]:
         server.server_close()
 
 
-def submit_job(http: httpx.Client, deployment: Deployment, service: str, audio: str = "jfk.flac",
+def long_recording(folder: Path, repeats: int = 10) -> Path:
+    """dev00.wav (30 s of a meeting) `repeats` times over, as 16 kHz PCM16: a job that runs for a while."""
+    from faster_whisper.audio import decode_audio
+    import numpy as np
+
+    samples = decode_audio(str(fixture_path("dev00.wav")), sampling_rate=16_000)
+    pcm = (np.clip(np.tile(samples, repeats), -1, 1) * 32767).astype("<i2").tobytes()
+    path = folder / f"dev00-x{repeats}.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(pcm)
+    return path
+
+
+def submit_job(http: httpx.Client, deployment: Deployment, service: str, audio: str | Path = "jfk.flac",
                webhook: str | None = None) -> str:
     data = {"webhook_url": webhook} if webhook else {}
-    with fixture_path(audio).open("rb") as handle:
-        answer = http.post(deployment.url(service, "/v1/jobs"), files={"file": (audio, handle)}, data=data)
+    path = audio if isinstance(audio, Path) else fixture_path(audio)
+    with path.open("rb") as handle:
+        answer = http.post(deployment.url(service, "/v1/jobs"), files={"file": (path.name, handle)}, data=data)
     assert answer.status_code == 202, answer.text
     return str(answer.json()["id"])
 
