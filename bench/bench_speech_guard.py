@@ -452,6 +452,31 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
+def criteria(results: dict[str, Any]) -> str:
+    """The issue's criterion 3 read off the speech part: WER within 0.01 of before's (a lower one keeps it) on jfk,
+    sample.wav and the 10-minute recording, words within 1 % on the 10-minute recording; each also against the same
+    commit with `hallucination_guard=false` (the guard's own effect, without the decoding changes made beside it)."""
+    runs = results.get("speech_runs")
+    if not runs:
+        return ""
+    lines = []
+    for service in PATHS:
+        for name in ("jfk.flac", "sample.wav", LONG):
+            after = runs[f"{service}/after/{name}"]
+            parts = []
+            for base_label in ("before", "after, guard off"):
+                base = runs[f"{service}/{base_label}/{name}"]
+                change = after["wer"] - base["wer"]
+                words = (after["words"] - base["words"]) / base["words"] * 100 if base["words"] else 0.0
+                wer_met = change <= 0.01
+                words_met = abs(words) <= 1.0 or name != LONG
+                verdict = "met" if wer_met and words_met else "**not met**"
+                parts.append(f"against {base_label}: WER {change:+.3f}, words {words:+.1f} % ({verdict})")
+            lines.append(f"- {service}, {name}: " + "; ".join(parts))
+    return ("**Criterion 3** (WER within 0.01 of before's on jfk, sample.wav and the 10-minute recording, a lower one "
+            "included; words within 1 % on the 10-minute recording):\n\n" + "\n".join(lines))
+
+
 def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     missing = "(not measured)"
     runs = results.get("runs", {})
@@ -464,6 +489,8 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
     held_back_before = "; ".join(f"{key.rsplit('/', 1)[0].replace('/', ' ', 1)}: " + (", ".join(
         text for text in texts if text.split(":")[0] in held_back) or "none") for key, texts in before_texts.items())
     return f"""
+{criteria(results)}
+
 Code compared: before = commit `{args.before[:7]}` (the guard's starting point), after = the commit named in each
 part's run line, each served from a `git archive` of that commit (tiny.en, {THREADS} CPU threads,
 `MAX_CONCURRENCY=1`). The machine is shared with other agents' work (the load average at each part's start and end
