@@ -1,12 +1,16 @@
 """The `/realtime` page in headless Chromium with a fake microphone playing a real recording, through Nginx (TLS +
 basic auth) and the auto-start proxy, starting from a sleeping whisper-faster: the page's final lines must match
 the recording. Also a plain WebSocket client waking the sleeping service with the upgrade itself, and an open
-session keeping the service up past the proxy's idle timeout (then the service is stopped once it closes)."""
+session keeping the service up past the proxy's idle timeout (then the service is stopped once it closes).
+
+Speakers through the whole stack: a voice enrolled through Nginx (`/v1/speakers`, from dev01) is named on its
+utterances of dev00 (another excerpt of the same meeting) in a session of the `openai` client and on the page."""
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -19,10 +23,15 @@ import soundfile
 import websockets
 from faster_whisper.audio import decode_audio
 
+from openai import OpenAI
+
 from scripts.stack.local_stack import LocalStack
+from tests.realtime.audio import recording_pcm16
+from tests.realtime.test_server import collect, stream
+from tests.realtime.test_speaker_labels import MARIA_IN_DEV00, TOM_IN_DEV00, dev01_clip, utterances
 from tests.service_servers import JFK_REFERENCE
 from tests.stack.chromium import chromium_binary, headless_page
-from tests.stack.harness import running_local_stack
+from tests.stack.harness import LoopbackTransport, running_local_stack
 from tests.support import ARTIFACTS, fixture_path, require
 from tests.whisper_faster.helpers import word_error_rate
 
@@ -132,3 +141,70 @@ def test_the_page_transcribes_a_fake_microphone_through_nginx_and_the_proxy(
     text = " ".join(lines)
     assert word_error_rate(JFK_REFERENCE, text) < 0.25, lines
     assert len(lines) >= 2  # one line per utterance, not one blob
+
+
+@pytest.fixture(scope="module")
+def maria(stack: LocalStack) -> dict:
+    """MEE009 alone in dev01 (7.0-11.8 s), enrolled through Nginx and the proxy by the page's basic-auth user."""
+    assert stack.credentials is not None
+    tls = ssl.create_default_context(cafile=str(stack.paths.cert))
+    with httpx.Client(transport=LoopbackTransport(verify=tls), auth=(stack.credentials.user, stack.credentials.password),
+                      timeout=300) as http:
+        response = http.post(f"https://{stack.settings.whisper_host}:{stack.settings.https_port}/v1/speakers",
+                             data={"name": "Maria"}, files=[("file", ("maria.wav", dev01_clip(7.0, 11.8), "audio/wav"))])
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_the_openai_client_sees_the_enrolled_name_through_nginx_and_the_proxy(stack: LocalStack, maria: dict) -> None:
+    host, port = stack.settings.whisper_host, stack.settings.https_port
+    openai = OpenAI(api_key="unused", base_url=f"https://{host}:{port}/v1", websocket_base_url=f"wss://{host}:{port}/v1",
+                    max_retries=0)
+    connection_options = {  # whisper.localhost may not resolve here: connect to 127.0.0.1, keep the TLS name
+        "sock": socket.create_connection(("127.0.0.1", port), timeout=300),
+        "ssl": ssl.create_default_context(cafile=str(stack.paths.cert)), "server_hostname": host, "open_timeout": 300,
+    }
+    with openai.realtime.connect(extra_query={"intent": "transcription"}, extra_headers={"Authorization": basic(stack)},
+                                 websocket_connection_options=connection_options) as connection:  # type: ignore[arg-type]
+        assert connection.recv().type == "session.created"
+        connection.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": {"model": "whisper-1", "language": "en"},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+                               "silence_duration_ms": 500}}}})
+        assert connection.recv().type == "session.updated"
+        sender = stream(lambda audio: connection.input_audio_buffer.append(audio=audio), recording_pcm16("dev00.wav"))
+        events = collect(lambda: connection.recv().model_dump(exclude_none=True), sender,
+                         marker=lambda: connection.session.update(session={"type": "transcription"}))
+    heard = utterances(events)
+    inside = [speaker for start, end, speaker, _ in heard
+              if start >= MARIA_IN_DEV00[0] - 0.5 and end <= MARIA_IN_DEV00[1] + 0.5]
+    assert "Maria" in inside, heard
+    toms = [speaker for start, end, speaker, _ in heard
+            if start >= TOM_IN_DEV00[0] - 0.3 and end <= TOM_IN_DEV00[1] + 0.5]
+    assert "Maria" not in toms, heard
+
+
+def test_the_page_shows_the_enrolled_name(stack: LocalStack, maria: dict, tmp_path: Path) -> None:
+    require(chromium_binary() is not None, "chromium (apt-get install chromium)")
+    speech = decode_audio(str(fixture_path("dev00.wav")), sampling_rate=48_000)
+    wav = tmp_path / "dev00-48k.wav"
+    soundfile.write(wav, np.concatenate([np.zeros(48_000, np.float32), speech, np.zeros(3 * 48_000, np.float32)]),
+                    48_000, subtype="PCM_16")
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required"]
+    url = f"https://{stack.settings.whisper_host}:{stack.settings.https_port}/realtime?autostart=1"
+    with headless_page(authorization=basic(stack), extra_args=args) as page:
+        page.call("Page.navigate", url=url)
+        page.wait_for("document.querySelector('#status') && document.querySelector('#status').textContent"
+                      ".startsWith('Listening')", timeout_s=300)
+        # Until Maria's lines are in (she speaks first, for 12 s), or an error.
+        page.wait_for("[...document.querySelectorAll('#finals .speaker')].some(e => e.textContent.includes('Maria'))"
+                      " || document.querySelector('#status').className === 'error'", timeout_s=120)
+        page.screenshot(ARTIFACTS / "realtime-page-speakers.png")
+        status = page.evaluate("document.querySelector('#status').textContent")
+        lines = page.evaluate("window.realtime.lines.map(line => [line.speaker, line.text])")
+        shown = page.evaluate("[...document.querySelectorAll('#finals .speaker')].map(e => e.textContent)")
+    assert not status.startswith("Error"), status
+    assert any(speaker == "Maria" for speaker, _ in lines), lines
+    assert any("Maria" in label for label in shown), shown
