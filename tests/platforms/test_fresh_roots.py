@@ -59,8 +59,9 @@ def _record(leg: str, figures: dict[str, object]) -> None:
 
 
 def _stop_make_run(root: RootContainer, process: subprocess.Popen[str]) -> str:
-    """Ctrl-C for `make run`: SIGINT to run_local.py inside the container (a docker exec client passes no signal)."""
-    pid = root.sh("pgrep -f 'scripts/run_local.py' | head -n 1").stdout.strip()
+    """Ctrl-C for `make run`: SIGINT to run_local.py inside the container (a docker exec client passes no signal).
+    Found through /proc: a fresh root has no procps (no pgrep, no ps); `[s]` keeps grep from finding itself."""
+    pid = root.sh("grep -l -a '[s]cripts/run_local.py' /proc/[0-9]*/cmdline 2>/dev/null | head -n 1 | cut -d/ -f3").stdout.strip()
     assert pid, "make run's run_local.py is not running"
     root.sh(f"kill -INT {pid}")
     out, _ = process.communicate(timeout=120)
