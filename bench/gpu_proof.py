@@ -12,7 +12,7 @@ CPython --python-version (3.12) on manylinux x86_64; a package published as sour
 source with setuptools and wheel, built on the GPU machine. The project's own wheel and this script go in too.
 
 `run` is for a machine with one NVIDIA GPU, its driver (CUDA 13 is fine: CTranslate2 brings its CUDA 12 libraries),
-Python 3.12 with PyTorch already installed, and no network. It stops with one line when there is no GPU or the folder
+Python 3.12 with PyTorch already installed (and torchaudio: whisperx needs it), and no network. It stops with one line when there is no GPU or the folder
 is not one `wheels` made. Otherwise it makes a virtual environment beside the output that sees the interpreter's own
 packages (its PyTorch), installs the folder's wheels into it without an index, and runs each service in turn on the
 GPU (WHISPER__INFERENCE_DEVICE=cuda) with the largest Whisper model it can load offline: --model ids first, then the
@@ -194,13 +194,13 @@ def gpus() -> list[str]:
 
 
 def torch_facts(python: str) -> dict[str, object]:
-    probe = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
-             "'available': torch.cuda.is_available()}))")  # fmt: skip
+    probe = ("import importlib.util, json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
+             "'available': torch.cuda.is_available(), 'torchaudio': importlib.util.find_spec('torchaudio') is not None}))")
     result = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise Refusal(f"{python} has no PyTorch ({(result.stderr.strip().splitlines() or ['import failed'])[-1]}): "
                       "install the PyTorch build for this machine's CUDA, then run again")  # fmt: skip
-    facts = json.loads(result.stdout)
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
     if not facts["available"]:
         raise Refusal(f"PyTorch {facts['torch']} here sees no CUDA device (torch.cuda.is_available() is False): "
                       "a CUDA build of PyTorch and a working NVIDIA driver are needed")  # fmt: skip
@@ -377,6 +377,8 @@ def run_proof(args: argparse.Namespace) -> int:
     check_wheel_folder(folder)
     names = gpus()
     facts = torch_facts(sys.executable)
+    if subprocess.run([sys.executable, "-c", "import ensurepip, venv"], capture_output=True).returncode != 0:
+        raise Refusal(f"{sys.executable} has no venv module: install it (Debian/Ubuntu: python3-venv), then run again")
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(f"{PROG}: {names[0]}; PyTorch {facts['torch']} (CUDA {facts['cuda']}); installing {folder.name}", flush=True)
