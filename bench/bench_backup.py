@@ -36,7 +36,7 @@ import soundfile
 from bench.report import table, write_section
 from whisper_common.backup.manifest import FORMAT, Manifest, Release, ServicePart, ServiceRecord
 from whisper_common.jobs.files import JobFiles
-from whisper_common.jobs.model import JobRow, JobStatus, new_job_id
+from whisper_common.jobs.records import JobRow, JobStatus, new_job_id
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.jobs.store import Finish
 

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from bench.bench_whisper_faster import FIXTURES, free_port, load_average, start_service
 from bench.report import table, write_section
 from whisper_common.auth import OwnerMiddleware, OwnerResolver
-from whisper_common.jobs.model import JobRow, JobStatus, new_job_id
+from whisper_common.jobs.records import JobRow, JobStatus, new_job_id
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.keys import KeyRing
 from whisper_common.keys.file import KeyEntry, hash_key, new_key, write_keys

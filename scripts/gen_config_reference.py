@@ -352,7 +352,7 @@ def jobs_metrics_table() -> str:
     from prometheus_client import CollectorRegistry
 
     from whisper_common.jobs.metrics import JobMetrics
-    from whisper_common.jobs.model import JobStatus
+    from whisper_common.jobs.records import JobStatus
 
     registry = CollectorRegistry()
     JobMetrics(registry, "whisper_faster", lambda: ({status.value: 0 for status in JobStatus}, None))

@@ -18,7 +18,7 @@
 - `quotas`: per-owner quotas (`QuotaGuard`, `QuotaMiddleware`: 429 with Retry-After)
 - `erasure`: `DELETE /v1/owners/{me|owner}/data` over the erasers each store registers
 - `metrics`: `ServiceMetrics` (prometheus-client, `record_inference`) and `/metrics`
-- `models`: `ModelManager` (load once, reference count, idle TTL, preload)
+- `model_manager`: `ModelManager` (load once, reference count, idle TTL, preload)
 - `concurrency`: `InferenceGate` (MAX_CONCURRENCY, MAX_QUEUE -> 503), `run_in_worker`, `iterate_in_worker`
 - `log`: JSON logging, request ids, access log
 - `docs_ui`: Swagger UI from local assets

@@ -49,7 +49,7 @@ from whisper_common.log import RequestContextMiddleware
 from whisper_common.metrics import ServiceMetrics, metrics_router
 from whisper_common.model_catalog import resolve_model_id
 from whisper_common.openapi import install_openapi
-from whisper_common.models import ModelManager, hub_cache_bytes
+from whisper_common.model_manager import ModelManager, hub_cache_bytes
 from whisper_common.quotas import QuotaGuard, QuotaMiddleware
 from whisper_common.settings import ServiceSettings
 from whisper_common.uploads import UploadLimitMiddleware

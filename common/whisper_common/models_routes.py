@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from whisper_common import model_catalog
 from whisper_common.errors import ModelNotFound
-from whisper_common.models import ModelManager
+from whisper_common.model_manager import ModelManager
 from whisper_common.settings import ServiceSettings
 
 _CREATED = 1_700_000_000

@@ -31,7 +31,7 @@ from whisper_common.backup.manifest import SERVICE_MANIFEST, SchemaVersion, Serv
 from whisper_common.backup.stores import StoreSpec
 from whisper_common.db import CorruptDatabase, open_database
 from whisper_common.jobs.files import JobFiles
-from whisper_common.jobs.model import JobRow, JobStatus, new_job_id
+from whisper_common.jobs.records import JobRow, JobStatus, new_job_id
 from whisper_common.jobs.schema import JOBS_SCHEMA
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.jobs.store import Finish

@@ -9,7 +9,7 @@ import pytest
 
 from whisper_common.errors import ModelNotFound
 from whisper_common.metrics import ServiceMetrics
-from whisper_common.models import ModelManager
+from whisper_common.model_manager import ModelManager
 
 
 class Loader:

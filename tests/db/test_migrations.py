@@ -27,7 +27,7 @@ from whisper_common.db import (
     open_database,
 )
 from whisper_common.db.postgres import MIGRATION_LOCK
-from whisper_common.jobs.model import JobRow, JobStatus
+from whisper_common.jobs.records import JobRow, JobStatus
 from whisper_common.jobs.sqlite import SqliteStore
 
 ONE = Migration(1, "notes", ("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)",))

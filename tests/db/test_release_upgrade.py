@@ -27,7 +27,7 @@ from tests.realtime.conftest import next_event, open_socket
 from tests.realtime.test_server import collect, stream
 from tests.support import ARTIFACTS, fixture_path, free_port, python_module
 from whisper_common.db import open_database
-from whisper_common.jobs.model import JobStatus
+from whisper_common.jobs.records import JobStatus
 from whisper_common.jobs.postgres import PostgresStore
 from whisper_common.jobs.sqlite import SqliteStore
 from whisper_common.jobs.store import Finish, SqlStore

@@ -430,7 +430,7 @@ def proxy_idle_timeouts(config: Path = REPO / "autostart" / "config.json") -> di
 
 @cache
 def _job_statuses() -> frozenset[str]:
-    from whisper_common.jobs.model import JobStatus
+    from whisper_common.jobs.records import JobStatus
 
     return frozenset(status.value for status in JobStatus)
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.jobs.postgres import postgres_server
-from whisper_common.jobs.model import JobRow, JobStatus, new_job_id
+from whisper_common.jobs.records import JobRow, JobStatus, new_job_id
 from whisper_common.jobs.postgres import PostgresStore
 from whisper_common.jobs.retry import Backoff
 from whisper_common.jobs.sqlite import SqliteStore

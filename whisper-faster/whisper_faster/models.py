@@ -1,4 +1,4 @@
-"""Loading a faster-whisper model: `ModelManager` (whisper_common.models) calls `load_model` with an id that
+"""Loading a faster-whisper model: `ModelManager` (whisper_common.model_manager) calls `load_model` with an id that
 whisper_common.model_catalog resolved; the catalogue also says where the model is and names load failures."""
 from __future__ import annotations
 

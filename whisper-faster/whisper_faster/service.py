@@ -32,10 +32,10 @@ from whisper_common.batching import Cancelled, Priority
 from whisper_common.batching.recording import RecordingInfo
 from whisper_common.batching.runtime import Batching
 from whisper_common.concurrency import InferenceGate, iterate_in_worker, run_in_worker
-from whisper_common.jobs.engine import ProgressCallback
+from whisper_common.jobs.contract import ProgressCallback
 from whisper_common.metrics import ServiceMetrics
 from whisper_common.model_catalog import resolve_model_id
-from whisper_common.models import ModelManager
+from whisper_common.model_manager import ModelManager
 from whisper_common.options import check_model_supports
 from whisper_common.speech_gate import RENEW_SECONDS, GateOptions
 from whisper_common.speech_guard import SegmentGuard

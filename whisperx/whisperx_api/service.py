@@ -23,10 +23,10 @@ from starlette.requests import Request
 from whisper_common.audio_stream import AudioStream
 from whisper_common.batching import Priority
 from whisper_common.concurrency import InferenceGate, run_in_worker
-from whisper_common.jobs.engine import ProgressCallback
+from whisper_common.jobs.contract import ProgressCallback
 from whisper_common.metrics import ServiceMetrics
 from whisper_common.model_catalog import resolve_model_id
-from whisper_common.models import ModelManager
+from whisper_common.model_manager import ModelManager
 from whisper_common.options import check_model_supports
 from whisper_common.transcript import Task
 from whisper_common.uploads import DecodedAudio, decode_audio

@@ -17,9 +17,9 @@ through `files` (`intake` streams uploads into DATA_DIR). `context` is what the 
 share, fixed at start-up (store, files, outbound rules and client, signer, metrics, retry policy, timings); `runner`
 owns what runs in this process (`worker` loops with leases, the `outbox` of Standard Webhooks signed by `signer`,
 the janitor, the queue `counts`) and the jobs its workers hold. `retry` is the backoff policy, `outbound` the SSRF
-rules, `runtime` the lifespan that puts them together, `engine` the contract a service implements. See docs/jobs.md.
+rules, `runtime` the lifespan that puts them together, `contract` the engine a service implements and `records` the rows a job is kept in. See docs/jobs.md.
 """
-from whisper_common.jobs.engine import JobEngine, JobOptions, ProgressCallback
+from whisper_common.jobs.contract import JobEngine, JobOptions, ProgressCallback
 from whisper_common.jobs.routes import include_jobs_routes, jobs_router
 from whisper_common.jobs.runtime import serve_jobs
 from whisper_common.jobs.service import JobsService

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from whisper_common.jobs.model import JobStatus
+from whisper_common.jobs.records import JobStatus
 from whisper_common.jobs.store import SqlStore
 
 COUNTS_INTERVAL_SECONDS = 1.0

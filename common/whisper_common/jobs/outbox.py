@@ -20,7 +20,7 @@ import httpx
 
 from whisper_common.jobs.context import JobsContext
 from whisper_common.jobs.errors import OutboundRefused
-from whisper_common.jobs.model import DeliveryRow
+from whisper_common.jobs.records import DeliveryRow
 from whisper_common.jobs.outbound import transient_status
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from whisper_common.auth import bearer_scheme
 from whisper_common.errors import InvalidParameter, MissingParameter
 from whisper_common.jobs.intake import Intake, receive_multipart
-from whisper_common.jobs.model import DisabledWebhookList, JobList, JobStatus, JobView
+from whisper_common.jobs.records import DisabledWebhookList, JobList, JobStatus, JobView
 from whisper_common.jobs.service import Accepted, JobsService, Submission
 from whisper_common.owners import owner_of
 from whisper_common.openai_formats import ResponseFormat, parse_granularities, parse_response_format, render

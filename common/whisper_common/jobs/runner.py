@@ -22,7 +22,7 @@ from typing import Any
 from whisper_common.db.janitor import every
 from whisper_common.jobs.context import JobsContext
 from whisper_common.jobs.counts import COUNTS_INTERVAL_SECONDS, QueueCounts
-from whisper_common.jobs.engine import JobEngine
+from whisper_common.jobs.contract import JobEngine
 from whisper_common.jobs.outbox import Outbox
 from whisper_common.jobs.worker import Worker, new_holder
 

@@ -17,10 +17,10 @@ from fastapi import FastAPI
 
 from whisper_common.jobs.context import JobsContext
 from whisper_common.jobs.counts import QueueCounts
-from whisper_common.jobs.engine import JobEngine
+from whisper_common.jobs.contract import JobEngine
 from whisper_common.jobs.errors import JobNotFound
 from whisper_common.jobs.metrics import JobMetrics
-from whisper_common.jobs.model import JobStatus
+from whisper_common.jobs.records import JobStatus
 from whisper_common.jobs.runner import JobsRunner
 from whisper_common.jobs.service import JobsService
 from whisper_common.jobs.store import SqlStore

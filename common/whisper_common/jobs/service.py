@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from whisper_common.jobs.context import JobsContext
-from whisper_common.jobs.engine import JobEngine, transcript_from_json
+from whisper_common.jobs.contract import JobEngine, transcript_from_json
 from whisper_common.jobs.errors import (
     AudioUrlsDisabled,
     IdempotencyConflict,
@@ -40,7 +40,7 @@ from whisper_common.jobs.errors import (
 )
 from whisper_common.jobs.intake import check_free_space
 from whisper_common.errors import NotFound
-from whisper_common.jobs.model import (
+from whisper_common.jobs.records import (
     DisabledWebhookList,
     DisabledWebhookView,
     JobList,

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from collections.abc import Collection
 
 from whisper_common.db import Database, DuplicateKey, Params, StorageFull, Tx
-from whisper_common.jobs.model import (
+from whisper_common.jobs.records import (
     FINISHED,
     AttemptView,
     DeliveryRow,

@@ -24,9 +24,9 @@ from pydantic import ValidationError
 
 from whisper_common.errors import ApiError, ServerBusy
 from whisper_common.jobs.context import JobsContext
-from whisper_common.jobs.engine import JobEngine, transcript_to_json
+from whisper_common.jobs.contract import JobEngine, transcript_to_json
 from whisper_common.jobs.errors import PermanentJobError, TransientJobError
-from whisper_common.jobs.model import JobRow, JobStatus
+from whisper_common.jobs.records import JobRow, JobStatus
 from whisper_common.jobs.outbound import download
 from whisper_common.jobs.service import JOBS_ROUTE
 from whisper_common.jobs.store import Finish

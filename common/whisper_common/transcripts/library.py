@@ -29,7 +29,7 @@ from whisper_common.transcripts.model import Hit, SourceKind, TranscriptDoc, bui
 from whisper_common.transcripts.store import Search, TranscriptIndex
 
 if TYPE_CHECKING:
-    from whisper_common.jobs.model import JobRow
+    from whisper_common.jobs.records import JobRow
 
 logger = logging.getLogger("whisper_common.transcripts")
 

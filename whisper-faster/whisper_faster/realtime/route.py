@@ -32,7 +32,7 @@ from whisper_common.batching.runtime import Batching
 from whisper_common.db.janitor import every
 from whisper_common.errors import ApiError, NotFound
 from whisper_common.model_catalog import resolve_model_id
-from whisper_common.models import ModelManager
+from whisper_common.model_manager import ModelManager
 from whisper_common.openai_formats import ResponseFormat, parse_response_format, render
 from whisper_common.options import check_model_supports
 from whisper_common.owners import owner_of

@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 from whisper_common.metrics import ServiceMetrics
 
 M = TypeVar("M")
-logger = logging.getLogger("whisper_common.models")
+logger = logging.getLogger("whisper_common.model_manager")
 
 
 @dataclass
