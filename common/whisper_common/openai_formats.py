@@ -258,14 +258,15 @@ def speaker_letters(segments: Iterable[Segment], turns: Iterable[Turn] = ()) -> 
     for speaker in speakers:
         if speaker in labels:
             continue
-        while (letter := _letters(index)) in names:
+        while (letter := letter_label(index)) in names:
             index += 1
         labels[speaker] = letter
         index += 1
     return labels
 
 
-def _letters(index: int) -> str:
+def letter_label(index: int) -> str:
+    """A, B, ..., Z, AA, AB, ...: the `index`-th speaker letter (0-based), as OpenAI's diarized_json labels."""
     text = ""
     index += 1
     while index:

@@ -25,6 +25,7 @@ from pydantic import AfterValidator, AliasChoices, AliasGenerator, BaseModel, Be
 
 from whisper_common.errors import InvalidParameter, UnsupportedTask
 from whisper_common.languages import language_code
+from whisper_common.model_catalog import resolve_model_id
 from whisper_common.openai_formats import (
     TRANSCRIPTION_FORMATS,
     ResponseFormat,
@@ -32,6 +33,7 @@ from whisper_common.openai_formats import (
     parse_granularities,
     parse_response_format,
 )
+from whisper_common.settings import ServiceSettings
 from whisper_common.transcript import Task
 
 MULTIPART = "multipart/form-data"
@@ -67,6 +69,14 @@ def english_only_by_name(model_id: str) -> bool:
     if os.path.isdir(model_id):
         return False
     return model_id.rsplit("/", 1)[-1].endswith(".en")
+
+
+def checked_model_id(model: str | None, language: str | None, settings: ServiceSettings, task: Task) -> str:
+    """The canonical id of a request's `model`, refused (400) when its name says it cannot do `task` in `language`
+    (before loading; `check_model_supports` with the loaded model says it again after)."""
+    model_id = resolve_model_id(model, settings)
+    check_model_supports(model_id, task, language)
+    return model_id
 
 
 def check_model_supports(model_id: str, task: Task, language: str | None, model: SpeechModel | None = None) -> None:

@@ -25,9 +25,8 @@ from whisper_common.batching import Priority
 from whisper_common.concurrency import InferenceGate, run_in_worker
 from whisper_common.jobs.contract import ProgressCallback
 from whisper_common.metrics import ServiceMetrics
-from whisper_common.model_catalog import resolve_model_id
 from whisper_common.model_manager import ModelManager
-from whisper_common.options import check_model_supports
+from whisper_common.options import check_model_supports, checked_model_id
 from whisper_common.transcript import Task
 from whisper_common.uploads import DecodedAudio, decode_audio
 from whisperx_api.diarize.known import KnownSpeaker, KnownVoices
@@ -50,9 +49,7 @@ class WhisperXService:
 
     def model_id(self, options: WhisperXOptions, task: Task = "transcribe") -> str:
         """The canonical model id, refused (400) when its name says it cannot do `task` in the asked language."""
-        model_id = resolve_model_id(options.model, self.settings)
-        check_model_supports(model_id, task, options.language)
-        return model_id
+        return checked_model_id(options.model, options.language, self.settings, task)
 
     async def transcribe_file(
         self,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from whisper_common.openai_formats import letter_label
 from whisper_common.speakers.matching import Reference, unit
 
 MIN_VOICE_SECONDS = 1.5
@@ -97,16 +98,8 @@ class SessionSpeakers:
     def _next_letter(self) -> str:
         taken = {reference.name for reference in self.references}
         while True:
-            label = _letters(self._letters)
+            label = letter_label(self._letters)
             self._letters += 1
             if label not in taken:
                 return label
 
-
-def _letters(index: int) -> str:
-    text = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        text = chr(ord("A") + rest) + text
-    return text
