@@ -88,7 +88,9 @@ def code_of(text: str) -> tuple[list[str], list[str]]:
 SETTING = re.compile(r"^([A-Z][A-Z0-9]*(?:__?[A-Z0-9]+)+)(?:[=:].*)?$")
 ROUTE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+(/\S*)")
 BARE_ROUTE = re.compile(r"^(/(?:v1|health|_autostart)\S*)")
-METRIC = re.compile(r"(?<![\w./-])(?:whisper_faster|whisperx|autostart|\*)_[a-z0-9_]+(?![\w.-])")
+METRIC = re.compile(r"(?<![\w./-])(?:whisper_faster|whisperx|autostart|\*)_[a-z0-9_]+(?![\w./-])")
+PACKAGES = frozenset({"whisperx_api"})
+"""Python packages named like metrics (whisperx's package), and paths in them (`whisperx_api/jobs.py`): no metric."""
 
 
 @cache
@@ -123,7 +125,8 @@ def mentions(pages: list[Path] = PAGES) -> dict[str, list[tuple[Mention, str]]]:
             found["make"] += [(Mention(page.name, line.strip()), target) for target in MAKE_FENCED.findall(line)]
         for chunk in spans + fenced:
             found["metric"] += [
-                (Mention(page.name, chunk.strip()), name) for name in METRIC.findall(chunk) if name not in volume_names()
+                (Mention(page.name, chunk.strip()), name) for name in METRIC.findall(chunk)
+                if name not in volume_names() and name not in PACKAGES
             ]
     return found
 
