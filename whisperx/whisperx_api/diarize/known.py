@@ -10,8 +10,8 @@ keeps its label; a voice may match nobody (it is not in the recording).
 
 With `anchor`, the voiceprints also anchor the clustering of long recordings: a further diarized speaker whose voice
 is closest to an already named voice, at or above the threshold, is taken to be that voice split in two by the
-clustering and joins it. Off by default (DIARIZATION__ANCHOR_KNOWN_SPEAKERS): its effect on long recordings is not
-measured yet.
+clustering and joins it. Off by default (DIARIZATION__ANCHOR_KNOWN_SPEAKERS): bench/anchor_known_speakers.py found
+no change in DER or speaker counts on nine long recordings with every voice enrolled.
 """
 from __future__ import annotations
 
