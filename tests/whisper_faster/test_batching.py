@@ -1,6 +1,6 @@
 """Batching across requests, windows and fair turns through a real whisper-faster server (embedded tiny.en): requests
 decoded together keep their own answers, a long recording decodes in windows (no word lost or doubled at a seam,
-streamed window by window), jobs give way to requests, and bad input (a client gone mid-batch, a job canceled while
+streamed window by window), jobs give way to requests, a short request keeps its turn beside a long one, and bad input (a client gone mid-batch, a job canceled while
 its windows wait, a file that stops decoding half-way) fails alone, leaving the scheduler idle."""
 from __future__ import annotations
 
@@ -172,6 +172,23 @@ def test_a_job_gives_way_to_a_request(server: Server, recording: tuple[Path, int
         text = client.get(f"/v1/jobs/{job_id}/result", params={"response_format": "text"}).text
     assert beside <= 3 * idle + 1.0, (beside, idle)  # it did not wait for the job's 3.5 minutes
     assert re.sub(r"[^a-z ]", "", text.lower()).count(JFK_PHRASE) == jfk_copies
+
+
+def test_a_short_request_keeps_its_turn_beside_a_long_one(server: Server, recording: tuple[Path, int]) -> None:
+    """Two synchronous requests: the long recording's windows interleave with the short one's (least attained
+    service first), so the short one does not wait for the long one's 3.5 minutes."""
+    path, jfk_copies = recording
+    with server.client() as client:
+        idle = min(_timed(client, fixture_path("jfk.flac")) for _ in range(2))
+        long = ThreadPoolExecutor(1).submit(transcribe, client, path)
+        time.sleep(3)  # its first windows are decoding
+        beside = _timed(client, fixture_path("jfk.flac"))
+        assert not long.done(), "the long request ended before the short one ran"
+        response = long.result(600)
+        assert response.status_code == 200, response.text
+        assert_idle(client)
+    assert beside <= 3 * idle + 1.0, (beside, idle)
+    assert re.sub(r"[^a-z ]", "", response.json()["text"].lower()).count(JFK_PHRASE) == jfk_copies
 
 
 def _timed(client: httpx.Client, path: Path) -> float:

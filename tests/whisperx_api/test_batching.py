@@ -1,6 +1,7 @@
 """whisperx through the batch scheduler on a real server (embedded tiny.en): requests decoded together keep their own
-words, a long recording decodes window by window with word timings in order (no word lost or doubled at a seam), and
-a client gone mid-batch or a file that stops decoding half-way fails alone, leaving the scheduler idle."""
+words, a long recording decodes window by window with word timings in order (no word lost or doubled at a seam), a
+short request keeps its turn beside a long one, and a client gone mid-batch or a file that stops decoding half-way
+fails alone, leaving the scheduler idle."""
 from __future__ import annotations
 
 import re
@@ -46,9 +47,9 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def transcribe(client: httpx.Client, path: Path) -> httpx.Response:
+def transcribe(client: httpx.Client, path: Path, **data: str) -> httpx.Response:
     with path.open("rb") as audio:
-        return client.post("/transcribe", files={"file": (path.name, audio)}, data={"diarize": "false"})
+        return client.post("/transcribe", files={"file": (path.name, audio)}, data={"diarize": "false", **data})
 
 
 def words_of(body: dict) -> list[dict]:
@@ -100,6 +101,37 @@ def test_a_long_recording_decodes_in_windows_without_losing_or_doubling_words(se
     starts = [word["start"] for word in words]
     assert starts == sorted(starts)
     assert words[-1]["end"] <= len(decode_audio(str(recording)).samples) / SAMPLE_RATE + 0.05
+
+
+def test_a_short_request_keeps_its_turn_beside_a_long_one(server: Server, recording: Path) -> None:
+    """The long recording's groups of windows interleave with the short request's calls (least attained service
+    first): jfk waits at most for the group running when it arrives, not for the whole recording. The long request
+    groups 2 windows (`batch_size=2`): with the default 8, this 3.5-minute recording would be one group, one call."""
+    with server.client() as client:
+        idle = min(_timed(client, fixture_path("jfk.flac")) for _ in range(2))
+        started = time.monotonic()
+        long = ThreadPoolExecutor(1).submit(transcribe, client, recording, batch_size="2")
+        time.sleep(3)  # its first group is decoding
+        beside = _timed(client, fixture_path("jfk.flac"))
+        short_done = time.monotonic() - started
+        assert not long.done(), "the long request ended before the short one ran"
+        response = long.result(600)
+        long_done = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert_idle(client)
+    assert short_done < 0.6 * long_done, (short_done, long_done, beside, idle)  # not stuck behind the whole file
+    assert _said(response).count(JFK_PHRASE) == 3
+
+
+def _timed(client: httpx.Client, path: Path) -> float:
+    started = time.monotonic()
+    response = transcribe(client, path)
+    assert response.status_code == 200 and JFK_PHRASE in _said(response)
+    return time.monotonic() - started
+
+
+def _said(response: httpx.Response) -> str:
+    return re.sub(r"[^a-z ]", "", " ".join(word["word"] for word in words_of(response.json())).lower())
 
 
 def test_a_client_gone_mid_batch_leaves_the_others(server: Server, recording: Path) -> None:
