@@ -343,6 +343,11 @@ def test_erasure_leaves_nothing_of_the_owner(stack: LocalStack, keys: Keys) -> N
     data = Path(stack.service_env["DATA_DIR"])
     jobs = [MADE["job_a"], MADE["whisperx_job"]]
     assert all((data / "jobs" / job_id).is_dir() for job_id in jobs)
+    for host, made in ((stack.settings.whisper_host, (MADE["job_a"], MADE["session"])),
+                       (stack.settings.whisperx_host, (MADE["whisperx_job"],))):
+        with edge(stack, host, key=keys.team_a) as a:  # the transcript library found them, until the erasure
+            hits = a.get("/v1/transcripts", params={"q": "country", "limit": 100}).json()["data"]
+            assert set(made) <= {hit["id"] for hit in hits}, (host, hits)
     with edge(stack, key=keys.team_b) as b:  # not an admin: another owner's data is not its to erase
         assert b.delete("/v1/owners/team-a/data").status_code == 404
     for host in (stack.settings.whisper_host, stack.settings.whisperx_host):
@@ -351,20 +356,24 @@ def test_erasure_leaves_nothing_of_the_owner(stack: LocalStack, keys: Keys) -> N
             assert erased.status_code == 200 and erased.json()["owner"] == "team-a", erased.text
             assert erased.json()["removed"]["jobs"] >= 1
             assert listed(a) == set()
-    assert erased.json()["removed"].keys() == {"jobs"}  # whisperx keeps no live sessions
+            assert erased.json()["removed"]["transcripts"] >= 1
+            assert a.get("/v1/transcripts", params={"q": "country"}).json()["data"] == []
+    assert "realtime_sessions" not in erased.json()["removed"]  # whisperx keeps no live sessions
     with edge(stack, key=keys.admin) as admin:
         assert admin.get(f"/v1/realtime/sessions/{MADE['session']}").status_code == 404
         assert admin.delete(f"/v1/owners/{stack.credentials.user}/data").json()["owner"] == stack.credentials.user  # type: ignore[union-attr]
         usage = admin.get("/v1/usage", params={"owner": "team-a", "group_by": "total"}).json()
         assert usage["total"]["audio_seconds"] > 0  # aggregate usage is kept
     assert not any((data / "jobs" / job_id).exists() for job_id in jobs)
-    for name in ("jobs.sqlite3", "realtime.sqlite3"):
+    for name in ("jobs.sqlite3", "realtime.sqlite3", "transcripts.sqlite3"):
         with sqlite3.connect(data / name) as db:
             if name == "jobs.sqlite3":
                 assert db.execute("SELECT COUNT(*) FROM jobs WHERE owner = 'team-a'").fetchone() == (0,)
                 assert db.execute("SELECT COUNT(*) FROM webhook_deliveries WHERE job_id IN (?, ?)", jobs).fetchone() == (0,)
-            else:
+            elif name == "realtime.sqlite3":
                 assert db.execute("SELECT COUNT(*) FROM realtime_sessions WHERE owner = 'team-a'").fetchone() == (0,)
+            else:  # both services' transcript index (one DATA_DIR here)
+                assert db.execute("SELECT COUNT(*) FROM transcripts WHERE owner = 'team-a'").fetchone() == (0,)
         db.close()
     # Not even in the files' bytes (deleted rows are overwritten, the WAL emptied): the job's metadata marker, the
     # job and session ids.
