@@ -102,7 +102,7 @@ def failed_wakes(deployment: Deployment, service: str) -> dict[str, float]:
     return found
 
 
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(2400)
 def test_reboot_drill_jobs_resume_without_a_request_and_a_failed_resume_alerts(deployment: Deployment,
                                                                              tmp_path: Path) -> None:
     started = time.monotonic()
@@ -197,11 +197,11 @@ def test_reboot_drill_jobs_resume_without_a_request_and_a_failed_resume_alerts(d
     wait_until(lambda: failed_wakes(deployment, "whisperx"), 120, "a failed wake of whisperx in the proxy's metrics")
     series = failed_wakes(deployment, "whisperx")
     assert any(name.startswith("autostart_wakes_total") and value == 1 for name, value in series.items()), series
-    assert any(name.startswith("autostart_wakes_created") and value >= restarted for name, value in series.items())
+    [failed_at] = [value - restarted for name, value in series.items() if name.startswith("autostart_wakes_created")]
+    assert failed_at >= 0, series
     whisperx_status = proxy_page(deployment, "status").json()["services"][HOSTS["whisperx"]]  # type: ignore[union-attr]
     assert whisperx_status["state"] != "ready" and whisperx_status["lastError"], whisperx_status
     assert not running(CONTAINERS["whisperx"])
-    failure_seen = time.time() - restarted
 
     # The runbook: free the port, then one request wakes the service and its queued job runs.
     blocker.close()
@@ -212,4 +212,4 @@ def test_reboot_drill_jobs_resume_without_a_request_and_a_failed_resume_alerts(d
     print(f"\nreboot drill: {time.monotonic() - started:.0f} s in all; services ready after "
           f"{ {h: round(t, 1) for h, t in ready_after.items()} } s from the proxy's start; the first queued job started "
           f"after {first_queued:.1f} s; the interrupted one ran again after {rerun_after[long_job]:.1f} s (lease "
-          f"{LEASE_SECONDS} s); whisperx's failed resume in the metrics after {failure_seen:.1f} s")
+          f"{LEASE_SECONDS} s); whisperx's resume failed after {failed_at:.1f} s")

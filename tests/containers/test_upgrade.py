@@ -1,7 +1,7 @@
 """The upgrade drill: `make up` on a running deployment with a new release loses nothing and fails no request.
 
 Deploy with `make up`; queue jobs through Nginx (a long one running, webhooks to a receiver on this host), open a live
-session (`/v1/realtime` through Nginx, one utterance transcribed and stored), then a new release and `make up` again
+session (`/v1/realtime` through Nginx, jfk.flac spoken into it, its utterances transcribed and stored), then a new release and `make up` again
 (the proxy replaced too, WHISPER_PROXY_RESTART=1: a hand-over) while a client keeps sending requests through Nginx:
 every job reaches `succeeded` exactly once (one attempt counted: the run the upgrade interrupted is released, not
 failed) and its result is readable from the new containers, each webhook is delivered once, no request gets a 5xx,
@@ -233,8 +233,9 @@ def open_session(deployment: Deployment) -> ClientConnection:
                    additional_headers={"Authorization": f"Basic {credentials}"})
 
 
-def speak_one_utterance(session: ClientConnection) -> tuple[str, str]:
-    """jfk.flac into the session, as a microphone would send it; the session id and the utterance's transcript."""
+def speak(session: ClientConnection) -> tuple[str, str]:
+    """jfk.flac into the session, as a microphone would send it; the session id and the transcripts of its utterances
+    (its pauses may cut it in two or three) once the last words, "... for your country", are transcribed."""
     created = json.loads(session.recv(timeout=300))
     assert created["type"] == "session.created", created
     pcm = recording_pcm16("jfk.flac")
@@ -242,13 +243,16 @@ def speak_one_utterance(session: ClientConnection) -> tuple[str, str]:
     for start in range(0, len(pcm), step):
         session.send(json.dumps({"type": "input_audio_buffer.append",
                                  "audio": base64.b64encode(pcm[start:start + step]).decode()}))
+    texts: list[str] = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         event = json.loads(session.recv(timeout=300))
         if event["type"] == "conversation.item.input_audio_transcription.completed":
-            return str(created["session"]["id"]), str(event["transcript"])
+            texts.append(str(event["transcript"]))
+            if "country" in texts[-1].lower():
+                return str(created["session"]["id"]), " ".join(texts)
         assert event["type"] != "error", event
-    raise AssertionError("no completed transcription within 300 s")
+    raise AssertionError(f"the last words not transcribed within 300 s: {texts}")
 
 
 def assert_answering(deployment: Deployment, step: str) -> None:
@@ -263,7 +267,7 @@ def assert_answering(deployment: Deployment, step: str) -> None:
 # --- the drill --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(2400)
 def test_upgrade_drill_a_new_release_loses_no_job_webhook_session_or_request(deployment: Deployment,
                                                                             tmp_path: Path) -> None:
     address = host_address()
@@ -283,8 +287,8 @@ def test_upgrade_drill_a_new_release_loses_no_job_webhook_session_or_request(dep
         with deployment.client() as http:
             jobs[submit_job(http, deployment, "whisperx", webhook=receiver.url("/x/0"))] = "whisperx"
         session = open_session(deployment)
-        session_id, spoken = speak_one_utterance(session)
-        assert "country" in spoken.lower(), spoken
+        session_id, spoken = speak(session)
+        assert "fellow americans" in spoken.lower(), spoken
         with deployment.client() as http:
             long_job = submit_job(http, deployment, "whisper-faster", long_recording(tmp_path, 4),
                                   receiver.url("/faster/long"))
