@@ -337,12 +337,20 @@ def job_views(http: httpx.Client, deployment: Deployment, service: str) -> dict[
 
 def wait_for_jobs(http: httpx.Client, deployment: Deployment, service: str, ids: set[str], timeout: float,
                   delivered: bool = False) -> dict[str, dict]:
-    """The jobs once each has finished (and, with `delivered`, each webhook delivery is delivered)."""
+    """The jobs once each has finished (and, with `delivered`, its webhook delivered: each job must have a webhook).
+    The list leaves the deliveries out, so with `delivered` each finished job is read on its own."""
     deadline = time.monotonic() + timeout
     while True:
         current = {job_id: job for job_id, job in job_views(http, deployment, service).items() if job_id in ids}
+        if delivered:
+            for job_id, job in current.items():
+                if job["status"] in FINISHED:
+                    answer = http.get(deployment.url(service, f"/v1/jobs/{job_id}"))
+                    assert answer.status_code == 200, answer.text
+                    current[job_id] = answer.json()
         settled = [job for job in current.values() if job["status"] in FINISHED
-                   and (not delivered or all(d["status"] == "delivered" for d in job["webhook"]["deliveries"]))]
+                   and (not delivered or (job["webhook"]["deliveries"]
+                                          and all(d["status"] == "delivered" for d in job["webhook"]["deliveries"])))]
         if len(current) == len(ids) == len(settled):
             return current
         if time.monotonic() > deadline:

@@ -1,15 +1,15 @@
 """The upgrade drill: `make up` on a running deployment with a new release loses nothing and fails no request.
 
 Deploy with `make up`; queue jobs through Nginx (a long one running, webhooks to a receiver on this host), open a live
-session (`/v1/realtime` through Nginx, jfk.flac spoken into it, its utterances transcribed and stored), then a new release and `make up` again
-(the proxy replaced too, WHISPER_PROXY_RESTART=1: a hand-over) while a client keeps sending requests through Nginx:
-every job reaches `succeeded` exactly once (one attempt counted: the run the upgrade interrupted is released, not
-failed) and its result is readable from the new containers, each webhook is delivered once, no request gets a 5xx,
-the session's transcript is stored and closed, the jobs store is migrated to the new release's schema, and the old
-release refuses that schema with one line (a rollback needs the backup, docs/deployment.md). `make up` run once more
-changes nothing (no container re-created, the proxy not restarted, Nginx not reloaded). Then a re-run fails on purpose
-after each step (WHISPER_UP_FAIL_AT; newer images again for the steps that hold a service): the deployment keeps
-answering and no service stays held.
+session (`/v1/realtime` through Nginx, jfk.flac spoken into it, its utterances transcribed and stored), then a new
+release and `make up` again (the proxy replaced too, WHISPER_PROXY_RESTART=1: a hand-over) while a client keeps
+sending requests through Nginx: every job reaches `succeeded` exactly once (one attempt counted: the run the upgrade
+interrupted is released, not failed) and its result is readable from the new containers, each webhook is delivered
+once, no request gets a 5xx, the session's transcript is stored and closed, the jobs store is migrated to the new
+release's schema, and the old release refuses that schema with one line (a rollback needs the backup,
+docs/deployment.md). `make up` run once more changes nothing (no container re-created, the proxy not restarted, Nginx
+not reloaded). Then a re-run fails on purpose after each step (WHISPER_UP_FAIL_AT; newer images again for the steps
+that hold a service): the deployment keeps answering and no service stays held.
 
 "A new release" is the images `make images` built, rebuilt (`docker build` FROM them, tagged `latest` as `make images`
 tags them) with one more jobs-store migration appended to the image's own `whisper_common/jobs/schema.py`, as a
