@@ -14,6 +14,7 @@ the same engine, or one an earlier test left behind, is there before and after a
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import shutil
 import socket
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.containers.deployment import MAKE_UP_FILES, NGINX_DIR, Deployment
+from tests.containers.deployment import LOCK_PATH, MAKE_UP_FILES, NGINX_DIR, Deployment
 from tests.containers.docker_cli import CONTAINERS, docker, inspect
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
@@ -52,10 +53,17 @@ def _host_state(deployment: Deployment) -> dict[str, object]:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Deployment:
-    deployment = Deployment(tmp_path)
-    _BEFORE[tmp_path] = _host_state(deployment)
-    return deployment
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """Holds the deployment lock the drills take (deployment.LOCK_PATH): another session's make up does not change the
+    host between the test's look before and after."""
+    with LOCK_PATH.open("a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            deployment = Deployment(tmp_path)
+            _BEFORE[tmp_path] = _host_state(deployment)
+            yield deployment
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _bin_dir(tmp_path: Path, tools: tuple[str, ...]) -> Path:
