@@ -88,6 +88,30 @@ class AudioWindow:
             skipped += length
         return replace(self, samples=self.samples[cut:], clips=tuple(clips) or ((self.clips[-1][1],) * 2,))
 
+    def unheard(self, spans: Iterable[tuple[float, float]], min_seconds: float) -> list[AudioWindow]:
+        """The runs of this window's clips that no span (a word's start and end, in the recording's timeline) touches,
+        each run at least `min_seconds` long, as windows of their own (speech a decoding left out, to decode again)."""
+        spans = sorted(spans)
+        starts = [start for start, _ in spans]
+        reach = np.maximum.accumulate([end for _, end in spans]) if spans else np.zeros(0)
+        runs: list[list[int]] = [[]]
+        for index, (start, end) in enumerate(self.clips):
+            low, high = start / self.sample_rate, end / self.sample_rate
+            first = int(np.searchsorted(reach, low, side="left"))  # the spans before it all end before the clip
+            touched = first < len(spans) and starts[first] <= high  # the span at `first` ends at or after `low`
+            if touched:
+                runs.append([])
+            else:
+                runs[-1].append(index)
+        offsets = [0, *_cumulative_ends(self.clips)]
+        windows = []
+        for run in runs:
+            if not run or sum(self.clips[i][1] - self.clips[i][0] for i in run) < min_seconds * self.sample_rate:
+                continue
+            samples = np.concatenate([self.samples[offsets[i]:offsets[i + 1]] for i in run])
+            windows.append(AudioWindow(self.index, samples, tuple(self.clips[i] for i in run), self.sample_rate))
+        return windows
+
 
 def _cumulative_ends(clips: tuple[tuple[int, int], ...]) -> list[int]:
     ends, total = [], 0

@@ -127,3 +127,24 @@ def test_renewed_probabilities_and_regions_equal_the_speech_gate(meeting: np.nda
     tracker.finish(len(meeting))
     expected = speech_gate.speech_regions(meeting, gate_options, expected_probabilities)
     assert [(region.start, region.end) for region in tracker.regions] == [(r["start"], r["end"]) for r in expected]
+
+
+def test_unheard_gives_the_runs_of_clips_no_word_touches() -> None:
+    """Speech a decoding left without words comes back as windows of its own: runs of untouched clips in a row, long
+    enough, with their own samples and clips (a word's span touching a clip's edge counts as heard)."""
+    from whisper_common.windows import AudioWindow
+
+    second = SAMPLE_RATE
+    clips = ((0, 2 * second), (5 * second, 6 * second), (6 * second, 9 * second), (20 * second, 21 * second),
+             (30 * second, 33 * second))
+    samples = np.concatenate([np.full(end - start, index, dtype=np.float32) for index, (start, end) in enumerate(clips)])
+    window = AudioWindow(0, samples, clips)
+    parts = window.unheard([(0.5, 1.0), (20.2, 20.4), (33.0, 33.5)], min_seconds=2.0)
+    assert [part.clips for part in parts] == [((5 * second, 6 * second), (6 * second, 9 * second))]
+    assert np.array_equal(parts[0].samples, np.concatenate([np.full(second, 1.0), np.full(3 * second, 2.0)]))
+    assert parts[0].original_time(1.5) == 6.5
+    # shorter runs than min_seconds are left alone; with no word at all, all of the window is one run
+    assert window.unheard([(0.5, 1.0), (20.2, 20.4), (33.0, 33.5)], min_seconds=4.5) == []
+    assert [part.clips for part in window.unheard([], min_seconds=2.0)] == [clips]
+    # a word reaching over several clips touches each of them
+    assert window.unheard([(1.0, 31.0)], min_seconds=0.5) == []

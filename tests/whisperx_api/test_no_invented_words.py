@@ -73,6 +73,32 @@ def test_the_ami_excerpts_have_no_loop(http: httpx.Client, name: str) -> None:
     assert len(body["words"]) > 30
 
 
+def test_speech_the_batched_decoding_leaves_out_is_decoded_again(http: httpx.Client, tmp_path: Path) -> None:
+    """jfk's sentence, 0.5 s of silence, stereo_diarization.wav (5 s, as the 10-minute recording of the speech
+    benchmark joins them): the batched pipeline decodes the one window once and writes jfk's sentence only (the raw
+    output, opt-out); with the guard the 5 s it left without words are decoded again on their own."""
+    import numpy as np
+
+    from tests.invented_words import SAMPLE_RATE, _write
+    from whisper_common.uploads import decode_audio
+
+    jfk, other = (decode_audio(str(fixture_path(name))).samples for name in ("jfk.flac", "stereo_diarization.wav"))
+    path = tmp_path / "jfk-then-stereo.wav"
+    _write(path, np.concatenate([jfk, np.zeros(SAMPLE_RATE // 2, dtype=np.float32), other]))
+    second_start = (len(jfk) + SAMPLE_RATE // 2) / SAMPLE_RATE
+
+    def words_after(body: dict) -> list[str]:
+        return [word["word"] for segment in body["segments"] for word in segment["words"]
+                if word["start"] >= second_start - 0.5]
+
+    raw = verbose(http, path, route="/transcribe", hallucination_guard="false")
+    guarded = verbose(http, path, route="/transcribe")
+    assert len(words_after(raw)) <= 2, raw  # the decoding this guards against: the second piece left out
+    assert len(words_after(guarded)) >= 10, guarded
+    first = " ".join(segment["text"] for segment in guarded["segments"] if segment["start"] < second_start - 0.5)
+    assert word_error_rate(JFK_REFERENCE, first) <= 0.1, guarded
+
+
 def test_the_opt_out_is_accepted_on_every_form(http: httpx.Client, clips: dict[str, Path]) -> None:
     for route in ("/transcribe", "/v1/audio/transcriptions"):
         body = verbose(http, fixture_path("jfk.flac"), route=route, hallucination_guard="false")

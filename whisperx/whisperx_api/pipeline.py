@@ -27,6 +27,7 @@ from whisper_common.speech_gate import RENEW_SECONDS
 from whisper_common.speech_guard import Report, SegmentGuard
 from whisper_common.speakers.matching import Match
 from whisper_common.transcript import Segment, Task, Transcript, Turn, Word
+from whisper_common.windows import AudioWindow
 from whisperx_api.align import CROSS_ATTENTION, LevelMeter, Segments, WordAligner
 from whisperx_api.diarize.base import SpeakerTurn
 from whisperx_api.diarize.known import KnownSpeaker, KnownVoices
@@ -42,6 +43,8 @@ NO_DIARIZATION = "none"
 _SENTENCE_END = (".", "?", "!", "。", "？", "！")
 _LANGUAGES_WITHOUT_SPACES = {"ja", "zh", "th", "lo", "my", "yue"}
 _LONGEST_PAUSE_IN_SEGMENT = 1.5
+UNHEARD_SECONDS = 2.0
+"""Speech a window's decoding left without a word, in a row, from which it is decoded again (see unheard_speech)."""
 
 
 class Cancelled(Exception):
@@ -161,7 +164,8 @@ class TranscriptionPipeline:
         `batch_size` windows of this recording at a time, their CTranslate2 calls batched with other requests'. The
         one place audio becomes segments: unless the request opted out, each window's segments pass the hallucination
         guard (whisper_common.speech_guard), which `report`s what it drops: audio without speech was never decoded
-        (`no_speech`), a window Whisper judges silent, without words or looping is dropped or cut. With the guard, the
+        (`no_speech`), a window Whisper judges silent, without words or looping is dropped or cut, and speech a
+        window's decoding left without words is decoded again on its own (unheard_speech). With the guard, the
         VAD's Silero state is renewed every 10 s as the speech gate renews it (whisper_common.speech_gate), so a long
         stretch of noise does not dull it (jfk's first sentence after 30 s of pink noise came back half lost)."""
         from faster_whisper.vad import VadOptions
@@ -194,6 +198,7 @@ class TranscriptionPipeline:
                 model.whisper, stream, blocks, vad=vad, tokenizer_for=tokenizer_for,
                 options=batched_options(model, task, options.prompt), group=options.batch_size or self.batch_size,
                 cancel=stop, renew_seconds=RENEW_SECONDS if options.hallucination_guard else None,
+                unheard=unheard_speech if options.hallucination_guard else None,
             )
             try:
                 for window, window_segments in decoded:
@@ -223,6 +228,18 @@ class TranscriptionPipeline:
         if options.hallucination_guard and windows == 0:
             SegmentGuard(report).no_speech()  # the VAD found no speech: nothing was decoded
         return segments, found[0] if found else (language or "en")
+
+
+def unheard_speech(window: AudioWindow, raw_segments: list[dict[str, Any]]) -> list[AudioWindow]:
+    """The runs of a window's speech (its VAD clips) at least `UNHEARD_SECONDS` long that no word the guard would keep
+    touches, to be decoded again on their own. The batched pipeline decodes a window once, at one temperature, without
+    timestamps; on speech joined from several places it can write one part and stop (tiny.en, the 10-minute recording:
+    a 5 s piece after jfk's sentence left out in each of its copies), or loop over the rest, which the guard then cuts.
+    A window whose decoding kept no word (silent by Whisper's own rule, no words) is not decoded again."""
+    scratch = SegmentGuard()
+    spans = [(word.start, word.end) for raw in raw_segments
+             if (kept := scratch.check(_as_segment(raw))) is not None for word in kept.words or ()]
+    return window.unheard(spans, UNHEARD_SECONDS) if spans else []
 
 
 def _as_segment(segment: dict[str, Any]) -> Segment:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -103,9 +103,12 @@ class RecordingDecoder:
         group: int,
         cancel: threading.Event,
         renew_seconds: float | None = None,
+        unheard: Callable[[AudioWindow, list[dict[str, Any]]], list[AudioWindow]] | None = None,
     ) -> Iterator[tuple[AudioWindow, list[dict[str, Any]]]]:
         """Per window of speech, its segments (dicts, as BatchedInferencePipeline.forward makes them). `tokenizer_for`
-        (first window's samples, model) -> the Tokenizer (detecting the language when it must)."""
+        (first window's samples, model) -> the Tokenizer (detecting the language when it must). `unheard` (a window,
+        its segments) -> the parts of its speech the decoding left out (AudioWindow.unheard): each is decoded once more
+        on its own, in one op for the group, and its segments join the window's, in time order."""
         model = request_model(whisper_model, stream)
         windows = Windower(vad, speech_only=True, renew_seconds=renew_seconds).windows(blocks)
         first = next(windows, None)
@@ -115,7 +118,16 @@ class RecordingDecoder:
         groups = _groups(itertools.chain([first], windows), group)
 
         def decode(windows_of_group: list[AudioWindow]) -> list[list[dict[str, Any]]]:
-            return decode_speech_windows(model, windows_of_group, tokenizer, options)
+            outputs = decode_speech_windows(model, windows_of_group, tokenizer, options)
+            if unheard is None:
+                return outputs
+            again = [(index, part) for index, (window, segments) in enumerate(zip(windows_of_group, outputs))
+                     for part in unheard(window, segments)]
+            if again:
+                parts = decode_speech_windows(model, [part for _, part in again], tokenizer, options)
+                for (index, _), segments in zip(again, parts):
+                    outputs[index] = sorted(outputs[index] + segments, key=lambda segment: segment["start"])
+            return outputs
 
         for windows_of_group, outputs in ordered(groups, decode, in_flight=1, executor=self.executor, cancel=cancel):
             yield from zip(windows_of_group, outputs)
