@@ -88,12 +88,14 @@ def main() -> int:
                 segments, _ = model.transcribe(str(path), **kwargs)
                 return "".join(segment.text for segment in segments).strip()
 
-            def via_http(path: Path) -> str:
-                response = client.post(
-                    "/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, data={"model": "tiny.en"}
-                )
+            def via_http(path: Path, guard: bool = True) -> str:
+                data = {"model": "tiny.en"} if guard else {"model": "tiny.en", "hallucination_guard": "false"}
+                response = client.post("/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, data=data)
                 response.raise_for_status()
                 return response.json()["text"]
+
+            def via_http_raw(path: Path) -> str:
+                return via_http(path, guard=False)
 
             for name, target in FILES.items():
                 path = FIXTURES / name
@@ -101,20 +103,22 @@ def main() -> int:
                     raise FileNotFoundError(path)
                 duration = float(model.transcribe(str(path), **kwargs)[1].duration)
                 same_text = direct(path) == via_http(path)  # also the warm-up of both paths
-                direct_times, http_times = [], []
+                times: dict[str, list[float]] = {"direct": [], "http": [], "raw": []}
+                via_http_raw(path)  # its warm-up
                 for _ in range(args.repeat):
-                    for label, run in (("direct", direct), ("http", via_http)):
+                    for label, run in (("direct", direct), ("http", via_http), ("raw", via_http_raw)):
                         started = time.perf_counter()
                         run(path)
-                        (direct_times if label == "direct" else http_times).append(time.perf_counter() - started)
-                direct_median = statistics.median(direct_times)
-                http_median = statistics.median(http_times)
+                        times[label].append(time.perf_counter() - started)
+                direct_median = statistics.median(times["direct"])
+                http_median = statistics.median(times["http"])
+                raw_median = statistics.median(times["raw"])
                 ratio = http_median / direct_median
                 verdicts.append(ratio <= target)
                 rows.append([
                     name, f"{duration:.1f}", f"{direct_median:.3f}", f"{http_median:.3f}", f"**{ratio:.3f}**",
                     f"≤ {target}", "yes" if ratio <= target else "no", f"{duration / http_median:.1f}×",
-                    "yes" if same_text else "no",
+                    "yes" if same_text else "no", f"{raw_median:.3f}", f"{raw_median / direct_median:.3f}",
                 ])
                 print(rows[-1], flush=True)
         rss = peak_rss_mb(service.pid)
@@ -126,9 +130,14 @@ def main() -> int:
         f"Embedded tiny.en, CPU int8, {threads} CTranslate2 threads on both paths, beam 5, default temperature fallback, "
         f"response_format json. Median of {args.repeat} alternating runs per path after one warm-up. The direct "
         "baseline is `WhisperModel.transcribe(path)` in the benchmark's own process (faster-whisper decodes the file "
-        "itself); the HTTP figure is the whole request (upload, decode, inference, JSON) seen by an httpx client.\n\n"
+        "itself); the HTTP figure is the whole request (upload, decode, inference, JSON) seen by an httpx client. "
+        "Since the hallucination guard (issue 22), the service also runs the speech gate (Silero VAD over the file) and "
+        "decodes only its speech, in windows through the batch scheduler (issue 20); the last two columns are the same "
+        "request with `hallucination_guard=false` (no gate: windows cut at silences, as before the guard), timed in the "
+        "same rounds, which tells the guard's share from the rest of the service's path.\n\n"
         + table(
-            ["file", "audio s", "direct s", "HTTP s", "ratio HTTP/direct", "target", "met", "x-realtime (HTTP)", "same text"],
+            ["file", "audio s", "direct s", "HTTP s", "ratio HTTP/direct", "target", "met", "x-realtime (HTTP)", "same text",
+             "HTTP s, guard off", "ratio guard off/direct"],
             rows,
         )
         + f"\n\nPeak RSS of the service process (VmHWM) after all runs: **{rss:.0f} MB** (target < {RSS_TARGET_MB} MB: "
