@@ -18,8 +18,10 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -50,7 +52,15 @@ def root(request: pytest.FixtureRequest, engine: None) -> Iterator[RootContainer
         container.remove()
 
 
+_RECORDING = threading.Lock()
+
+
 def _record(leg: str, figures: dict[str, object]) -> None:
+    with _RECORDING:
+        _write_record(leg, figures)
+
+
+def _write_record(leg: str, figures: dict[str, object]) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / "fresh-roots.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
@@ -68,9 +78,31 @@ def _stop_make_run(root: RootContainer, process: subprocess.Popen[str]) -> str:
     return out
 
 
+def _leg(suite: str) -> None:
+    """One leg: a fresh root of `suite`, `make run` as printed, its examples, Ctrl-C, then the unreachable index."""
+    root = RootContainer(suite, root_image(suite), network="host").start()
+    try:
+        _make_run_as_printed(root)
+    finally:
+        root.remove()
+
+
+@pytest.fixture(scope="module")
+def legs(engine: None) -> Iterator[dict[str, Future[None]]]:
+    """Both legs at once, in threads: each spends most of its time downloading and unpacking (about 4 GB of wheels
+    into an 8 GB venv, apt's packages), not on the CPU, and one after the other they took 7 + 15 minutes here. The two
+    roots share nothing but the host's network (their own ports, caches and containers)."""
+    with ThreadPoolExecutor(max_workers=len(LEGS), thread_name_prefix="fresh-root") as pool:
+        yield {suite: pool.submit(_leg, suite) for suite in LEGS}
+
+
 @pytest.mark.timeout(3000)
-@pytest.mark.parametrize("root", [(suite, "host") for suite in LEGS], indirect=True, ids=list(LEGS))
-def test_make_run_as_printed_on_a_fresh_root(root: RootContainer) -> None:
+@pytest.mark.parametrize("suite", list(LEGS))
+def test_make_run_as_printed_on_a_fresh_root(legs: dict[str, Future[None]], suite: str) -> None:
+    legs[suite].result(timeout=2900)  # the leg's own assertion, raised here
+
+
+def _make_run_as_printed(root: RootContainer) -> None:
     repo = root.copy_repository("admin")
     ports = {name: str(free_port()) for name in ("HTTPS", "HTTP", "PROXY", "WHISPER_FASTER", "WHISPERX")}
     env = {f"RUN_{name}_PORT": port for name, port in ports.items()}
