@@ -25,9 +25,11 @@ SUDO=""
 launch() {  # $1 = storage driver, $2 = data root
   echo "starting dockerd with $1 on $2 (log: $log)" >&2
   $SUDO mkdir -p "$2"
-  # setsid: the engine outlives the test session that started it, so later sessions reuse it.
+  # setsid: the engine outlives the test session that started it, so later sessions reuse it. 9>&-: the start lock
+  # is not inherited, else the engine and its containerd shims hold it for ever (a later start after a crash or a
+  # kill -9 of dockerd waited for it and timed out: the reboot drill found it).
   $SUDO setsid dockerd --storage-driver="$1" --data-root="$2" --iptables=false --ip6tables=false --bridge=none \
-    --pidfile="$pidfile" >>"$log" 2>&1 </dev/null &
+    --pidfile="$pidfile" >>"$log" 2>&1 </dev/null 9>&- &
   launched=$!
 }
 
