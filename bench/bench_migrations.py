@@ -34,9 +34,11 @@ from whisper_common.db import Database, Migration, Schema, open_database
 from whisper_common.jobs.schema import JOBS_SCHEMA, RELEASE_INDEXES, RELEASE_TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
-NEXT = Migration(2, "jobs.owner (example)", (
-    "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
-    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (queue, owner, created_at)",
+# A typical next migration (a column with a default and an index over it), numbered after the store's latest: the
+# example was jobs.owner until owners made it the real migration 2.
+NEXT = Migration(len(JOBS_SCHEMA.migrations) + 1, "jobs.label (example)", (
+    "ALTER TABLE jobs ADD COLUMN label TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX IF NOT EXISTS jobs_label ON jobs (queue, label, created_at)",
 ), additive=True)
 NEXT_SCHEMA = Schema(JOBS_SCHEMA.store, JOBS_SCHEMA.tables, (*JOBS_SCHEMA.migrations, NEXT))
 RESULT = json.dumps({"language": "en", "duration": 60.0, "segments": [
@@ -210,8 +212,9 @@ def main() -> int:
 
             postgres_times = scenarios(postgres_db)
         yoyo = compare_yoyo(args.compare_yoyo, directory) if args.compare_yoyo else ""
-    headers = ["database", "first start: release before -> v1", "every later start (nothing to do)",
-               "older layout without queue -> v1", "next migration: column + index (example)"]
+    latest = f"v{len(JOBS_SCHEMA.migrations)}"
+    headers = ["database", f"first start: release before -> {latest}", "every later start (nothing to do)",
+               f"older layout without queue -> {latest}", "next migration: column + index (example)"]
     body = "\n".join([
         f"A store of {args.jobs:,} jobs (90 % succeeded with a 1 KB result; SQLite file {size_mb:.0f} MB), opened "
         f"by `open_database` as a service does at start; PostgreSQL with fsync={fsync}. Load average {load_before} "
@@ -219,8 +222,9 @@ def main() -> int:
         "",
         table(headers, [["SQLite", *sqlite_times], ["PostgreSQL", *postgres_times]]),
         "",
-        "The first migration only records version 1 on a database of the release before (its tables are the schema), "
-        "whatever its size. The older layout without `queue` gets the column (a constant-time `ALTER TABLE`) and the "
+        "Migration 1 only records version 1 on a database of the release before (its tables are the schema), "
+        "whatever its size; the later ones run after it on the same start (migration 2: owners' column with a default "
+        "and an index over it, one index build). The older layout without `queue` gets the column (a constant-time `ALTER TABLE`) and the "
         "three indexes that include it, each built over every row; a typical next migration (a column with a default "
         "and an index over it) costs one index build. Either runs once, by one process, in the one migration "
         "transaction, while the other processes wait for its lock.",

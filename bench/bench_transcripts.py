@@ -26,13 +26,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import psycopg
 
+from bench.bench_migrations import postgres
 from bench.report import table, write_section
 from whisper_common.db import open_database
 from whisper_common.owners import Owner, Role
@@ -251,18 +251,6 @@ def postgres_size(url: str) -> tuple[int, int]:
                                    "pg_total_relation_size('transcript_speakers')").fetchone()[0]
         gin = connection.execute("SELECT pg_relation_size('transcripts_tsv')").fetchone()[0]
     return int(total), int(gin)
-
-
-@contextmanager
-def postgres(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    sys.path.insert(0, str(ROOT))
-    from tests.jobs.postgres import postgres_server
-
-    with postgres_server() as started:
-        yield started
 
 
 def mb(size: int) -> str:
