@@ -269,6 +269,9 @@ class Receiver:
         with self.lock:
             return list(self.hits)
 
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.deliveries()]
+
 
 @contextmanager
 def webhook_receiver(address: str) -> Iterator[Receiver]:

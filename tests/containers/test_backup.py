@@ -25,79 +25,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.containers.deployment import HOSTS, Deployment, require_stock_nginx
+from tests.containers.deployment import (
+    FINISHED, HOSTS, Deployment, host_address, require_stock_nginx, webhook_receiver,
+)
 from tests.containers.docker_cli import CONTAINERS, docker, inspect, running
 from tests.stack.harness import require_nginx
-from tests.support import ROOT, fixture_path, free_port
+from tests.support import ROOT, fixture_path
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
-
-FINISHED = {"succeeded", "failed", "canceled"}
-
-
-# --- a webhook receiver the containers reach ------------------------------------------------------------------------
-
-
-def host_address() -> str | None:
-    """An address of this host that is not on a Docker bridge: it stays the same when `make up` re-creates the compose
-    network after the restore, so a webhook sent again would reach the receiver (and fail the test)."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        fields = line.split()
-        if fields[1] == "lo" or fields[1].startswith(("br-", "docker", "veth")):
-            continue
-        return fields[3].split("/")[0]
-    return None
-
-
-@dataclass
-class Receiver:
-    address: str
-    port: int
-    hits: list[tuple[str, str]] = field(default_factory=list)  # (path, webhook-id)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str) -> str:
-        return f"http://{self.address}:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [path for path, _ in self.hits]
-
-
-@contextmanager
-def webhook_receiver(address: str) -> Iterator[Receiver]:
-    receiver = Receiver(address, free_port())
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            with receiver.lock:
-                receiver.hits.append((self.path, self.headers.get("webhook-id", "")))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("0.0.0.0", receiver.port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-
 
 # --- the deployment ---------------------------------------------------------------------------------------------------
 
