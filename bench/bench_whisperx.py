@@ -212,7 +212,7 @@ def run_service(repeat: int, long_minutes: float, tmp: str) -> dict[str, str]:
 
 
 def word_boundaries(client: httpx.Client, folder: Path) -> str:
-    from tests.whisperx_api.synth import write_wav as write_samples
+    from tests.wav import write_wav as write_samples
 
     samples, truth = build_clip()
     path = write_samples(samples, folder / "words.wav")

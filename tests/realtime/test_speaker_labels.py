@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import base64
 import re
-import io
-import wave
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
 from openai import OpenAI
 
@@ -20,22 +17,13 @@ from tests.realtime.audio import recording_pcm16
 from tests.realtime.test_server import collect, stream
 from tests.service_servers import Server, require_modules, start_service
 from tests.support import fixture_path
+from tests.wav import wav_bytes
 from tests.whisper_faster.helpers import assert_openai_error
 
 TEAM_A, TEAM_B = "speakers-team-a-key", "speakers-team-b-key"
 RATE = 16_000
 MARIA_IN_DEV00 = (1.4, 13.1)  # MEE009 alone (debug.development.rttm)
 TOM_IN_DEV00 = (13.4, 16.9)  # MEE012 alone
-
-
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def dev01_clip(start: float, end: float) -> bytes:

@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from tests.jobs.helpers import submit, wait_for
 from tests.service_servers import JFK_REFERENCE, Server, ServerFactory
 from tests.support import fixture_path
+from tests.wav import MEETING_REPEATS, meeting_recording
 from tests.whisper_faster.helpers import word_error_rate
 from whisper_common.uploads import SAMPLE_RATE, decode_audio
 
@@ -35,22 +35,8 @@ def server(start_server: ServerFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """About 3.5 minutes: sample, dev00, dev01 and jfk, three times, 0.7 s pauses (several windows); jfk's count."""
-    pause = np.zeros(int(0.7 * SAMPLE_RATE), dtype=np.float32)
-    parts = [decode_audio(str(fixture_path(name))).samples for name in ("sample.wav", "dev00.wav", "dev01.wav", "jfk.flac")]
-    samples = np.concatenate([piece for _ in range(3) for part in parts for piece in (part, pause)])
-    return write_wav(samples, tmp_path_factory.mktemp("recording") / "meeting.wav"), 3
-
-
-def write_wav(samples: np.ndarray, path: Path) -> Path:
-    import wave
-
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    """tests.wav's meeting recording (several windows), and how many times jfk is in it."""
+    return meeting_recording(tmp_path_factory.mktemp("recording")), MEETING_REPEATS
 
 
 def transcribe(client: httpx.Client, path: Path, **data: object) -> httpx.Response:

@@ -57,18 +57,6 @@ def build_clip(sentence: str = SENTENCE, gaps: tuple[float, ...] = GAPS_SECONDS,
     return np.concatenate(pieces), truth
 
 
-def write_wav(samples: np.ndarray, path: Path) -> Path:
-    import wave
-
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-    return path
-
-
 def boundary_errors(truth: list[TimedWord], words: list[dict]) -> list[float]:
     """Absolute start and end errors of the transcribed words matched in order to the true ones by their text."""
     import re

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from tests.service_servers import Server, ServerFactory
 from tests.support import fixture_path
+from tests.wav import meeting_recording
 from whisper_common.uploads import SAMPLE_RATE, decode_audio
 
 CLIPS = ("jfk.flac", "sample.wav", "dev00.wav", "dev01.wav")
@@ -32,19 +32,7 @@ def server(start_server: ServerFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """About 3.5 minutes: sample, dev00, dev01 and jfk, three times, with 0.7 s pauses."""
-    import wave
-
-    pause = np.zeros(int(0.7 * SAMPLE_RATE), dtype=np.float32)
-    parts = [decode_audio(str(fixture_path(name))).samples for name in ("sample.wav", "dev00.wav", "dev01.wav", "jfk.flac")]
-    samples = np.concatenate([piece for _ in range(3) for part in parts for piece in (part, pause)])
-    path = tmp_path_factory.mktemp("recording") / "meeting.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return meeting_recording(tmp_path_factory.mktemp("recording"))
 
 
 def transcribe(client: httpx.Client, path: Path, **data: str) -> httpx.Response:

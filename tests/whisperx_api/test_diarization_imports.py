@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tests.service_servers import ServerFactory
 from tests.support import fixture_path
-from tests.whisperx_api.synth import SAMPLE_RATE, write_wav
+from tests.wav import write_wav
+from tests.whisperx_api.synth import SAMPLE_RATE
 
 HEAVY_LIBRARIES = {"PyTorch": "libtorch", "scikit-learn": "/sklearn/", "numba": "llvmlite"}
 

@@ -19,7 +19,8 @@ from openai.types.audio import TranscriptionDiarized
 from tests.service_servers import Server
 from tests.support import fixture_path, require
 from tests.whisper_faster.helpers import assert_openai_error
-from tests.whisperx_api.synth import SAMPLE_RATE, espeak_available, write_wav
+from tests.wav import write_wav
+from tests.whisperx_api.synth import SAMPLE_RATE, espeak_available
 
 NAMES, REFERENCES = "known_speaker_names[]", "known_speaker_references[]"
 # Reference turns in dev01 (debug.development.rttm), one voice each, 2-10 s.

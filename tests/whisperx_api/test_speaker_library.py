@@ -9,11 +9,9 @@ matching and out of the database file (its embedding's bytes are gone from speak
 from __future__ import annotations
 
 import base64
-import io
 import sqlite3
 import subprocess
 import time
-import wave
 from pathlib import Path
 
 import httpx
@@ -25,21 +23,12 @@ from openai.types.audio import TranscriptionDiarized
 from tests.service_servers import Server
 from tests.support import ARTIFACTS, fixture_path, require
 from tests.whisper_faster.helpers import assert_openai_error
+from tests.wav import wav_bytes
 from tests.whisperx_api.synth import SAMPLE_RATE, espeak_available
 from whisperx_api.diarize.known import KNOWN_SPEAKER_THRESHOLD
 
 DEV01_CLIPS = {"Maria": [(7.0, 11.8)], "Tom": [(4.3, 6.8)]}  # MEE009, MEE012: one voice each
 DEV00_SPANS = {"Maria": (1.5, 13.1), "Tom": (13.4, 16.8)}  # where only one of them speaks in dev00
-
-
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def _decoded(name: str) -> np.ndarray:

@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx
 
 from tests.support import require
-from tests.whisperx_api.synth import boundary_errors, build_clip, espeak_available, write_wav
+from tests.wav import write_wav
+from tests.whisperx_api.synth import boundary_errors, build_clip, espeak_available
 
 MAX_MEDIAN_BOUNDARY_ERROR = 0.150
 
