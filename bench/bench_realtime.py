@@ -23,6 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jiwer
@@ -59,6 +60,22 @@ RECORDINGS: dict[str, str | None] = {"jfk.flac": JFK_REFERENCE, "sample.wav": st
 """The meeting excerpts have no reference transcript (only speaker turns): they count for latency, not WER."""
 
 
+async def send_paced(socket: Any, pcm: bytes, sent_at: list[float], recording_sent: asyncio.Event) -> None:
+    """The recording in CHUNK_SECONDS appends at real-time pace, then silence, as a live microphone goes on sending
+    until it is switched off; each append's time into `sent_at`, `recording_sent` set once the recording is out."""
+    chunk = int(CHUNK_SECONDS * RATE) * 2
+    started = time.monotonic()
+    silence = base64.b64encode(bytes(chunk)).decode()
+    for index in range(10**6):
+        offset = index * chunk
+        if offset >= len(pcm):
+            recording_sent.set()
+        audio = base64.b64encode(pcm[offset:offset + chunk]).decode() if offset < len(pcm) else silence
+        await asyncio.sleep(max(0.0, started + index * CHUNK_SECONDS - time.monotonic()))
+        sent_at.append(time.monotonic())
+        await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+
+
 def pcm16(name: str) -> bytes:
     samples = decode_audio(str(FIXTURES / name), sampling_rate=RATE)
     samples = np.concatenate([samples, np.zeros(int(1.5 * RATE), dtype=np.float32)])
@@ -78,7 +95,6 @@ async def replay(url: str, pcm: bytes, start_delay: float = 0.0) -> Run:
     """One session replaying `pcm` at real time; returns its finals and latencies."""
     await asyncio.sleep(start_delay)
     run = Run()
-    chunk = int(CHUNK_SECONDS * RATE) * 2
     sent_at: list[float] = []  # wall time each chunk was sent
     items: dict[str, dict] = {}
 
@@ -99,20 +115,7 @@ async def replay(url: str, pcm: bytes, start_delay: float = 0.0) -> Run:
 
             recording_sent = asyncio.Event()
 
-            async def send() -> None:
-                """The recording, then silence, as a live microphone goes on sending until it is switched off."""
-                started = time.monotonic()
-                silence = base64.b64encode(bytes(chunk)).decode()
-                for index in range(10**6):
-                    offset = index * chunk
-                    if offset >= len(pcm):
-                        recording_sent.set()
-                    audio = base64.b64encode(pcm[offset:offset + chunk]).decode() if offset < len(pcm) else silence
-                    await asyncio.sleep(max(0.0, started + index * CHUNK_SECONDS - time.monotonic()))
-                    sent_at.append(time.monotonic())
-                    await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
-
-            sender = asyncio.create_task(send())
+            sender = asyncio.create_task(send_paced(socket, pcm, sent_at, recording_sent))
             last_event = time.monotonic()
             try:
                 while True:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import io
 import json
 import os
@@ -26,7 +25,7 @@ import httpx
 import numpy as np
 import websockets
 
-from bench.bench_realtime import CHUNK_SECONDS, PREFIX_MS, RATE, SILENCE_MS, cpu_seconds, p, pcm16
+from bench.bench_realtime import CHUNK_SECONDS, PREFIX_MS, RATE, SILENCE_MS, cpu_seconds, p, pcm16, send_paced
 from bench.report import table, write_section
 from tests.service_servers import start_service
 from tests.support import FIXTURES
@@ -46,7 +45,6 @@ class Session:
 async def replay(url: str, pcm: bytes, speakers: str) -> Session:
     """One session replaying `pcm` at real time with `transcription.speakers` = `speakers`."""
     session = Session()
-    chunk = int(CHUNK_SECONDS * RATE) * 2
     sent_at: list[float] = []
     items: dict[str, dict] = {}
     async with websockets.connect(url, max_size=None, open_timeout=60,
@@ -61,19 +59,7 @@ async def replay(url: str, pcm: bytes, speakers: str) -> Session:
                                          "silence_duration_ms": SILENCE_MS}}}}}))
         recording_sent = asyncio.Event()
 
-        async def send() -> None:
-            started = time.monotonic()
-            silence = base64.b64encode(bytes(chunk)).decode()
-            for index in range(10**6):
-                offset = index * chunk
-                if offset >= len(pcm):
-                    recording_sent.set()
-                audio = base64.b64encode(pcm[offset:offset + chunk]).decode() if offset < len(pcm) else silence
-                await asyncio.sleep(max(0.0, started + index * CHUNK_SECONDS - time.monotonic()))
-                sent_at.append(time.monotonic())
-                await socket.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
-
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_paced(socket, pcm, sent_at, recording_sent))
         last_event = time.monotonic()
         try:
             while not (recording_sent.is_set() and items and all("completed" in i for i in items.values())):
