@@ -26,7 +26,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from tests.containers.docker_cli import engine_answers
-from tests.platforms.fresh_roots import REPO, RootContainer, error_lines, root_image, wait_for_line
+from tests.platforms.fresh_roots import (
+    LEG_DISK_BYTES,
+    REPO,
+    RootContainer,
+    docker_free_bytes,
+    error_lines,
+    reclaim_build_cache,
+    root_image,
+    wait_for_line,
+)
 from tests.support import ARTIFACTS, free_port, require
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
@@ -89,10 +98,27 @@ def _leg(suite: str) -> None:
 
 @pytest.fixture(scope="module")
 def legs(engine: None) -> Iterator[dict[str, Future[None]]]:
-    """Both legs at once, in threads: each spends most of its time downloading and unpacking (about 4 GB of wheels
-    into an 8 GB venv, apt's packages), not on the CPU, and one after the other they took 7 + 15 minutes here. The two
-    roots share nothing but the host's network (their own ports, caches and containers)."""
-    with ThreadPoolExecutor(max_workers=len(LEGS), thread_name_prefix="fresh-root") as pool:
+    """Both legs at once, in threads, where Docker's disk holds both: each spends most of its time downloading and
+    unpacking (about 4 GB of wheels into an 8 GB venv, apt's packages), not on the CPU, and one after the other they
+    took 7 + 15 minutes here. The two roots share nothing but the host's network (their own ports and containers).
+
+    Each leg needs up to LEG_DISK_BYTES on Docker's disk while it installs (a CI run ran out of space with both at
+    once, after the image builds). Where the disk is short, Docker's build cache is dropped first (only time is lost),
+    then the legs run one after the other if both still do not fit; a disk too small for one leg fails here, saying
+    so, instead of in pip's middle."""
+    workers = len(LEGS)
+    if docker_free_bytes() < workers * LEG_DISK_BYTES:
+        print(f"fresh roots: Docker's disk is short ({docker_free_bytes() / 1e9:.1f} GB free), dropping its build "
+              f"cache: {reclaim_build_cache()}")
+    free = docker_free_bytes()
+    assert free >= LEG_DISK_BYTES, (
+        f"a fresh root's `make run` needs about {LEG_DISK_BYTES / 1e9:.0f} GB free on Docker's disk; it has "
+        f"{free / 1e9:.1f} GB"
+    )
+    if free < workers * LEG_DISK_BYTES:
+        workers = 1
+        print(f"fresh roots: {free / 1e9:.1f} GB free on Docker's disk holds one leg at a time, not {len(LEGS)}")
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fresh-root") as pool:
         yield {suite: pool.submit(_leg, suite) for suite in LEGS}
 
 
