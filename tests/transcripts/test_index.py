@@ -182,3 +182,68 @@ def test_erasure_leaves_nothing_of_the_owner(index: TranscriptIndex, tmp_path: P
             assert tx.execute("SELECT COUNT(*) AS n FROM transcripts WHERE service = $1 AND owner = 'team-a'",
                               (index.service,))[0]["n"] == 0
             assert tx.execute("SELECT COUNT(*) AS n FROM transcript_speakers WHERE speaker = 'Mallory'")[0]["n"] == 0
+
+
+def test_prefixes_of_every_length_find_the_words_that_begin_so(index: TranscriptIndex) -> None:
+    """3 and 4 letters are read from the prefix indexes (SQLite), longer ones by expanding the prefix: the same hits,
+    and the matched words (only those) highlighted. Both engines stem the prefix too (`counte` is `count`) and match it
+    against the words' stems (`counties` is `counti`)."""
+    index.add(doc("job_counts", segments=[(0.0, 2.0, "Ann", "The counter counted countless counties."),
+                                          (2.0, 4.0, "Ann", "Nothing here but a cough.")]))
+    index.add(doc("job_council", segments=[(0.0, 2.0, None, "A council met.")]))
+    every = ["counter", "counted", "countless", "counties"]
+    for q, found, marked in (("cou*", ["job_council", "job_counts"], every), ("coun*", ["job_council", "job_counts"],
+                             every), ("count*", ["job_counts"], every), ("counte*", ["job_counts"], every),
+                             ("countles*", ["job_counts"], ["countless"]), ("countz*", [], [])):
+        hits, more = index.search(TEAM_A, Search(terms=parse_query(q)), {})
+        assert sorted(hit.doc.id for hit in hits) == found and not more, q
+        for hit in hits:
+            if hit.doc.id == "job_counts":
+                best = hit.matches[0]
+                assert (best.start, [best.snippet[a:b] for a, b in best.highlights]) == (0.0, marked), q
+                assert [m.start for m in hit.matches] == ([0.0, 2.0] if q == "cou*" else [0.0]), q  # cou*: cough
+    assert ids(index, TEAM_B, "cou*") == []  # another owner's words, though the prefix is in the index
+
+
+def test_a_search_ranks_the_newest_matches_of_its_window_and_says_so(index: TranscriptIndex) -> None:
+    index.search_window = 3
+    index.add(doc("job_best_but_old", segments=[(0.0, 2.0, None, "budget budget budget budget")], created_at=NOW))
+    for number in range(4):
+        index.add(doc(f"job_{number}", segments=[(0.0, 2.0, None, f"the budget, item {number} of many more words")],
+                      created_at=NOW + 10 + number))
+    index.add(doc("job_other_owner", "team-b", segments=[(0.0, 2.0, None, "budget")], created_at=NOW + 100))
+    page = index.search_page(TEAM_A, Search(terms=parse_query("budget")), {})
+    assert sorted(hit.doc.id for hit in page.hits) == ["job_1", "job_2", "job_3"]  # the 3 indexed last
+    assert page.ranked_within == 3 and not page.has_more
+    # Pages within the window follow each other, and say the same.
+    first = index.search_page(TEAM_A, Search(terms=parse_query("budget"), limit=2), {})
+    rest = index.search_page(TEAM_A, Search(terms=parse_query("budget"), limit=2, after=first.hits[-1].doc.id), {})
+    assert first.has_more and not rest.has_more and first.ranked_within == rest.ranked_within == 3
+    assert [hit.doc.id for hit in first.hits + rest.hits] == [hit.doc.id for hit in page.hits]
+    # Narrowed to fewer matches than the window: every match is ranked, and the best comes first.
+    narrowed = index.search_page(TEAM_A, Search(terms=parse_query("budget"), created_to=NOW + 10), {})
+    assert [hit.doc.id for hit in narrowed.hits] == ["job_best_but_old", "job_0"] and narrowed.ranked_within is None
+    index.search_window = 10
+    full = index.search_page(TEAM_A, Search(terms=parse_query("budget")), {})
+    assert full.hits[0].doc.id == "job_best_but_old" and len(full.hits) == 5 and full.ranked_within is None
+    # A page that goes on after a transcript that has left the window meanwhile: ranked below its score.
+    index.search_window = 3
+    after_old = index.search_page(TEAM_A, Search(terms=parse_query("budget"), after="job_best_but_old"), {})
+    assert sorted(hit.doc.id for hit in after_old.hits) == ["job_1", "job_2", "job_3"]
+    assert ids(index, TEAM_A, "budget", after="job_other_owner") == []
+
+
+def test_a_speakers_page_examines_the_window_in_batches(index: TranscriptIndex) -> None:
+    for number in range(60):
+        speaker = "Bob" if number % 3 == 0 else "Alice"
+        index.add(doc(f"job_{number:02d}", segments=[(0.0, 2.0, "Alice", "hello"), (2.0, 4.0, speaker,
+                      f"budget {number}")], created_at=NOW + number))
+    seen, after = [], None
+    while True:
+        hits, more = index.search(TEAM_A, Search(terms=parse_query("budget"), speaker="Bob", limit=7, after=after), {})
+        seen += [hit.doc.id for hit in hits]
+        assert all(m.speaker == "Bob" for hit in hits for m in hit.matches)
+        if not more:
+            break
+        after = hits[-1].doc.id
+    assert sorted(seen) == [f"job_{n:02d}" for n in range(0, 60, 3)]

@@ -5,7 +5,7 @@ what retention and erasure remove. Blocking index calls run in worker threads.
     library.register(Source(SourceKind.JOB, retention_seconds=settings.job_retention, delete=delete_job))
     await library.job_succeeded(job, transcript, still_stored=lambda: store.peek(job.id) is not None)
     await library.add(doc, still_stored=...)        # a live session's transcript (whisper-faster builds the doc)
-    hits, has_more = await library.search(owner, Search(terms=parse_query("budget")))
+    page = await library.search(owner, Search(terms=parse_query("budget")))   # page.hits, page.has_more
 
 A source (jobs, live sessions) is registered by the code that keeps its transcripts: its retention (what the library
 hides at once and its janitor removes), and how a transcript is deleted where it is kept (`DELETE
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from whisper_common.erasure import Erasure
 from whisper_common.owners import Owner
 from whisper_common.transcript import Transcript
-from whisper_common.transcripts.model import Hit, SourceKind, TranscriptDoc, build_doc
-from whisper_common.transcripts.store import Search, TranscriptIndex
+from whisper_common.transcripts.model import SourceKind, TranscriptDoc, build_doc
+from whisper_common.transcripts.store import Page, Search, TranscriptIndex
 
 if TYPE_CHECKING:
     from whisper_common.jobs.records import JobRow
@@ -114,8 +114,8 @@ class TranscriptLibrary:
 
     # --- what the routes ask ---
 
-    async def search(self, owner: Owner, search: Search) -> tuple[list[Hit], bool]:
-        return await asyncio.to_thread(self.index.search, owner, search, self.cutoffs())
+    async def search(self, owner: Owner, search: Search) -> Page:
+        return await asyncio.to_thread(self.index.search_page, owner, search, self.cutoffs())
 
     async def get(self, owner: Owner, doc_id: str) -> TranscriptDoc | None:
         doc = await asyncio.to_thread(self.index.get, owner, doc_id)

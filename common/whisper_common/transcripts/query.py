@@ -21,7 +21,8 @@ MAX_QUERY_CHARS = 1000
 MAX_TERMS = 32
 MIN_PREFIX = 3
 
-_WORD = re.compile(r"[^\W_]+")  # letters and digits, as both engines' tokenizers split text
+WORD = re.compile(r"[^\W_]+")
+"""A word: letters and digits, as both engines' tokenizers split text."""
 _PREFIX = re.compile(r"([^\W_]+)\*+")
 
 
@@ -56,7 +57,7 @@ def parse_query(q: str) -> list[Term]:
     terms: list[Term] = []
     for index, piece in enumerate(pieces):
         if index % 2 == 1:  # inside quotes: one phrase
-            words = tuple(_WORD.findall(piece))
+            words = tuple(WORD.findall(piece))
             if words:
                 terms.append(Term(words))
             continue
@@ -78,5 +79,5 @@ def _chunk_terms(chunk: str) -> list[Term]:
         if len(stem) < MIN_PREFIX:
             raise InvalidQuery(f"a prefix search needs at least {MIN_PREFIX} letters before '*' (got '{stem}*')")
         return [Term((stem.lower(),), prefix=True)]
-    words = tuple(_WORD.findall(chunk))
+    words = tuple(WORD.findall(chunk))
     return [Term(words)] if words else []

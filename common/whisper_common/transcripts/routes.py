@@ -70,6 +70,11 @@ class TranscriptList(BaseModel):
     first_id: str | None
     last_id: str | None = Field(description="Pass it as `after` for the next page.")
     has_more: bool
+    ranked_within: int | None = Field(None, description="With `q`, when more of the caller's transcripts matched than "
+                                      "a search ranks (TRANSCRIPT_SEARCH_WINDOW): how many were ranked, the most "
+                                      "recently indexed of them; the hits are the best of those. Narrow the search "
+                                      "(more words, `from`/`to`, `source`) to rank older ones. Null when every match "
+                                      "was ranked.")
 
 
 class TranscriptSegmentView(BaseModel):
@@ -196,10 +201,10 @@ def transcripts_router() -> APIRouter:
             raise InvalidParameter("from", "'from' is after 'to'")
         search = Search(terms=terms, speaker=speaker, source=SourceKind(source) if source else None,
                         created_from=created_from, created_to=created_to, limit=limit, after=after)
-        hits, has_more = await _library(request).search(owner, search)
-        data = [hit_view(hit) for hit in hits]
+        page = await _library(request).search(owner, search)
+        data = [hit_view(hit) for hit in page.hits]
         return TranscriptList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-                              has_more=has_more)
+                              has_more=page.has_more, ranked_within=page.ranked_within)
 
     @router.get(
         "/v1/transcripts/{transcript_id}",

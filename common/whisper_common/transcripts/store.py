@@ -5,14 +5,18 @@ every process and both services, rows carrying their `service`).
     index = open_transcript_index(settings, service="whisper_faster")
     index.add(doc)                                               # replaces a document of the same id
     hits, has_more = index.search(owner, Search(terms=parse_query("budget"), limit=20), cutoffs)
+    page = index.search_page(owner, search, cutoffs)             # the same, with `ranked_within`
     index.get(owner, "job_...")                                  # None unless `owner` may see it
 
 Every read names its `Owner` (`owners.owner_filter` in the query); `cutoffs` hides what retention is about to remove
 (per source, the oldest `ended_at` still kept), so a search never finds a transcript its source no longer keeps.
 
-Ranking: SQLite's `bm25()` (FTS5), PostgreSQL's `ts_rank(tsv, query, 1)`. Ranked pages go on after the previous
-page's last id: its score under the same query is computed again and the next page holds what ranks below it (ties
-by id), so `after` needs no opaque cursor. (PostgreSQL's `real` rank is read as `double precision`: its exact value,
+Ranking: SQLite's `bm25()` (FTS5), PostgreSQL's `ts_rank(tsv, query, 1)`, over a window: the `search_window`
+(TRANSCRIPT_SEARCH_WINDOW) most recently indexed transcripts that match, filters applied. Scoring costs a little for
+each transcript scored (a frequent word matches all of an owner's transcripts), so a search with more matches than
+the window ranks the newest of them and says so (`Page.ranked_within`). Ranked pages go on after the previous page's
+last id: its place in the window (or, when it has left the window, its score under the same query) and the next page
+holds what ranks below it (ties by id), so `after` needs no opaque cursor. (PostgreSQL's `real` rank is read as `double precision`: its exact value,
 which a comparison with the next page's ranks needs; the `real` text form is rounded.)
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 from whisper_common.db import Database, Params, Tx, open_database
 from whisper_common.owners import Owner, owner_filter
 from whisper_common.settings import ServiceSettings
-from whisper_common.transcripts.highlight import matches_in
+from whisper_common.transcripts.highlight import QueryLexemes, marked_ranges, matches_in, query_words, words_beginning
 from whisper_common.transcripts.model import (
     MARK_END,
     MARK_START,
@@ -35,15 +39,27 @@ from whisper_common.transcripts.model import (
     TranscriptDoc,
 )
 from whisper_common.transcripts.query import Term
-from whisper_common.transcripts.schema import TEXT_SEARCH_CONFIG, TRANSCRIPTS_SCHEMA
+from whisper_common.transcripts.schema import TAG_MARK, TEXT_SEARCH_CONFIG, TRANSCRIPTS_SCHEMA
 
 SQLITE_FILE = "transcripts.sqlite3"
 MAX_EXAMINED = 1000
 """With a `speaker`, a transcript that matches the query only in other speakers' words is passed over: at most this
 many are examined for one page (the page may then hold fewer than `limit`, with `has_more`)."""
+_SPEAKER_BATCH = 50
+SEARCH_WINDOW = 1000
+"""TRANSCRIPT_SEARCH_WINDOW's default (settings)."""
 
 _DOC_COLUMNS = "t.doc, t.id, t.source, t.owner, t.created_at, t.ended_at, t.model, t.language, t.duration, " \
                "t.speakers, t.segments, t.text"
+
+
+@dataclass(frozen=True)
+class Page:
+    hits: list[Hit]
+    has_more: bool
+    ranked_within: int | None = None
+    """Set when more transcripts matched than a search ranks: the hits are the best of this many, the most recently
+    indexed matches."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,11 @@ def service_tag(service: str) -> str:
     return "sv" + service.encode().hex()
 
 
+def repr_lexeme(lexeme: str) -> str:
+    """A tsquery of one lexeme as written (a tag: `#`, letters and hex digits; nothing to escape)."""
+    return "'" + lexeme + "'"
+
+
 def _encode_segments(doc: TranscriptDoc) -> tuple[str, str]:
     speakers = doc.speakers
     numbers = {name: index for index, name in enumerate(speakers)}
@@ -85,10 +106,12 @@ def _doc(row: Mapping[str, Any]) -> TranscriptDoc:
 
 
 class TranscriptIndex:
-    def __init__(self, db: Database, service: str) -> None:
+    def __init__(self, db: Database, service: str, *, search_window: int = SEARCH_WINDOW) -> None:
         self.db = db
         self.service = service
         self.backend = db.backend
+        self.search_window = search_window
+        """A search with `q` ranks at most this many matching transcripts: the most recently indexed."""
 
     # --- writing ---
 
@@ -164,6 +187,10 @@ class TranscriptIndex:
 
     def search(self, owner: Owner, search: Search, cutoffs: Mapping[SourceKind, float]) -> tuple[list[Hit], bool]:
         """A page of hits and whether more follow."""
+        page = self.search_page(owner, search, cutoffs)
+        return page.hits, page.has_more
+
+    def search_page(self, owner: Owner, search: Search, cutoffs: Mapping[SourceKind, float]) -> Page:
         with self.db.transaction() as tx:
             if search.terms is None:
                 return self._newest(tx, owner, search, cutoffs)
@@ -184,7 +211,7 @@ class TranscriptIndex:
                          f"{p(search.speaker)})")
         return where
 
-    def _newest(self, tx: Tx, owner: Owner, search: Search, cutoffs: Mapping[SourceKind, float]) -> tuple[list[Hit], bool]:
+    def _newest(self, tx: Tx, owner: Owner, search: Search, cutoffs: Mapping[SourceKind, float]) -> Page:
         p = Params()
         where = self._filters(p, owner, search, cutoffs)
         if search.after is not None:
@@ -195,7 +222,7 @@ class TranscriptIndex:
                 anchor_p.values,
             )
             if not anchor:
-                return [], False
+                return Page([], False)
             created_at = p(anchor[0]["created_at"])
             where.append(f"(t.created_at < {created_at} OR (t.created_at = {created_at} AND t.id < {p(search.after)}))")
         rows = tx.execute(
@@ -203,102 +230,110 @@ class TranscriptIndex:
             f"ORDER BY t.created_at DESC, t.id DESC LIMIT {p(search.limit + 1)}",
             p.values,
         )
-        return [Hit(_doc(row), None, []) for row in rows[:search.limit]], len(rows) > search.limit
+        return Page([Hit(_doc(row), None, []) for row in rows[:search.limit]], len(rows) > search.limit)
 
-    def _ranked(self, tx: Tx, owner: Owner, search: Search, cutoffs: Mapping[SourceKind, float]) -> tuple[list[Hit], bool]:
+    def _ranked(self, tx: Tx, owner: Owner, search: Search, cutoffs: Mapping[SourceKind, float]) -> Page:
+        """The window (the most recently indexed matches, at most `search_window`) is scored in one statement and
+        ordered here; only the page's documents are read whole and highlighted."""
         assert search.terms is not None
-        ranking = _SqliteRanking(self, owner, search.terms) if self.backend == "sqlite" else \
-            _PostgresRanking(search.terms)
-        anchor: tuple[float, str] | None = None
+        ranking = _SqliteRanking(owner, search.terms) if self.backend == "sqlite" else \
+            _PostgresRanking(owner, search.terms)
+        p = Params()
+        window = ranking.window(tx, p, self._filters(p, owner, search, cutoffs), self.search_window + 1)
+        ranked_within = self.search_window if len(window) > self.search_window else None
+        ordered = sorted(window[:self.search_window], key=ranking.order)
         if search.after is not None:
-            anchor = ranking.score_of(tx, self, owner, search.after)
-            if anchor is None:
-                return [], False
-        hits: list[Hit] = []
-        examined = 0
-        batch = search.limit + 1 if search.speaker is None else max(search.limit + 1, 50)
-        while True:
-            p = Params()
-            where = self._filters(p, owner, search, cutoffs)
-            candidates = ranking.candidates(tx, p, where, anchor, batch)
-            examined += len(candidates)
-            marked = ranking.marked(tx, [row["doc"] for row in candidates]) if candidates else {}
-            for row in candidates:
-                full = marked.get(row["doc"])
-                if full is None:
+            at = next((i for i, row in enumerate(ordered) if row["id"] == search.after), None)
+            if at is not None:
+                ordered = ordered[at + 1:]
+            else:  # not in the window (it left it as newer transcripts came, or it does not match)
+                anchor = ranking.score_of(tx, self, owner, search.after)
+                if anchor is None:
+                    return Page([], False, ranked_within)
+                ordered = [row for row in ordered if ranking.order(row) > ranking.order(anchor)]
+        if search.speaker is None:
+            page = ordered[:search.limit]
+            marked = ranking.marked(tx, [row["doc"] for row in page]) if page else {}
+            hits = []
+            for row in page:
+                if (found := marked.get(row["doc"])) is not None:  # else removed meanwhile (PostgreSQL)
+                    hits.append(Hit(found[0], ranking.score(row["relevance"]), matches_in(*found)))
+            return Page(hits, len(ordered) > search.limit, ranked_within)
+        # With a speaker, a transcript that matches only in other speakers' words is passed over.
+        hits = []
+        for begin in range(0, min(len(ordered), MAX_EXAMINED), _SPEAKER_BATCH):
+            batch = ordered[begin:begin + _SPEAKER_BATCH]
+            marked = ranking.marked(tx, [row["doc"] for row in batch])
+            for row in batch:
+                found = marked.get(row["doc"])
+                if found is None:
                     continue  # removed meanwhile (PostgreSQL reads each statement's own snapshot)
-                doc = _doc(full)
-                matches = matches_in(doc, full["marked"], search.speaker)
-                if search.speaker is not None and not matches:
-                    continue
-                hits.append(Hit(doc, ranking.score(row["relevance"]), matches))
-            exhausted = len(candidates) < batch
-            if len(hits) > search.limit or exhausted:
-                return hits[:search.limit], len(hits) > search.limit
-            if examined >= MAX_EXAMINED:
-                return hits[:search.limit], True
-            anchor = (candidates[-1]["relevance"], candidates[-1]["id"])
+                matches = matches_in(found[0], found[1], search.speaker)
+                if matches:
+                    hits.append(Hit(found[0], ranking.score(row["relevance"]), matches))
+                if len(hits) > search.limit:
+                    return Page(hits[:search.limit], True, ranked_within)
+        return Page(hits, len(ordered) > MAX_EXAMINED, ranked_within)
 
 
 class _SqliteRanking:
-    """FTS5: `bm25()` (lower is better), the owner's and the service's tags in the MATCH so that only the caller's
-    transcripts are ranked, `highlight()` for the matched words."""
+    """FTS5: `bm25()` (lower is better), the owner's tag in the MATCH so that only the caller's transcripts are
+    ranked, `highlight()` for the matched words. (The service's tag, in every row of the service, is left to the
+    `service` filter: in the MATCH it would only cost bm25() a pass over its whole doclist.)"""
 
-    def __init__(self, index: TranscriptIndex, owner: Owner, terms: list[Term]) -> None:
-        tags = [service_tag(index.service)] + ([] if owner.is_admin else [owner_tag(owner.name)])
-        parts = [f'tags : "{tag}"' for tag in tags]
+    def __init__(self, owner: Owner, terms: list[Term]) -> None:
+        parts = [] if owner.is_admin else [f'tags : "{owner_tag(owner.name)}"']
         parts += [f'text : "{term.text}"' + (" *" if term.prefix else "") for term in terms]
         self.match = " AND ".join(parts)  # every term is a quoted string of letters, digits and spaces: no syntax
+
+    @staticmethod
+    def order(row: Mapping[str, Any]) -> tuple[float, str]:
+        return row["relevance"], row["id"]
 
     def score(self, rank: float) -> float:
         return round(-rank, 6)
 
-    def score_of(self, tx: Tx, index: TranscriptIndex, owner: Owner, doc_id: str) -> tuple[float, str] | None:
+    def score_of(self, tx: Tx, index: TranscriptIndex, owner: Owner, doc_id: str) -> dict[str, Any] | None:
         doc = index.doc_number(tx, owner, doc_id)
         if doc is None:
             return None
         rows = tx.execute("SELECT bm25(transcript_fts, 1.0, 0.0) AS relevance FROM transcript_fts WHERE transcript_fts "
                           "MATCH $1 AND rowid = $2", (self.match, doc))
-        return (rows[0]["relevance"], doc_id) if rows else None
+        return {"relevance": rows[0]["relevance"], "id": doc_id} if rows else None
 
-    def candidates(self, tx: Tx, p: Params, where: list[str], anchor: tuple[float, str] | None,
-                   batch: int) -> list[dict[str, Any]]:
-        match = p(self.match)
-        after = ""
-        if anchor is not None:
-            rank, last = p(anchor[0]), p(anchor[1])
-            after = f"WHERE (relevance > {rank} OR (relevance = {rank} AND id > {last}))"
-        # CROSS JOIN: SQLite walks the full-text matches and looks each up, never the other way round.
+    def window(self, tx: Tx, p: Params, where: list[str], size: int) -> list[dict[str, Any]]:
+        # CROSS JOIN: SQLite walks the full-text matches, newest first (FTS5 gives rowids in order), and looks each
+        # up; bm25() is computed only for the rows the LIMIT lets through.
         return tx.execute(
-            f"SELECT doc, id, relevance FROM (SELECT t.doc AS doc, t.id AS id, bm25(transcript_fts, 1.0, 0.0) AS relevance "
-            f"FROM transcript_fts CROSS JOIN transcripts t ON t.doc = transcript_fts.rowid WHERE transcript_fts MATCH "
-            f"{match} AND {' AND '.join(where)}) {after} ORDER BY relevance, id LIMIT {p(batch)}",
+            f"SELECT t.doc AS doc, t.id AS id, bm25(transcript_fts, 1.0, 0.0) AS relevance FROM transcript_fts "
+            f"CROSS JOIN transcripts t ON t.doc = transcript_fts.rowid WHERE transcript_fts MATCH {p(self.match)} AND "
+            f"{' AND '.join(where)} ORDER BY transcript_fts.rowid DESC LIMIT {p(size)}",
             p.values,
         )
 
-    def marked(self, tx: Tx, docs: list[int]) -> dict[int, dict[str, Any]]:
-        """One document at a time: FTS5 seeks a `rowid =` into the match, where `rowid IN (...)` would evaluate the
-        whole match first (seconds for a prefix over 100,000 transcripts)."""
-        found: dict[int, dict[str, Any]] = {}
-        for doc in docs:
-            rows = tx.execute(
-                f"SELECT {_DOC_COLUMNS}, highlight(transcript_fts, 0, $1, $2) AS marked FROM transcript_fts "
-                "CROSS JOIN transcripts t ON t.doc = transcript_fts.rowid WHERE transcript_fts MATCH $3 AND "
-                "transcript_fts.rowid = $4",
-                (MARK_START, MARK_END, self.match, doc),
-            )
-            if rows:
-                found[doc] = rows[0]
-        return found
+    def marked(self, tx: Tx, docs: list[int]) -> dict[int, tuple[TranscriptDoc, list[tuple[int, int]]]]:
+        """One statement for the page: the match over the page's span of rowids, `+rowid IN (...)` kept from FTS5
+        (which would run the whole match again for each rowid, expanding a prefix each time) and applied before
+        highlight() is computed."""
+        listed = ", ".join(str(int(doc)) for doc in docs)
+        rows = tx.execute(
+            f"SELECT {_DOC_COLUMNS}, highlight(transcript_fts, 0, $1, $2) AS marked FROM transcript_fts "
+            "CROSS JOIN transcripts t ON t.doc = transcript_fts.rowid WHERE transcript_fts MATCH $3 AND "
+            f"transcript_fts.rowid BETWEEN $4 AND $5 AND +transcript_fts.rowid IN ({listed})",
+            (MARK_START, MARK_END, self.match, min(docs), max(docs)),
+        )
+        return {row["doc"]: (_doc(row), marked_ranges(row["marked"])) for row in rows}
 
 
 class _PostgresRanking:
-    """`tsv @@ query` through the GIN index, `ts_rank(tsv, query, 1)` (higher is better), `ts_headline(...,
-    HighlightAll=true)` for the matched words. Each term is its own parameter: `phraseto_tsquery` for words and
-    phrases, `to_tsquery('<word>':*)` for a prefix (the word is letters and digits only)."""
+    """`tsv @@ query` through the GIN index, the owner's tag in the query (a lexeme of `tsv` since migration 2) so
+    that the index finds only the caller's transcripts; `ts_rank(tsv, query, 1)` (higher is better) over the text's
+    terms alone. Each term is its own parameter: `phraseto_tsquery` for words and phrases, `to_tsquery('<word>':*)` for
+    a prefix (the word is letters and digits only). The matched words are found as `highlight` says."""
 
-    def __init__(self, terms: list[Term]) -> None:
+    def __init__(self, owner: Owner, terms: list[Term]) -> None:
         self.terms = terms
+        self.tag = None if owner.is_admin else owner_tag(owner.name)
 
     def query(self, p: Params) -> str:
         parts = []
@@ -310,10 +345,20 @@ class _PostgresRanking:
                 parts.append(f"phraseto_tsquery('{TEXT_SEARCH_CONFIG}', {p(term.text)})")
         return "(" + " && ".join(parts) + ")"
 
+    def filter_query(self, p: Params) -> str:
+        query = self.query(p)
+        if self.tag is None:
+            return query
+        return f"({query} && {p(repr_lexeme(TAG_MARK + self.tag))}::tsquery)"
+
+    @staticmethod
+    def order(row: Mapping[str, Any]) -> tuple[float, str]:
+        return -row["relevance"], row["id"]
+
     def score(self, rank: float) -> float:
         return round(float(rank), 6)
 
-    def score_of(self, tx: Tx, index: TranscriptIndex, owner: Owner, doc_id: str) -> tuple[float, str] | None:
+    def score_of(self, tx: Tx, index: TranscriptIndex, owner: Owner, doc_id: str) -> dict[str, Any] | None:
         p = Params()
         query = self.query(p)
         rows = tx.execute(
@@ -321,34 +366,42 @@ class _PostgresRanking:
             f"{p(index.service)} AND t.id = {p(doc_id)} AND {owner_filter(p, owner, 't.owner')} AND t.tsv @@ {query}",
             p.values,
         )
-        return (rows[0]["relevance"], doc_id) if rows else None
+        return {"relevance": rows[0]["relevance"], "id": doc_id} if rows else None
 
-    def candidates(self, tx: Tx, p: Params, where: list[str], anchor: tuple[float, str] | None,
-                   batch: int) -> list[dict[str, Any]]:
+    def window(self, tx: Tx, p: Params, where: list[str], size: int) -> list[dict[str, Any]]:
+        # ts_rank() reads (detoasts) each document's vector: only the window's, after the LIMIT.
+        matching = self.filter_query(p)
         query = self.query(p)
-        after = ""
-        if anchor is not None:
-            rank, last = p(anchor[0]), p(anchor[1])
-            after = f"WHERE (relevance < {rank} OR (relevance = {rank} AND id > {last}))"
         return tx.execute(
-            f"SELECT doc, id, relevance FROM (SELECT t.doc AS doc, t.id AS id, "
-            f"ts_rank(t.tsv, {query}, 1)::double precision AS relevance FROM transcripts t WHERE t.tsv @@ {query} AND {' AND '.join(where)}) ranked {after} "
-            f"ORDER BY relevance DESC, id LIMIT {p(batch)}",
+            f"SELECT w.doc AS doc, w.id AS id, ts_rank(w.tsv, {query}, 1)::double precision AS relevance FROM "
+            f"(SELECT t.doc, t.id, t.tsv FROM transcripts t WHERE t.tsv @@ {matching} AND {' AND '.join(where)} "
+            f"ORDER BY t.doc DESC LIMIT {p(size)}) w",
             p.values,
         )
 
-    def marked(self, tx: Tx, docs: list[int]) -> dict[int, dict[str, Any]]:
-        p = Params()
-        query = self.query(p)
-        options = p(f"StartSel={MARK_START}, StopSel={MARK_END}, HighlightAll=true")
-        rows = tx.execute(
-            f"SELECT {_DOC_COLUMNS}, ts_headline('{TEXT_SEARCH_CONFIG}', t.text, {query}, {options}) AS marked "
-            f"FROM transcripts t WHERE t.doc = ANY({p(docs)})",
-            p.values,
-        )
-        return {row["doc"]: row for row in rows}
+    def marked(self, tx: Tx, docs: list[int]) -> dict[int, tuple[TranscriptDoc, list[tuple[int, int]]]]:
+        """The documents, and where the query's words are in each (see `highlight`)."""
+        rows = tx.execute(f"SELECT {_DOC_COLUMNS} FROM transcripts t WHERE t.doc = ANY($1)", (docs,))
+        found = {row["doc"]: _doc(row) for row in rows}
+        query = QueryLexemes.of(self.terms, self._stems(tx, query_words(self.terms)))
+        starts = query.word_starts()
+        places = {number: words_beginning(doc.text, starts) for number, doc in found.items()}
+        candidates = {word for words in places.values() for word in words}
+        matching = {word for word, lexemes in self._stems(tx, candidates).items() if query.matches(lexemes)}
+        return {number: (doc, sorted(span for word, spans in places[number].items() if word in matching
+                                     for span in spans))
+                for number, doc in found.items()}
+
+    @staticmethod
+    def _stems(tx: Tx, words: set[str]) -> dict[str, list[str]]:
+        if not words:
+            return {}
+        rows = tx.execute(f"SELECT w, tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', w)) AS lexemes "
+                          "FROM unnest($1::text[]) AS w", (sorted(words),))
+        return {row["w"]: row["lexemes"] for row in rows}
 
 
 def open_transcript_index(settings: ServiceSettings, service: str) -> TranscriptIndex:
     target = settings.jobs_database_url or settings.data_dir / SQLITE_FILE
-    return TranscriptIndex(open_database(target, TRANSCRIPTS_SCHEMA, pool_size=4, name="whisper-transcripts"), service)
+    db = open_database(target, TRANSCRIPTS_SCHEMA, pool_size=4, name="whisper-transcripts")
+    return TranscriptIndex(db, service, search_window=settings.transcript_search_window)
