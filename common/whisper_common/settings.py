@@ -189,9 +189,10 @@ class ServiceSettings(BaseSettings):
         10, ge=0, le=3600, description="Backoff before the second attempt of a job or a webhook; doubles each attempt."
     )
     transcript_search_window: int = Field(
-        1000, ge=20, le=1_000_000,
+        500, ge=20, le=1_000_000,
         description="A transcript search (`GET /v1/transcripts?q=`) ranks at most this many matching transcripts, the "
-        "most recently indexed (the answer's `ranked_within` says when more matched); its latency grows with it.",
+        "most recently indexed (the answer's `ranked_within` says when more matched); its latency grows with it (about 10 "
+        "ms per 1,000 on PostgreSQL).",
     )
     job_retention: Duration = Field(
         7 * 86400, gt=0, description="How long a finished job, its audio and result are kept (`7d`, `12h`, `30m` or "

@@ -203,6 +203,11 @@ def test_prefixes_of_every_length_find_the_words_that_begin_so(index: Transcript
                 assert (best.start, [best.snippet[a:b] for a, b in best.highlights]) == (0.0, marked), q
                 assert [m.start for m in hit.matches] == ([0.0, 2.0] if q == "cou*" else [0.0]), q  # cou*: cough
     assert ids(index, TEAM_B, "cou*") == []  # another owner's words, though the prefix is in the index
+    assert ids(index, TEAM_A, "countless cou*") == ids(index, TEAM_A, "cou* coun* count*") == ["job_counts"]
+    assert ids(index, TEAM_A, '"a council" coun*') == ["job_council"]
+    # `the*`: SQLite's FTS5 keeps stop words, PostgreSQL's English configuration drops them (and finds nothing).
+    assert ids(index, TEAM_A, "the*") == (["job_counts"] if index.backend == "sqlite" else [])
+    assert ids(index, TEAM_A, "the") == (["job_counts"] if index.backend == "sqlite" else [])
 
 
 def test_a_search_ranks_the_newest_matches_of_its_window_and_says_so(index: TranscriptIndex) -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.jobs.postgres import postgres_server
 from tests.transcripts.test_index import ADMIN, TEAM_A, TEAM_B, doc, ids
 from whisper_common.db import Schema, open_database
-from whisper_common.transcripts.schema import TRANSCRIPTS_SCHEMA
+from whisper_common.transcripts.schema import PREFIXES, TRANSCRIPTS_SCHEMA
 from whisper_common.transcripts.query import parse_query
 from whisper_common.transcripts.store import Search, TranscriptIndex
 
@@ -65,3 +65,5 @@ def test_an_index_made_by_migration_1_upgrades_and_still_finds_its_transcripts(t
         with psycopg.connect(str(target)) as connection:
             [(lexemes,)] = connection.execute("SELECT tsvector_to_array(tsv) FROM transcripts WHERE id = 'job_b'")
             assert "#ow" + "team-b".encode().hex() in lexemes
+            [(prefixes,)] = connection.execute(f"SELECT tsvector_to_array({PREFIXES}) FROM transcripts WHERE id = 'job_b'")
+            assert {"bud", "budg", "appr", "#ow" + "team-b".encode().hex()} <= set(prefixes)

@@ -39,14 +39,14 @@ from whisper_common.transcripts.model import (
     TranscriptDoc,
 )
 from whisper_common.transcripts.query import Term
-from whisper_common.transcripts.schema import TAG_MARK, TEXT_SEARCH_CONFIG, TRANSCRIPTS_SCHEMA
+from whisper_common.transcripts.schema import PREFIX_LENGTHS, PREFIXES, TAG_MARK, TEXT_SEARCH_CONFIG, TRANSCRIPTS_SCHEMA
 
 SQLITE_FILE = "transcripts.sqlite3"
 MAX_EXAMINED = 1000
 """With a `speaker`, a transcript that matches the query only in other speakers' words is passed over: at most this
 many are examined for one page (the page may then hold fewer than `limit`, with `has_more`)."""
 _SPEAKER_BATCH = 50
-SEARCH_WINDOW = 1000
+SEARCH_WINDOW = 500
 """TRANSCRIPT_SEARCH_WINDOW's default (settings)."""
 
 _DOC_COLUMNS = "t.doc, t.id, t.source, t.owner, t.created_at, t.ended_at, t.model, t.language, t.duration, " \
@@ -335,9 +335,9 @@ class _PostgresRanking:
         self.terms = terms
         self.tag = None if owner.is_admin else owner_tag(owner.name)
 
-    def query(self, p: Params) -> str:
+    def query(self, p: Params, terms: list[Term] | None = None) -> str:
         parts = []
-        for term in self.terms:
+        for term in self.terms if terms is None else terms:
             if term.prefix:
                 lexeme = p("'" + term.text + "':*")
                 parts.append(f"to_tsquery('{TEXT_SEARCH_CONFIG}', {lexeme})")
@@ -345,11 +345,29 @@ class _PostgresRanking:
                 parts.append(f"phraseto_tsquery('{TEXT_SEARCH_CONFIG}', {p(term.text)})")
         return "(" + " && ".join(parts) + ")"
 
-    def filter_query(self, p: Params) -> str:
-        query = self.query(p)
-        if self.tag is None:
-            return query
-        return f"({query} && {p(repr_lexeme(TAG_MARK + self.tag))}::tsquery)"
+    def matching(self, tx: Tx, p: Params) -> str:
+        """The condition that finds the caller's matching transcripts through the GIN indexes: the text's terms in
+        `tsv`; a prefix whose stem has 3 or 4 letters as one lexeme of the prefix index (schema.PREFIXES); the
+        owner's tag in each."""
+        prefixes = {term.text for term in self.terms if term.prefix}
+        stems = self._stems(tx, prefixes) if prefixes else {}
+        indexed: dict[Term, str] = {}
+        for term in self.terms:
+            lexemes = stems.get(term.text, []) if term.prefix else []
+            if len(lexemes) == 1 and len(lexemes[0]) in PREFIX_LENGTHS:
+                indexed[term] = lexemes[0]
+        rest = [term for term in self.terms if term not in indexed]
+        tag = [] if self.tag is None else [repr_lexeme(TAG_MARK + self.tag)]
+        conditions = []
+        if rest:
+            query = self.query(p, rest)
+            conditions.append(f"t.tsv @@ {query}")  # apart from the tag's: a query of stop words alone matches nothing
+            if tag:
+                conditions.append(f"t.tsv @@ {p(tag[0])}::tsquery")
+        if indexed:
+            lexemes = sorted({repr_lexeme(stem) for stem in indexed.values()}) + tag
+            conditions.append(f"{PREFIXES} @@ {p(' & '.join(lexemes))}::tsquery")  # the index's expression
+        return " AND ".join(conditions)
 
     @staticmethod
     def order(row: Mapping[str, Any]) -> tuple[float, str]:
@@ -370,11 +388,11 @@ class _PostgresRanking:
 
     def window(self, tx: Tx, p: Params, where: list[str], size: int) -> list[dict[str, Any]]:
         # ts_rank() reads (detoasts) each document's vector: only the window's, after the LIMIT.
-        matching = self.filter_query(p)
+        matching = self.matching(tx, p)
         query = self.query(p)
         return tx.execute(
             f"SELECT w.doc AS doc, w.id AS id, ts_rank(w.tsv, {query}, 1)::double precision AS relevance FROM "
-            f"(SELECT t.doc, t.id, t.tsv FROM transcripts t WHERE t.tsv @@ {matching} AND {' AND '.join(where)} "
+            f"(SELECT t.doc, t.id, t.tsv FROM transcripts t WHERE {matching} AND {' AND '.join(where)} "
             f"ORDER BY t.doc DESC LIMIT {p(size)}) w",
             p.values,
         )
