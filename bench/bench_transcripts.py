@@ -305,7 +305,7 @@ def report(measured: dict, corpus: Corpus, runs: int, window: int = SEARCH_WINDO
     return f"""{corpus.docs:,} synthetic transcripts of 10 minutes ({corpus.hours:,.0f} hours of audio, ~1,440 words
 each in {SEGMENTS_PER_DOC} segments), {corpus.owners} owners ({corpus.docs // corpus.owners:,} transcripts each);
 {versions} (PostgreSQL: a throwaway server, `fsync=off`, default memory settings). Each kind of query ran {runs}
-times (after 2 warm-up runs), a user's searches rotating over the owners; a search is `TranscriptIndex.search` (what
+times (after 2 warm-up runs), a user's searches rotating over the owners; a search is `TranscriptIndex.search_page` (what
 `GET /v1/transcripts` calls): the ranked page of 20 with each hit's matching segments (time, speaker, snippet), or
 the newest 20 without `q`. Target: p95 ≤ {TARGET_P95_MS:.0f} ms for an owner's searches (every row below but the
 admin's).
