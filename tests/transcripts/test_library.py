@@ -118,6 +118,7 @@ def test_a_jobs_phrase_is_found_at_the_moment_it_was_said(clients: tuple[httpx.C
     assert "-->" in a.get(f"/v1/transcripts/{job_id}", params={"response_format": "vtt"}).text
     assert found(a, q="country", source="realtime") == [] or job_id not in found(a, q="country", source="realtime")
     assert job_id in found(a, q="americ*", source="job", **{"from": "2000-01-01"})
+    assert search(a, q="country")["ranked_within"] is None  # fewer matches than TRANSCRIPT_SEARCH_WINDOW
     assert job_id not in found(a, q="country", to="2000-01-01")
     check_isolation(job_id, a, b, admin)
 
