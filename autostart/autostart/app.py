@@ -28,8 +28,9 @@ MAX_FIELD_SIZE = 16 * 1024
 KEEPALIVE_SECONDS = 75.0
 # In-flight requests get this long to finish on SIGTERM (systemd TimeoutStopSec is 30).
 SHUTDOWN_GRACE_SECONDS = 25.0
-# At shutdown, a connection accepted but silent so far gets this long to send its first request.
-FIRST_REQUEST_GRACE_SECONDS = 1.0
+# At shutdown, a connection with no request under way (accepted a moment ago, or kept alive after its last answer) gets
+# this long to send its next request, which is answered with `Connection: close` (fastpath.FastPath.drain).
+NEXT_REQUEST_GRACE_SECONDS = 1.0
 
 
 def timing(service: ServiceConfig) -> Timing:
@@ -230,15 +231,15 @@ class Autostart:
         if self._listener is not None:
             self._listener.close()
         if self.fast is not None:
-            self.fast.close_idle()
+            self.fast.drain()
         handed_off = asyncio.ensure_future(self._full.shutdown(grace)) if self._full is not None else None
         everything = [*self.lifecycles.values(), *self._retiring]
-        # Requests in flight, requests waiting for a wake (a hold just released), and the first request of a
-        # connection accepted a moment ago, are all answered; then the rest is closed.
-        first_requests = loop.time() + FIRST_REQUEST_GRACE_SECONDS
+        # Requests in flight, requests waiting for a wake (a hold just released), and the next request of a
+        # connection between requests (it may be on its way) are all answered; then the rest is closed.
+        next_requests = loop.time() + NEXT_REQUEST_GRACE_SECONDS
         while loop.time() < deadline and (
                 any(lifecycle.in_flight or lifecycle.waiting for lifecycle in everything)
-                or (self.fast is not None and self.fast.awaiting_first_request() and loop.time() < first_requests)):
+                or (self.fast is not None and self.fast.between_requests() and loop.time() < next_requests)):
             await asyncio.sleep(0.05)
         if handed_off is not None:
             await handed_off
