@@ -211,7 +211,13 @@ def test_a_client_gone_mid_batch_leaves_the_others(server: Server, recording: tu
             assert response.status_code == 200 and word_error_rate(JFK_REFERENCE, response.json()["text"]) <= 0.1
             gone.join(30)
             assert_idle(client)
-        assert rss_mb(server) - before < 150
+        # Back near where it was, within a few seconds: one reading just after the scheduler went idle caught a
+        # passing peak once (+155 MB; a probe of 8 gone clients read 608-623 MB after each, once 777 MB, then 623 again).
+        # A leak never comes back down.
+        deadline = time.monotonic() + 10
+        while (grown := rss_mb(server) - before) >= 150 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert grown < 150, f"RSS grew by {grown:.0f} MB and stayed up"
 
 
 def _leave_after(server: Server, path: Path, seconds: float) -> None:
