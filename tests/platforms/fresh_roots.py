@@ -24,6 +24,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,15 @@ class RootContainer:
 
     def remove(self) -> None:
         docker("rm", "-f", self.name, check=False, timeout=300)
+
+    @contextmanager
+    def running(self) -> Iterator[RootContainer]:
+        """Started, and removed on the way out whatever happens inside."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.remove()
 
     def copy_repository(self, user: str) -> str:
         """The checkout's files (tracked, and untracked but not ignored) into the user's home, owned by the user."""

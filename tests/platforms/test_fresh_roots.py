@@ -54,11 +54,8 @@ def engine() -> None:
 @pytest.fixture
 def root(request: pytest.FixtureRequest, engine: None) -> Iterator[RootContainer]:
     suite, network = request.param
-    container = RootContainer(suite, root_image(suite), network=network).start()
-    try:
+    with RootContainer(suite, root_image(suite), network=network).running() as container:
         yield container
-    finally:
-        container.remove()
 
 
 _RECORDING = threading.Lock()
@@ -89,11 +86,8 @@ def _stop_make_run(root: RootContainer, process: subprocess.Popen[str]) -> str:
 
 def _leg(suite: str) -> None:
     """One leg: a fresh root of `suite`, `make run` as printed, its examples, Ctrl-C, then the unreachable index."""
-    root = RootContainer(suite, root_image(suite), network="host").start()
-    try:
+    with RootContainer(suite, root_image(suite), network="host").running() as root:
         _make_run_as_printed(root)
-    finally:
-        root.remove()
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +101,11 @@ def legs(engine: None) -> Iterator[dict[str, Future[None]]]:
     then the legs run one after the other if both still do not fit; a disk too small for one leg fails here, saying
     so, instead of in pip's middle."""
     workers = len(LEGS)
-    if docker_free_bytes() < workers * LEG_DISK_BYTES:
-        print(f"fresh roots: Docker's disk is short ({docker_free_bytes() / 1e9:.1f} GB free), dropping its build "
-              f"cache: {reclaim_build_cache()}")
     free = docker_free_bytes()
+    if free < workers * LEG_DISK_BYTES:
+        print(f"fresh roots: Docker's disk is short ({free / 1e9:.1f} GB free), dropping its build cache: "
+              f"{reclaim_build_cache()}")
+        free = docker_free_bytes()
     assert free >= LEG_DISK_BYTES, (
         f"a fresh root's `make run` needs about {LEG_DISK_BYTES / 1e9:.0f} GB free on Docker's disk; it has "
         f"{free / 1e9:.1f} GB"
@@ -227,12 +222,9 @@ def test_make_run_on_a_debian_whose_python_is_3_14(root: RootContainer) -> None:
 
 def test_roots_hold_only_what_a_fresh_server_has(engine: None) -> None:
     """The premise: no Python, no compiler, no Nginx in a root before `make run`; make, git, sudo are there."""
-    container = RootContainer("trixie", root_image("trixie"), network="none", caches=False).start()
-    try:
+    with RootContainer("trixie", root_image("trixie"), network="none", caches=False).running() as container:
         for absent in ("python3", "gcc", "nginx", "ffmpeg", "curl"):
             assert not container.installed(absent), absent
         for present in ("make", "git", "sudo", "ca-certificates"):
             assert container.installed(present), present
         assert container.sh("test -d " + REPO.format(user="admin")).returncode != 0
-    finally:
-        container.remove()
