@@ -231,3 +231,42 @@ def test_close_fails_queued_ops(runner: FakeRunner) -> None:
         future.result(5)
     with pytest.raises(SchedulerClosed):
         scheduler.stream(Priority.SYNC)
+
+
+def test_a_long_streams_ops_stay_out_of_a_newer_streams_batch_and_run_in_small_batches(runner: FakeRunner) -> None:
+    scheduler = BatchScheduler(runner, batch_size=4, max_wait=0.05, long_after_rows=3, long_batch_size=2)
+    try:
+        with scheduler.opened(Priority.SYNC, "long") as long:
+            for index in range(3):
+                long.run("encode", f"long{index}")
+            assert long.long
+            block_worker(scheduler, runner)
+            pending = [long.submit("encode", f"long{index}") for index in range(3, 7)]
+            with scheduler.opened(Priority.SYNC, "short") as short:
+                assert not short.long
+                mine = short.submit("encode", "short0")
+                runner.hold.set()
+                mine.result(5)
+            for future in pending:
+                future.result(5)
+    finally:
+        scheduler.close()
+    # the short request's batch would have taken three of the long file's windows before (batch_size 4)
+    assert payload_order(runner)[3:] == [["short0"], ["long3", "long4"], ["long5", "long6"]]
+
+
+def test_a_long_streams_full_batch_waits_while_a_newer_stream_prepares_its_next_op(runner: FakeRunner) -> None:
+    scheduler = BatchScheduler(runner, batch_size=4, max_wait=0.5, long_after_rows=2, long_batch_size=2)
+    try:
+        with scheduler.opened(Priority.SYNC, "long") as long, scheduler.opened(Priority.SYNC, "short") as short:
+            long.run("encode", "long0")
+            long.run("encode", "long1")
+            short.run("encode", "short0")  # the short request now prepares its next op (its decode, say)
+            full = [long.submit("encode", "long2"), long.submit("encode", "long3")]  # a full batch of a long stream
+            time.sleep(0.1)
+            short.run("encode", "short1")
+            for future in full:
+                future.result(5)
+    finally:
+        scheduler.close()
+    assert payload_order(runner) == [["long0"], ["long1"], ["short0"], ["short1"], ["long2", "long3"]]

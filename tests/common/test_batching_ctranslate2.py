@@ -117,3 +117,22 @@ def test_a_cancelled_request_stops_and_leaves_nothing_queued(whisper, audio, sch
     assert "ask not what your country can do for you" in short.lower().replace(",", "")
     decoder.executor.shutdown(wait=True)
     assert scheduler.queued == 0 and scheduler.open_streams == 0
+
+
+def test_a_call_of_several_rows_is_one_op_per_row_merged_back_into_one_batch(whisper, audio, scheduler: BatchScheduler) -> None:  # type: ignore[no-untyped-def]
+    import ctranslate2
+    from faster_whisper.audio import pad_or_trim
+
+    features = np.stack([pad_or_trim(whisper.feature_extractor(audio[name][: 16000 * 30])[..., :-1]) for name in CLIPS])
+    direct = np.asarray(whisper.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True))
+    prompts = [[whisper.hf_tokenizer.token_to_id("<|startoftranscript|>")]] * len(CLIPS)
+    with scheduler.opened(Priority.SYNC, "group") as stream:  # whisperx decodes a group of windows so
+        model = request_model(whisper, stream)
+        encoded = model.model.encode(features)
+        generated = model.model.generate(encoded, prompts, beam_size=1, max_length=40)
+    # one op per row, merged back into one CTranslate2 call for the encode and one for the generate, rows in order
+    assert scheduler.stats.by_op["encode"] == [1, len(CLIPS)] and scheduler.stats.by_op["generate"] == [1, len(CLIPS)]
+    assert np.allclose(np.asarray(encoded), direct, atol=1e-3)
+    alone = [whisper.model.generate(ctranslate2.StorageView.from_array(direct[row : row + 1]), prompts[:1], beam_size=1,
+                                    max_length=40)[0].sequences_ids[0] for row in range(len(CLIPS))]
+    assert [result.sequences_ids[0] for result in generated] == alone

@@ -10,7 +10,9 @@
 says which calls can share one CTranslate2 call (the same model and input shape to encode; the same model, decoding
 options and prompt layout to generate, as CTranslate2 needs `<|startoftranscript|>` at one position and as many
 tokens after it in every prompt of a batch; the same start sequence to align). `run_whisper_ops` merges the ops of a batch along the batch dimension, makes the one
-call, and splits the results. Encoder outputs travel as host arrays (CTranslate2 returns them to the CPU), so the
+call, and splits the results. A call of several rows (whisperx decodes a group of windows in one) becomes one op per
+row, which the scheduler merges back into one batch unless a newer request should go between them (see the scheduler's
+long streams). Encoder outputs travel as host arrays (CTranslate2 returns them to the CPU), so the
 outputs of different requests can be stacked.
 """
 from __future__ import annotations
@@ -99,12 +101,14 @@ class BatchedWhisper:
 
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
         array = host_array(features)
-        return _storage(self.stream.run(EncodeKey(self._model, array.shape[1:]), array, rows=len(array)))
+        key = EncodeKey(self._model, array.shape[1:])
+        return _storage(np.concatenate(self._by_row(key, [array[row : row + 1] for row in range(len(array))])))
 
     def generate(self, features: Any, prompts: Sequence[Sequence[int]], **kwargs: Any) -> list[Any]:
         array = host_array(features)
         key = GenerateKey(self._model, array.shape[1:], self._layout(prompts), _options(kwargs))
-        return self.stream.run(key, (array, [list(prompt) for prompt in prompts], kwargs), rows=len(array))  # type: ignore[no-any-return]
+        payloads = [(array[row : row + 1], [list(prompts[row])], kwargs) for row in range(len(array))]
+        return [result for results in self._by_row(key, payloads) for result in results]
 
     def align(
         self, features: Any, start_sequence: Sequence[int], text_tokens: Sequence[Sequence[int]], num_frames: Any, **kwargs: Any
@@ -112,12 +116,20 @@ class BatchedWhisper:
         array = host_array(features)
         frames = list(num_frames) if isinstance(num_frames, list | tuple) else [int(num_frames)] * len(array)
         key = AlignKey(self._model, array.shape[1:], tuple(start_sequence), _options(kwargs))
-        payload = (array, [list(tokens) for tokens in text_tokens], frames, list(start_sequence), kwargs)
-        return self.stream.run(key, payload, rows=len(array))  # type: ignore[no-any-return]
+        payloads = [(array[row : row + 1], [list(text_tokens[row])], [frames[row]], list(start_sequence), kwargs)
+                    for row in range(len(array))]
+        return [result for results in self._by_row(key, payloads) for result in results]
 
     def detect_language(self, features: Any) -> list[Any]:
         array = host_array(features)
-        return self.stream.run(DetectKey(self._model, array.shape[1:]), array, rows=len(array))  # type: ignore[no-any-return]
+        key = DetectKey(self._model, array.shape[1:])
+        return [result for results in self._by_row(key, [array[row : row + 1] for row in range(len(array))])
+                for result in results]
+
+    def _by_row(self, key: Hashable, payloads: list[Any]) -> list[Any]:
+        """One op per row, queued together (so they can still run as one batch), results in row order."""
+        futures = [self.stream.submit(key, payload) for payload in payloads]
+        return [future.result() for future in futures]
 
     def _layout(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
         """Tokens before and after <|startoftranscript|>: CTranslate2 batches only prompts that agree on both."""

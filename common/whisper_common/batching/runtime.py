@@ -39,6 +39,8 @@ def start_batching(settings: ServiceSettings, scheduler: SchedulerSettings, *, n
         run_whisper_ops,
         batch_size=scheduler.batch_size,
         max_wait=scheduler.max_wait_ms / 1000,
+        long_after_rows=scheduler.long_after_rows,
+        long_batch_size=scheduler.long_batch_size,
         workers=settings.whisper.num_workers,
         name="batch",
         metrics=metrics,

@@ -13,10 +13,17 @@ the results. Which op runs next:
   slows a higher one down by making its batch bigger (on a CPU a batch of two costs ~1.5x a batch of one).
 - Within a class, **least attained service**: the stream that has had the fewest rows run so far goes first, so a short
   request overtakes a long file's next window and long files interleave with each other (none is starved).
+- **Long streams give way**: a stream that has had `long_after_rows` rows is long. A batch holds either long streams'
+  ops or newer streams' ops, never both (a newer request's batch is not made bigger by a long file's windows), a long
+  streams' batch holds at most `long_batch_size` rows (so a request that arrives while one runs waits for little), and
+  it waits while a newer stream of its class, or of a higher one, prepares its next op (below). On 2 CPU cores
+  (tiny.en, `python -m bench.bench_batching --parts long`), a 30 s request beside a 60-minute file took 2.63x
+  (whisper-faster) and 11.0x (whisperx) its idle latency before this rule, with batches of up to 8 of the file's rows.
 - **Waiting to fill**: a batch smaller than `batch_size` waits for another open stream of the same class that has just
   been given a result (nothing queued or running for less than `max_wait`: it is preparing its next op, typically a
   decode after its encode), at most until `max_wait` after that; a higher class's such stream holds back a lower
-  class's batch the same way. A lone request never waits; neither does a full batch.
+  class's batch the same way, and a newer stream holds back a long streams' batch of its class. A lone request never
+  waits; neither does a full batch of newer streams.
 
 A batch whose runner raises is re-run op by op, so only the op that fails gets the error. `Stream.cancel()` fails the
 stream's queued ops with `Cancelled` at once (ops already in a running batch finish; their results are dropped).
@@ -144,6 +151,11 @@ class Stream:
         self.closed = False
         self.idle_since = scheduler.clock()  # when it last had nothing queued or running
 
+    @property
+    def long(self) -> bool:
+        """It has had `long_after_rows` rows run: it gives way to newer streams (see the module docstring)."""
+        return self.attained >= self.scheduler.long_after_rows
+
     def submit(self, key: Hashable, payload: Any, rows: int = 1) -> Future[Any]:
         """Queue an op; its future gets the runner's result (or exception)."""
         return self.scheduler._submit(self, key, payload, rows)
@@ -179,6 +191,8 @@ class BatchScheduler:
         *,
         batch_size: int = 8,
         max_wait: float = 0.02,
+        long_after_rows: int = 16,
+        long_batch_size: int = 2,
         workers: int = 1,
         name: str = "batch",
         metrics: SchedulerMetrics | None = None,
@@ -188,6 +202,8 @@ class BatchScheduler:
         self.runner = runner
         self.batch_size = batch_size
         self.max_wait = max_wait
+        self.long_after_rows = long_after_rows
+        self.long_batch_size = long_batch_size
         self.metrics = metrics
         self.op_name = op_name
         self.clock = clock
@@ -296,20 +312,23 @@ class BatchScheduler:
         head = min(self._queue, key=self._order)
         if isinstance(head.key, _Call):
             return [head], None
-        candidates = [op for op in self._queue if op.key == head.key and op.stream.priority == head.stream.priority]
+        long = head.stream.long
+        limit = min(self.batch_size, self.long_batch_size) if long else self.batch_size
+        candidates = [op for op in self._queue
+                      if op.key == head.key and op.stream.priority == head.stream.priority and op.stream.long == long]
         batch: list[_Op] = []
         taken: dict[int, int] = {}
         rows = 0
         while candidates:
             best = min(candidates, key=lambda op: self._order(op, taken))
-            if batch and rows + best.rows > self.batch_size:
+            if batch and rows + best.rows > limit:
                 break
             candidates.remove(best)
             # a stream's ops stay in order: an earlier op of the same stream and key goes first
             batch.append(best)
             rows += best.rows
             taken[best.stream.serial] = taken.get(best.stream.serial, 0) + best.rows
-        wait = self._wait(head, full=rows >= self.batch_size)
+        wait = self._wait(head, full=rows >= limit)
         if wait is not None:
             return [], wait
         return batch, None
@@ -318,13 +337,16 @@ class BatchScheduler:
         """How long to hold the batch for a stream that is preparing its next op (nothing queued or running since at
         most `max_wait`: one just given its last result, typically its encoder output, about to decode): one of the
         same class may fill it, one of a higher class goes first. A stream idle for longer is busy elsewhere (reading
-        its audio, its client) and is not waited for. None: run now."""
+        its audio, its client) and is not waited for. A long streams' batch is held so for a newer stream of its class
+        too, full or not. None: run now."""
         now = self.clock()
         until = now
         for stream in self._streams.values():
             if stream.cancelled or stream.queued or stream.running or stream is head.stream:
                 continue
-            if stream.priority < head.stream.priority or (stream.priority == head.stream.priority and not full):
+            same = stream.priority == head.stream.priority
+            if (stream.priority < head.stream.priority or (same and not full)
+                    or (same and head.stream.long and not stream.long)):
                 until = max(until, stream.idle_since + self.max_wait)
         return until - now if until > now else None
 

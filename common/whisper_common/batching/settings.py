@@ -24,6 +24,25 @@ class SchedulerSettings(BaseModel):
         description="Longest a batch that is not full waits for more windows, in ms, counted from its first window; "
         "it waits only while another request is preparing its next window, so a lone request never waits.",
     )
+    long_after_rows: int = Field(
+        16,
+        ge=1,
+        le=1_000_000,
+        description="Rows (windows encoded or decoded) after which a recording counts as long; a 30 s request takes "
+        "2-6. A long recording's batches never take in a newer request's windows, hold at most "
+        "SCHEDULER__LONG_BATCH_SIZE rows, and wait (up to SCHEDULER__MAX_WAIT_MS) while a newer request of the same "
+        "or a higher class prepares its next window, so a short request beside an hour-long file runs almost as on "
+        "an idle service.",
+    )
+    long_batch_size: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Most rows in a batch of long recordings' windows: a request that arrives waits for at most one "
+        "such batch. On a CPU a batch's time grows with its rows (tiny.en, int8, 2 cores: 0.86, 0.68, 0.65 and 0.68 s "
+        "per row at 1, 2, 4 and 8 rows), so 2 keeps nearly all of batching's gain; on a GPU, where more rows cost "
+        "little, set it to SCHEDULER__BATCH_SIZE.",
+    )
 
 
 def max_concurrency_field() -> Any:
