@@ -270,3 +270,15 @@ def test_a_long_streams_full_batch_waits_while_a_newer_stream_prepares_its_next_
     finally:
         scheduler.close()
     assert payload_order(runner) == [["long0"], ["long1"], ["short0"], ["short1"], ["long2", "long3"]]
+
+
+def test_ops_submitted_together_run_as_one_batch_on_an_idle_worker(scheduler: BatchScheduler, runner: FakeRunner) -> None:
+    with scheduler.opened(Priority.SYNC, "group") as stream:
+        futures = stream.submit_all("encode", ["w0", "w1", "w2"])
+        assert [future.result(5) for future in futures] == [("done", "w0"), ("done", "w1"), ("done", "w2")]
+        gone = scheduler.stream(Priority.SYNC, "gone")
+        gone.cancel()
+        assert all(isinstance(future.exception(1), Cancelled) for future in gone.submit_all("encode", ["x", "y"]))
+        gone.close()
+    assert payload_order(runner) == [["w0", "w1", "w2"]]
+    assert scheduler.queued == 0

@@ -127,9 +127,8 @@ class BatchedWhisper:
                 for result in results]
 
     def _by_row(self, key: Hashable, payloads: list[Any]) -> list[Any]:
-        """One op per row, queued together (so they can still run as one batch), results in row order."""
-        futures = [self.stream.submit(key, payload) for payload in payloads]
-        return [future.result() for future in futures]
+        """One op per row, queued at once (so they still run as one batch), results in row order."""
+        return [future.result() for future in self.stream.submit_all(key, payloads)]
 
     def _layout(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
         """Tokens before and after <|startoftranscript|>: CTranslate2 batches only prompts that agree on both."""

@@ -160,6 +160,11 @@ class Stream:
         """Queue an op; its future gets the runner's result (or exception)."""
         return self.scheduler._submit(self, key, payload, rows)
 
+    def submit_all(self, key: Hashable, payloads: list[Any]) -> list[Future[Any]]:
+        """Queue one op of one row per payload, all at once, so that no batch starts between two of them (queued one
+        by one, an idle worker would start a batch with the first alone)."""
+        return self.scheduler._submit_all(self, key, payloads)
+
     def run(self, key: Hashable, payload: Any, rows: int = 1) -> Any:
         """Queue an op and wait for its result (raises Cancelled when the stream is cancelled first)."""
         return self.submit(key, payload, rows).result()
@@ -266,19 +271,26 @@ class BatchScheduler:
     # -- streams ----------------------------------------------------------------------------------------------------
 
     def _submit(self, stream: Stream, key: Hashable, payload: Any, rows: int) -> Future[Any]:
-        future: Future[Any] = Future()
+        return self._enqueue(stream, key, [(payload, rows)])[0]
+
+    def _submit_all(self, stream: Stream, key: Hashable, payloads: list[Any]) -> list[Future[Any]]:
+        return self._enqueue(stream, key, [(payload, 1) for payload in payloads])
+
+    def _enqueue(self, stream: Stream, key: Hashable, items: list[tuple[Any, int]]) -> list[Future[Any]]:
+        futures: list[Future[Any]] = [Future() for _ in items]
         with self._condition:
-            if stream.cancelled or stream.closed:
-                future.set_exception(Cancelled())
-                return future
-            if self._closed:
-                future.set_exception(SchedulerClosed())
-                return future
-            self._queue.append(_Op(stream, key, max(1, rows), payload, future, next(self._serials), self.clock()))
-            stream.queued += 1
+            refusal = Cancelled() if stream.cancelled or stream.closed else SchedulerClosed() if self._closed else None
+            if refusal is not None:
+                for future in futures:
+                    future.set_exception(refusal)
+                return futures
+            queued_at = self.clock()
+            for (payload, rows), future in zip(items, futures):
+                self._queue.append(_Op(stream, key, max(1, rows), payload, future, next(self._serials), queued_at))
+            stream.queued += len(items)
             self._publish()
             self._condition.notify_all()
-        return future
+        return futures
 
     def _cancel(self, stream: Stream) -> None:
         with self._condition:
