@@ -101,14 +101,12 @@ class BatchedWhisper:
 
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
         array = host_array(features)
-        key = EncodeKey(self._model, array.shape[1:])
-        return _storage(np.concatenate(self._by_row(key, [array[row : row + 1] for row in range(len(array))])))
+        return _storage(np.stack(self._by_row(EncodeKey(self._model, array.shape[1:]), _rows(array))))
 
     def generate(self, features: Any, prompts: Sequence[Sequence[int]], **kwargs: Any) -> list[Any]:
         array = host_array(features)
         key = GenerateKey(self._model, array.shape[1:], self._layout(prompts), _options(kwargs))
-        payloads = [(array[row : row + 1], [list(prompts[row])], kwargs) for row in range(len(array))]
-        return [result for results in self._by_row(key, payloads) for result in results]
+        return self._by_row(key, [(row, [list(prompt)], kwargs) for row, prompt in zip(_rows(array), prompts, strict=True)])
 
     def align(
         self, features: Any, start_sequence: Sequence[int], text_tokens: Sequence[Sequence[int]], num_frames: Any, **kwargs: Any
@@ -116,19 +114,17 @@ class BatchedWhisper:
         array = host_array(features)
         frames = list(num_frames) if isinstance(num_frames, list | tuple) else [int(num_frames)] * len(array)
         key = AlignKey(self._model, array.shape[1:], tuple(start_sequence), _options(kwargs))
-        payloads = [(array[row : row + 1], [list(text_tokens[row])], [frames[row]], list(start_sequence), kwargs)
-                    for row in range(len(array))]
-        return [result for results in self._by_row(key, payloads) for result in results]
+        payloads = [(row, [list(tokens)], [frame], list(start_sequence), kwargs)
+                    for row, tokens, frame in zip(_rows(array), text_tokens, frames, strict=True)]
+        return self._by_row(key, payloads)
 
     def detect_language(self, features: Any) -> list[Any]:
         array = host_array(features)
-        key = DetectKey(self._model, array.shape[1:])
-        return [result for results in self._by_row(key, [array[row : row + 1] for row in range(len(array))])
-                for result in results]
+        return self._by_row(DetectKey(self._model, array.shape[1:]), _rows(array))
 
     def _by_row(self, key: Hashable, payloads: list[Any]) -> list[Any]:
-        """One op per row, queued at once (so they still run as one batch), results in row order."""
-        return [future.result() for future in self.stream.submit_all(key, payloads)]
+        """One op per row, queued at once (so they still run as one batch); each op's one result, in row order."""
+        return [result for future in self.stream.submit_all(key, payloads) for result in future.result()]
 
     def _layout(self, prompts: Sequence[Sequence[int]]) -> tuple[int, int]:
         """Tokens before and after <|startoftranscript|>: CTranslate2 batches only prompts that agree on both."""
@@ -140,6 +136,11 @@ class BatchedWhisper:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
+
+
+def _rows(array: np.ndarray) -> list[np.ndarray]:
+    """The rows of a batch, each still a batch (of one)."""
+    return [array[row : row + 1] for row in range(len(array))]
 
 
 def request_model(whisper_model: Any, stream: Stream) -> Any:
