@@ -108,7 +108,8 @@ class ServiceConfig(_Model):
         "service that ran before and was interrupted (`docker`: its containers exited rather than being only "
         "created) is started once without a request, so that the jobs it had queued resume; it then stays up this "
         "many seconds, or for as long as activityPath says it is busy, before the idle rule stops it (long enough "
-        "for jobs the restart interrupted to come back to the queue when their lease runs out). 0 = never resume.",
+        "for jobs the restart interrupted to come back to the queue when their lease runs out). A resume whose start "
+        "fails is tried again after 10 s, then twice the last wait, up to 300 s. 0 = never resume.",
     )
     stop_timeout: Seconds = Field(
         10, description="Seconds a stop waits for the service to exit before it is killed."

@@ -28,6 +28,9 @@ Guarantees:
 - after a fresh proxy start (`plan_resume`), a stopped service whose provider says it was interrupted (it ran and
   was stopped while no proxy looked after it: a reboot, a crash) is woken once without a request, so the work it
   had queued resumes; it stays up for `resume_grace` seconds, or for as long as the ActivityProbe says it is busy.
+  A resume whose start fails (dockerd still settling after a reboot, a port taken) is tried again by `check()` after
+  RESUME_RETRY_FIRST seconds, doubling up to MAX_BACKOFF, for as long as the service stays stopped and interrupted:
+  the jobs it holds must not wait for a request that may not come for hours.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ T = TypeVar("T")
 RECHECK_DELAYS = (0.05, 0.25, 1.0)
 DRAIN_POLL = 0.05  # seconds between looks at the requests in flight while a hold drains them  # seconds between looks after a request saw the service drop its connection
 MAX_BACKOFF = 300.0  # seconds: the longest wait between starts of a service that keeps reporting it cannot start
+RESUME_RETRY_FIRST = 10.0  # seconds after a failed resume before the next try (doubling up to MAX_BACKOFF)
 
 
 class Clock(Protocol):
@@ -199,6 +203,8 @@ class ServiceLifecycle:
         self.holds = 0
         self.resume_pending = False  # plan_resume() was called and the provider has not answered yet
         self.resumed_at: float | None = None  # when the resume after a proxy start made the service ready
+        self.resume_failures = 0  # resumes in a row whose start failed
+        self.resume_retry_at: float | None = None  # the next resume is not tried before this time
         self._hold: _Hold | None = None
         self._wake_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -360,6 +366,10 @@ class ServiceLifecycle:
             self.last_error = None
             self.failures_in_a_row = 0
             self.backoff_until = None
+            # Running again, whoever woke it: what it held resumes now, so no resume is left to try.
+            self.resume_pending = False
+            self.resume_failures = 0
+            self.resume_retry_at = None
             self.last_wake_seconds = self.clock.now() - started
             self.last_activity = self.clock.now()
             self._set_state(State.READY, "healthy")
@@ -484,6 +494,8 @@ class ServiceLifecycle:
             self._start_resume()
 
     def _start_resume(self) -> None:
+        if self.resume_retry_at is not None and self.clock.now() < self.resume_retry_at:
+            return
         if self.resume_pending and (self._resume_task is None or self._resume_task.done()):
             self._resume_task = asyncio.create_task(self._resume(), name=f"resume {self.name}")
             self._resume_task.add_done_callback(_retrieve)
@@ -505,8 +517,14 @@ class ServiceLifecycle:
             return
         try:
             await asyncio.shield(self.wake("resume: it was interrupted while no proxy ran"))
-        except AutostartError:
-            return  # the observer has reported the failed start; the next request tries again
+        except AutostartError as exc:
+            # The observer has reported the failed start; a request may wake it sooner than the next try.
+            self.resume_failures += 1
+            delay = min(RESUME_RETRY_FIRST * 2 ** (self.resume_failures - 1), MAX_BACKOFF)
+            self.resume_retry_at = self.clock.now() + delay
+            self.resume_pending = True
+            self.observer.problem(self.name, f"resume failed ({exc.message}); tried again in {delay:g}s")
+            return
         if self.state is not State.READY:
             return
         self.resumed_at = self.clock.now()
@@ -643,4 +661,6 @@ class ServiceLifecycle:
             "holdLeftSeconds": round(self.hold_left(), 3),
             "holds": self.holds,
             "resumePending": self.resume_pending,
+            "resumeRetryInSeconds": round(max(self.resume_retry_at - self.clock.now(), 0.0), 3)
+            if self.resume_pending and self.resume_retry_at is not None else None,
         }

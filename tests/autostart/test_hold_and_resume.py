@@ -250,6 +250,48 @@ async def test_a_provider_that_cannot_answer_yet_is_asked_again_at_each_check(cl
     assert not lifecycle.resume_pending and lifecycle.state is State.READY
 
 
+async def test_a_resume_whose_start_fails_is_tried_again_with_a_growing_delay_until_it_starts(clock, provider):
+    lifecycle = make(clock, provider)
+    provider.was_interrupted = True
+    provider.start_error = "port is already allocated"  # dockerd still settling after the reboot
+    failed_at = clock.now()
+    lifecycle.plan_resume()
+    await clock.advance(1)
+    assert provider.start_calls == 1 and lifecycle.state is State.STOPPED and lifecycle.resume_pending
+    tries_at = []
+    for _ in range(80):  # 80 s of checks, one a second, with no request
+        await clock.advance(1)
+        calls = provider.start_calls
+        await lifecycle.check()
+        await settle()
+        if provider.start_calls > calls:
+            tries_at.append(round(clock.now() - failed_at))
+    assert tries_at == [10, 30, 70], "tried again after 10 s, then 20 s, then 40 s"
+    provider.start_error = None  # the port is free again
+    await clock.advance(90)
+    await lifecycle.check()
+    await clock.advance(2.5)
+    assert lifecycle.state is State.READY and not lifecycle.resume_pending and lifecycle.resumed_at is not None
+    assert lifecycle.resume_failures == 0 and lifecycle.resume_retry_at is None
+
+
+async def test_a_request_during_the_resume_retries_ends_them(clock, provider):
+    lifecycle = make(clock, provider)
+    provider.was_interrupted = True
+    provider.start_error = "port is already allocated"
+    lifecycle.plan_resume()
+    await clock.advance(1)
+    provider.start_error = None
+    request = asyncio.create_task(lifecycle.acquire())
+    await clock.advance(2.5)
+    assert request.done() and request.exception() is None and lifecycle.state is State.READY
+    lifecycle.release()
+    await clock.advance(20)
+    await lifecycle.check()
+    await settle()
+    assert provider.start_calls == 2 and not lifecycle.resume_pending, "a running service is not resumed again"
+
+
 async def test_resume_grace_zero_never_resumes(clock, provider):
     lifecycle = make(clock, provider, resume_grace=0)
     provider.was_interrupted = True
