@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -49,7 +50,7 @@ from tests.owners.helpers import (
 )
 from tests.realtime.audio import recording_pcm16
 from tests.stack.harness import LoopbackTransport, running_local_stack
-from tests.support import fixture_path
+from tests.support import fixture_path, retry_lost_tls_handshake
 from whisper_common.keys.file import add_key, revoke_keys
 
 pytestmark = pytest.mark.stack
@@ -107,9 +108,15 @@ def socket_options(stack: LocalStack) -> dict:
 def live_session(stack: LocalStack, key: str) -> str:
     """A Realtime transcription session of jfk.flac through the edge (manual commit); returns its id."""
     pcm = recording_pcm16("jfk.flac")
-    with openai_client(stack, key).realtime.connect(
-        extra_query={"intent": "transcription"}, websocket_connection_options=socket_options(stack)  # type: ignore[arg-type]
-    ) as connection:
+
+    def opened() -> tuple[Any, Any]:
+        manager = openai_client(stack, key).realtime.connect(
+            extra_query={"intent": "transcription"}, websocket_connection_options=socket_options(stack)  # type: ignore[arg-type]
+        )
+        return manager, manager.enter()
+
+    manager, connection = retry_lost_tls_handshake(opened)
+    try:
         created = connection.recv()
         assert created.type == "session.created"
         session_id = created.session.model_dump()["id"]
@@ -128,6 +135,8 @@ def live_session(stack: LocalStack, key: str) -> str:
             if event.type == "conversation.item.input_audio_transcription.completed":
                 assert "country" in event.transcript.lower()
                 return session_id
+    finally:
+        manager.__exit__(None, None, None)
 
 
 def test_the_openai_client_with_a_key_alone_passes_the_edge(stack: LocalStack, keys: Keys) -> None:
@@ -151,12 +160,14 @@ def test_the_openai_client_with_a_key_alone_passes_the_edge(stack: LocalStack, k
 
 def test_a_browser_key_subprotocol_opens_a_session_through_the_edge(stack: LocalStack, keys: Keys) -> None:
     url = f"wss://{stack.settings.whisper_host}:{stack.settings.https_port}/v1/realtime?intent=transcription"
-    with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{keys.team_b}"],  # type: ignore[list-item]
-                 **socket_options(stack)) as browser:
+    with retry_lost_tls_handshake(lambda: connect(
+            url, subprotocols=["realtime", f"openai-insecure-api-key.{keys.team_b}"],  # type: ignore[list-item]
+            **socket_options(stack))) as browser:
         assert browser.subprotocol == "realtime"  # never the key
         assert json.loads(browser.recv(timeout=60))["type"] == "session.created"
     with pytest.raises(InvalidStatus) as refused:
-        connect(url, subprotocols=["realtime", "openai-insecure-api-key.wsk_wrong"], **socket_options(stack))  # type: ignore[list-item]
+        retry_lost_tls_handshake(lambda: connect(
+            url, subprotocols=["realtime", "openai-insecure-api-key.wsk_wrong"], **socket_options(stack)))  # type: ignore[list-item]
     assert refused.value.response.status_code == 401  # (the auto-start proxy answers a refused upgrade its own way)
 
 
@@ -202,9 +213,10 @@ def test_the_edge_user_header_cannot_be_sent_by_a_client(stack: LocalStack, keys
     with edge(stack, headers={"Authorization": f"Bearer {keys.team_b}"}) as b:
         assert MADE["job_a"] not in listed(b)
     url = f"wss://{stack.settings.whisper_host}:{stack.settings.https_port}/v1/realtime?intent=transcription"
-    with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{keys.team_b}"],  # type: ignore[list-item]
-                 additional_headers={"Authorization": basic_admin, "X-Whisper-User": "boss"},
-                 **socket_options(stack)) as browser:
+    with retry_lost_tls_handshake(lambda: connect(
+            url, subprotocols=["realtime", f"openai-insecure-api-key.{keys.team_b}"],  # type: ignore[list-item]
+            additional_headers={"Authorization": basic_admin, "X-Whisper-User": "boss"},
+            **socket_options(stack))) as browser:
         created = json.loads(browser.recv(timeout=60))
     assert created["type"] == "session.created"
     with edge(stack, key=keys.team_b) as b, edge(stack, key=keys.admin) as admin:
@@ -267,7 +279,7 @@ def test_a_day_of_audio_used_up_is_insufficient_quota_everywhere(stack: LocalSta
         assert job.status_code == 429 and error_code(job) == "insufficient_quota"
     url = f"wss://{stack.settings.whisper_host}:{stack.settings.https_port}/v1/realtime?intent=transcription"
     with pytest.raises(InvalidStatus) as refused:
-        connect(url, additional_headers=bearer(keys.thrifty), **socket_options(stack))
+        retry_lost_tls_handshake(lambda: connect(url, additional_headers=bearer(keys.thrifty), **socket_options(stack)))
     assert refused.value.response.status_code == 429  # (the proxy answers a refused upgrade with its own body)
 
 
@@ -332,7 +344,7 @@ def test_refused_handshakes_are_not_logged_as_errors(stack: LocalStack) -> None:
     url = f"wss://{stack.settings.whisper_host}:{stack.settings.https_port}/v1/realtime?intent=transcription"
     for _ in range(5):
         with pytest.raises(InvalidStatus):
-            connect(url, additional_headers=bearer("wsk_nope"), **socket_options(stack))
+            retry_lost_tls_handshake(lambda: connect(url, additional_headers=bearer("wsk_nope"), **socket_options(stack)))
     records = [json.loads(line) for line in (stack.paths.logs / "autostart.log").read_text().splitlines()
                if line.startswith("{")]
     assert not [r for r in records if "without completing handshake" in r.get("message", "")], "an ERROR per denial"
