@@ -55,7 +55,7 @@ from tests.containers.deployment import (
 from tests.containers.docker_cli import CONTAINERS, PREFIX, docker, inspect
 from tests.realtime.audio import recording_pcm16
 from tests.stack.harness import require_nginx
-from tests.support import fixture_path
+from tests.support import fixture_path, retry_lost_tls_handshake
 
 pytestmark = [pytest.mark.docker, pytest.mark.stack]
 
@@ -226,11 +226,12 @@ class Steady:
 
 def open_session(deployment: Deployment) -> ClientConnection:
     host = HOSTS["whisper-faster"]
-    raw = socket.create_connection(("127.0.0.1", deployment.https_port), timeout=30)
     credentials = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    return connect(f"wss://{host}:{deployment.https_port}/v1/realtime?intent=transcription", sock=raw,
-                   ssl=deployment.ssl_context(), server_hostname=host, open_timeout=300, max_size=None,
-                   additional_headers={"Authorization": f"Basic {credentials}"})
+    return retry_lost_tls_handshake(lambda: connect(
+        f"wss://{host}:{deployment.https_port}/v1/realtime?intent=transcription",
+        sock=socket.create_connection(("127.0.0.1", deployment.https_port), timeout=30), ssl=deployment.ssl_context(),
+        server_hostname=host, open_timeout=300, max_size=None, additional_headers={"Authorization": f"Basic {credentials}"},
+    ))
 
 
 def speak(session: ClientConnection) -> tuple[str, str]:
