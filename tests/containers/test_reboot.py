@@ -27,7 +27,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -98,6 +98,14 @@ def what_the_host_shows(deployment: Deployment) -> str:
         logs = docker("logs", "--tail", "20", container, check=False, timeout=30)
         parts.append(f"{container} log (last 20):\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
     return "\n".join(parts)
+
+
+def explained(deployment: Deployment, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """wait_until, and a timeout says what the host shows."""
+    try:
+        wait_until(predicate, timeout, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{what_the_host_shows(deployment)}") from None
 
 
 def proxy_page(deployment: Deployment, page: str) -> httpx.Response | None:
@@ -229,14 +237,14 @@ def test_reboot_drill_jobs_resume_without_a_request_and_a_failed_resume_alerts(d
     whisperx_status = proxy_page(deployment, "status").json()["services"][HOSTS["whisperx"]]  # type: ignore[union-attr]
     assert whisperx_status["state"] != "ready" and whisperx_status["lastError"], whisperx_status
     assert whisperx_status["resumePending"] and whisperx_status["resumeRetryInSeconds"] is not None, whisperx_status
-    wait_until(lambda: failed_tries() >= 2, 60, "whisperx's resume tried again without a request")
+    explained(deployment, lambda: failed_tries() >= 2, 60, "whisperx's resume tried again without a request")
     assert not running(CONTAINERS["whisperx"])
 
     # The runbook's cause goes away (the port is freed): the proxy's next try resumes whisperx, still with no request,
     # and its queued job runs (read through Nginx once the service is up).
     blocker.close()
     freed = time.time()
-    wait_until(lambda: running(CONTAINERS["whisperx"]), 120, "whisperx resumed by the proxy's next try")
+    explained(deployment, lambda: running(CONTAINERS["whisperx"]), 120, "whisperx resumed by the proxy's next try")
     resumed_x_after = time.time() - freed
     with deployment.client() as http:
         [after] = wait_for_jobs(http, deployment, "whisperx", {queued_x}, 300).values()
