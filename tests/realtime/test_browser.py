@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -32,7 +33,7 @@ from tests.realtime.test_speaker_labels import MARIA_IN_DEV00, TOM_IN_DEV00, dev
 from tests.service_servers import JFK_REFERENCE
 from tests.stack.chromium import chromium_binary, headless_page
 from tests.stack.harness import LoopbackTransport, running_local_stack
-from tests.support import ARTIFACTS, fixture_path, require
+from tests.support import ARTIFACTS, fixture_path, require, retry_lost_tls_handshake
 from tests.whisper_faster.helpers import word_error_rate
 
 pytestmark = pytest.mark.stack
@@ -160,12 +161,20 @@ def test_the_openai_client_sees_the_enrolled_name_through_nginx_and_the_proxy(st
     host, port = stack.settings.whisper_host, stack.settings.https_port
     openai = OpenAI(api_key="unused", base_url=f"https://{host}:{port}/v1", websocket_base_url=f"wss://{host}:{port}/v1",
                     max_retries=0)
-    connection_options = {  # whisper.localhost may not resolve here: connect to 127.0.0.1, keep the TLS name
-        "sock": socket.create_connection(("127.0.0.1", port), timeout=300),
-        "ssl": ssl.create_default_context(cafile=str(stack.paths.cert)), "server_hostname": host, "open_timeout": 300,
-    }
-    with openai.realtime.connect(extra_query={"intent": "transcription"}, extra_headers={"Authorization": basic(stack)},
-                                 websocket_connection_options=connection_options) as connection:  # type: ignore[arg-type]
+
+    def opened() -> tuple[Any, Any]:
+        connection_options = {  # whisper.localhost may not resolve here: connect to 127.0.0.1, keep the TLS name
+            "sock": socket.create_connection(("127.0.0.1", port), timeout=300),
+            "ssl": ssl.create_default_context(cafile=str(stack.paths.cert)), "server_hostname": host,
+            "open_timeout": 300,
+        }
+        manager = openai.realtime.connect(extra_query={"intent": "transcription"},
+                                          extra_headers={"Authorization": basic(stack)},
+                                          websocket_connection_options=connection_options)  # type: ignore[arg-type]
+        return manager, manager.enter()
+
+    manager, connection = retry_lost_tls_handshake(opened)
+    try:
         assert connection.recv().type == "session.created"
         connection.session.update(session={"type": "transcription", "audio": {"input": {
             "format": {"type": "audio/pcm", "rate": 24000},
@@ -176,6 +185,8 @@ def test_the_openai_client_sees_the_enrolled_name_through_nginx_and_the_proxy(st
         sender = stream(lambda audio: connection.input_audio_buffer.append(audio=audio), recording_pcm16("dev00.wav"))
         events = collect(lambda: connection.recv().model_dump(exclude_none=True), sender,
                          marker=lambda: connection.session.update(session={"type": "transcription"}))
+    finally:
+        manager.__exit__(None, None, None)
     heard = utterances(events)
     inside = [speaker for start, end, speaker, _ in heard
               if start >= MARIA_IN_DEV00[0] - 0.5 and end <= MARIA_IN_DEV00[1] + 0.5]
