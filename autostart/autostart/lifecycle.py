@@ -162,6 +162,11 @@ class HoldOutcome:
     waited: float
 
 
+def _doubling(first: float, failures: int) -> float:
+    """The wait after `failures` failures in a row: `first`, doubled for each one after the first, at most MAX_BACKOFF."""
+    return min(first * 2 ** (failures - 1), MAX_BACKOFF)
+
+
 def _retrieve(task: asyncio.Future) -> None:
     # Failures reach waiters and the observer; this only keeps asyncio from warning about them.
     if not task.cancelled():
@@ -356,7 +361,7 @@ class ServiceLifecycle:
                 raise
             if isinstance(error, ServiceFailed) and self.timing.failed_start_backoff > 0:
                 self.failures_in_a_row += 1
-                delay = min(self.timing.failed_start_backoff * 2 ** (self.failures_in_a_row - 1), MAX_BACKOFF)
+                delay = _doubling(self.timing.failed_start_backoff, self.failures_in_a_row)
                 self.backoff_until = self.clock.now() + delay
             # Whatever the start left running (a process that never became healthy) is stopped; requests
             # arriving meanwhile wait for that stop, then start afresh.
@@ -520,7 +525,7 @@ class ServiceLifecycle:
         except AutostartError as exc:
             # The observer has reported the failed start; a request may wake it sooner than the next try.
             self.resume_failures += 1
-            delay = min(RESUME_RETRY_FIRST * 2 ** (self.resume_failures - 1), MAX_BACKOFF)
+            delay = _doubling(RESUME_RETRY_FIRST, self.resume_failures)
             self.resume_retry_at = self.clock.now() + delay
             self.resume_pending = True
             self.observer.problem(self.name, f"resume failed ({exc.message}); tried again in {delay:g}s")
