@@ -28,9 +28,13 @@ MAX_FIELD_SIZE = 16 * 1024
 KEEPALIVE_SECONDS = 75.0
 # In-flight requests get this long to finish on SIGTERM (systemd TimeoutStopSec is 30).
 SHUTDOWN_GRACE_SECONDS = 25.0
-# At shutdown, a connection with no request under way (accepted a moment ago, or kept alive after its last answer) gets
-# this long to send its next request, which is answered with `Connection: close` (fastpath.FastPath.drain).
-NEXT_REQUEST_GRACE_SECONDS = 1.0
+# At shutdown, a connection with no request under way (accepted a moment ago, or kept alive after its last answer) is
+# left open this long, for its client to send its next request (answered with `Connection: close`) or to close it.
+# Closing it here instead races the request its client may be sending: that request fails (Nginx answers a POST 502;
+# tests/autostart/test_upgrade_paths.py saw 4 POSTs in 80,000 fail so over three hand-overs). Longer than Nginx's
+# upstream keepalive_timeout (nginx/conf.d/whisper-platform.conf.template; tests/stack/test_nginx.py checks the two),
+# so every connection Nginx holds is closed by Nginx itself, or carries one more request, before the proxy would.
+IDLE_CONNECTION_GRACE_SECONDS = 4.0
 
 
 def timing(service: ServiceConfig) -> Timing:
@@ -219,6 +223,11 @@ class Autostart:
 
     # -- shutdown ----------------------------------------------------------------------------------------
 
+    def _between_requests(self) -> bool:
+        """Whether a connection on either path is open with no request under way (see IDLE_CONNECTION_GRACE_SECONDS)."""
+        fast = self.fast is not None and self.fast.between_requests()
+        return fast or (self._full is not None and self.proxy.idle_connections(len(self._full.connections)))
+
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop listening, let requests in flight finish (up to `grace`), then close everything."""
         self._stopping = True
@@ -232,17 +241,19 @@ class Autostart:
             self._listener.close()
         if self.fast is not None:
             self.fast.drain()
-        handed_off = asyncio.ensure_future(self._full.shutdown(grace)) if self._full is not None else None
+        self.proxy.draining = True
         everything = [*self.lifecycles.values(), *self._retiring]
         # Requests in flight, requests waiting for a wake (a hold just released), and the next request of a
         # connection between requests (it may be on its way) are all answered; then the rest is closed.
-        next_requests = loop.time() + NEXT_REQUEST_GRACE_SECONDS
+        idle_until = loop.time() + IDLE_CONNECTION_GRACE_SECONDS
         while loop.time() < deadline and (
                 any(lifecycle.in_flight or lifecycle.waiting for lifecycle in everything)
-                or (self.fast is not None and self.fast.between_requests() and loop.time() < next_requests)):
+                or (loop.time() < idle_until and self._between_requests())):
             await asyncio.sleep(0.05)
-        if handed_off is not None:
-            await handed_off
+        if self._full is not None:
+            # What is left: WebSocket sessions (cut when the grace ends) and connections still idle. Never 0: aiohttp
+            # reads a timeout of 0 as none.
+            await self._full.shutdown(max(deadline - loop.time(), 0.05))
         retirements = list(self._retiring.values())
         for retirement in retirements:
             retirement.cancel()  # closes its lifecycle and provider on the way out

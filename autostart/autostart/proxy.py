@@ -75,6 +75,8 @@ class Proxy:
         self.metrics = metrics
         self.identity = identity  # what /_autostart/health tells about this process (make up compares it)
         self.session: aiohttp.ClientSession | None = None
+        self.draining = False  # shutting down: every answer closes its connection (App.stop)
+        self.handling = 0  # requests this path is answering now (a WebSocket session counts for as long as it lasts)
 
     async def open(self) -> None:
         # Idle pooled connections are closed before uvicorn's own 5 s keep-alive expiry closes them under us.
@@ -99,6 +101,22 @@ class Proxy:
     # -- routing and admission -------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """aiohttp's handler: the request's answer, with `Connection: close` once the proxy drains (App.stop)."""
+        self.handling += 1
+        try:
+            response = await self._handle(request)
+        finally:
+            self.handling -= 1
+        if self.draining and not response.prepared:
+            response.force_close()
+        return response
+
+    def idle_connections(self, open_connections: int) -> bool:
+        """Whether some of the full path's `open_connections` have no request under way: kept alive between two
+        requests, their client may be sending the next one now (App.stop waits for it, or for the client to close)."""
+        return open_connections > self.handling
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         headers = RequestHeaders()  # read by the same rules as on the fast path
         for name, value in request.raw_headers:
             headers.add(name, value)
@@ -227,6 +245,8 @@ class Proxy:
                     return web.Response(status=upstream.status, reason=upstream.reason, headers=response_headers,
                                         body=body)
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=response_headers)
+                if self.draining:
+                    response.force_close()
                 await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)

@@ -215,9 +215,11 @@ class Steady:
 
     def _one(self, http: httpx.Client, what: str, method: str, url: str, **kwargs: object) -> None:
         try:
-            status = str(http.request(method, url, **kwargs).status_code)  # type: ignore[arg-type]
+            answer = http.request(method, url, **kwargs)  # type: ignore[arg-type]
+            # A 5xx keeps its body: Nginx's and the proxy's JSON say which of them answered, and why.
+            status = str(answer.status_code) + (f" {answer.text[:300]}" if answer.status_code >= 500 else "")
         except httpx.HTTPError as exc:
-            status = type(exc).__name__
+            status = f"{type(exc).__name__}: {exc}"
         self.outcomes.append((time.monotonic(), what, status))
 
     def failures(self) -> list[tuple[float, str, str]]:

@@ -27,6 +27,7 @@ async def echo(request: web.Request) -> web.Response:
             "headers": dict(request.headers),
             "body_bytes": received,
             "http_version": f"{request.version.major}.{request.version.minor}",
+            "peer": list(request.transport.get_extra_info("peername") or []) if request.transport else [],
         }
     )
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 import websockets
 
+from autostart.app import IDLE_CONNECTION_GRACE_SECONDS
 from scripts.stack.nginx_config import (
     NginxConfig,
     NginxConfigError,
@@ -148,6 +149,19 @@ def test_right_credentials_reach_the_upstream_with_host_and_forwarding_headers(
         assert seen["headers"]["X-Request-ID"] == "req-abc"
         assert response.headers["x-request-id"] == "req-abc"
         assert "Authorization" not in seen["headers"]  # the site password stops at Nginx
+
+
+def test_an_idle_upstream_connection_is_closed_by_nginx_before_a_stopping_proxy_would(
+    stack: NginxStack, client: httpx.Client
+) -> None:
+    """A proxy that stops leaves its idle connections open for IDLE_CONNECTION_GRACE_SECONDS, for Nginx to close them
+    (closing one under the request Nginx is sending on it would fail that request): Nginx must close an idle upstream
+    connection sooner than that. Seen from the backend, as the connection the next request arrives on."""
+    url = stack.url("/v1/models")
+    first = client.get(url).json()["peer"]
+    assert client.get(url).json()["peer"] == first, "the upstream connection is not kept alive"
+    time.sleep(IDLE_CONNECTION_GRACE_SECONDS - 0.5)
+    assert client.get(url).json()["peer"] != first, "Nginx kept an idle upstream connection past the proxy's grace"
 
 
 def test_request_id_is_made_when_the_client_sends_none(stack: NginxStack, client: httpx.Client) -> None:
