@@ -1,15 +1,17 @@
 """The embedded diarizer on long, many-voice recordings: DER, its parts and the counted speakers per recording
 length and voice count, and diarization time and memory per hour of audio.
 
-`python -m bench.long_der [--write] [--only dev|held-out|cost]`. The recordings are assembled by
+`python -m bench.long_der [--write] [--only dev|held-out|held-out-2|cost]`. The recordings are assembled by
 tests/whisperx_api/meetings.py (real voices of the fixtures and espeak-ng voices, references concatenated the same
-way; see there what makes them easier or harder than a meeting). Two sets:
+way; see there what makes them easier or harder than a meeting). Three sets:
 
 - **dev**: what the long-recording clustering (agglomerative.py) was tuned on: seeds 1-9, DEV_SYNTHETIC voices;
 - **held-out** and **cost** (30 and 60 minutes, each in a fresh process, with time and memory): scored only
   after tuning, never tuned on: other seeds, other lengths and voice counts, and the HELD_OUT_SYNTHETIC voices
   (other espeak-ng voices and effects); real voices are the same people as in dev (there are no others here), in
-  other cuts, orders and rooms.
+  other cuts, orders and rooms;
+- **held-out-2**: made after the first held-out set had been seen (see SECTION): other seeds and voice counts, and
+  the HELD_OUT_2_SYNTHETIC voices.
 
 DER is pyannote.metrics' with a collar of 0.25 s on each side of every reference boundary (`collar=0.5`: pyannote's
 collar is the whole width) and overlapped speech scored. The cost rows run the diarizer in a fresh process per
@@ -33,7 +35,8 @@ import numpy as np
 
 from bench.report import table, write_section
 from tests.whisperx_api.meetings import (
-    DEV_SYNTHETIC, HELD_OUT_SYNTHETIC, REAL_VOICES, SAMPLE_RATE, Recording, der, espeak_available, meeting,
+    DEV_SYNTHETIC, HELD_OUT_SYNTHETIC, REAL_VOICES, SAMPLE_RATE, Recording, SyntheticVoice, der, espeak_available,
+    meeting,
 )
 
 CACHE = Path(tempfile.gettempdir()) / "whisperx-long-der"
@@ -74,6 +77,29 @@ def held_out_specs() -> list[Spec]:
         Spec("held-out 10 min, 5 voices (3 real)", [R[0], R[4], R[6], H[2], H[3]], 10, 104, HELD_OUT_SYNTHETIC),
         Spec("held-out 10 min, 8 voices (6 real)", R[1:7] + H[4:6], 10, 105, HELD_OUT_SYNTHETIC),
         Spec("held-out 10 min, 10 voices (4 real)", R[3:] + H, 10, 107, HELD_OUT_SYNTHETIC),
+    ]
+
+
+# A second held-out set, made after the first had been scored: other seeds, voice counts and espeak-ng voices that
+# neither set used (scored once, after min_speaker_share was chosen on dev).
+HELD_OUT_2_SYNTHETIC = (
+    SyntheticVoice("syn-us-andy", "en-us+Andy", 45, 160, ("reverb", "25")),
+    SyntheticVoice("syn-sc-annie", "en-gb-scotland+Annie", 60, 150, ("highpass", "250", "lowpass", "3600")),
+    SyntheticVoice("syn-029-benjamin", "en-029+benjamin", 35, 150, ()),
+    SyntheticVoice("syn-clan-david", "en-gb-x-gbclan+david", 50, 165, ("pitch", "-80", "reverb", "30")),
+    SyntheticVoice("syn-nyc-belinda", "en-us-nyc+belinda", 65, 170, ("reverb", "15")),
+    SyntheticVoice("syn-rp-caleb", "en-gb-x-rp+caleb", 40, 145, ("lowpass", "4500")),
+)
+H2 = [voice.name for voice in HELD_OUT_2_SYNTHETIC]
+
+
+def held_out_2_specs() -> list[Spec]:
+    return [
+        Spec("held-out 2, 10 min, 6 voices (3 real)", [R[1], R[3], R[5], *H2[:3]], 10, 201, HELD_OUT_2_SYNTHETIC),
+        Spec("held-out 2, 10 min, 7 voices (5 real)", [*R[2:7], *H2[3:5]], 10, 202, HELD_OUT_2_SYNTHETIC),
+        Spec("held-out 2, 10 min, 9 voices (5 real)", [*R[:5], *H2[1:5]], 10, 203, HELD_OUT_2_SYNTHETIC),
+        Spec("held-out 2, 10 min, 9 voices (3 real)", [R[0], R[4], R[6], *H2], 10, 204, HELD_OUT_2_SYNTHETIC),
+        Spec("held-out 2, 5 min, 2 voices (1 real)", [R[2], H2[5]], 5, 205, HELD_OUT_2_SYNTHETIC),
     ]
 
 
@@ -190,7 +216,8 @@ def render_cost(rows: list[dict]) -> str:
                   "peak RSS before (MB)", "peak RSS after (MB)", "growth (MB)"], lines)
 
 
-PARTS = {"dev": (dev_specs, score), "held-out": (held_out_specs, score), "cost": (cost_specs, cost)}
+PARTS = {"dev": (dev_specs, score), "held-out": (held_out_specs, score), "held-out-2": (held_out_2_specs, score),
+         "cost": (cost_specs, cost)}
 
 
 def main() -> None:
@@ -216,7 +243,7 @@ def main() -> None:
                 "regions only near block boundaries); the run with the final code was cut short." if starred else "")
         write_section("diarization-long", "Diarization of long, many-voice recordings (embedded diarizer)",
                       note.lstrip("\n") + "\n" + SECTION.format(dev=render(results["dev"]), held_out=render(results["held-out"]),
-                                     cost=render_cost(results["cost"]),
+                                     held_out_2=render(results["held-out-2"]), cost=render_cost(results["cost"]),
                                      threads=os.environ.get("OPENBLAS_NUM_THREADS", "unset")))
 
 
@@ -240,6 +267,14 @@ Developed on (the linkage's threshold, minimum share, merge threshold and switch
 Held out (other seeds, lengths, voice counts and synthetic voices; scored after tuning, never tuned on):
 
 {held_out}
+
+This first held-out set is no longer untouched: it had been scored before the minimum share of a speaker was
+lowered from 3 % to 1.5 % of the speech, with two counts outside ±1 (6 / 8 and 7 / 10). The change was chosen on the
+dev set alone (its 10-voice recording lost the two voices that speak least), but whoever reads these rows knew
+what they had been. So a second held-out set was made after that choice and scored once: other seeds and voice
+counts, and six espeak-ng voices that neither set above uses (`HELD_OUT_2_SYNTHETIC` in bench/long_der.py):
+
+{held_out_2}
 
 Longer recordings (held out as well), each diarized in a fresh process reading the recording from a WAV file: wall
 time, and the process's peak resident memory (VmHWM) before the call (model loaded, recording decoded) and after
