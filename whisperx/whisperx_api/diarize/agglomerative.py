@@ -74,7 +74,8 @@ def cluster_windows(
     centroids = _refine(vectors, groups, options.refine_steps)
     if options.merge_threshold < 1:
         speakers = _merge_alike(centroids * np.bincount(groups)[:, None], options.merge_threshold, lowest)
-        centroids = _refine(vectors, speakers[groups], options.refine_steps)
+        groups = speakers[groups]
+        centroids = _refine(vectors, groups, options.refine_steps)
     penalty = options.switch_penalty * 0.25 / max(seconds_per_window, 1e-3)  # per window: the same per second
     labels = np.zeros(len(embeddings), dtype=int)
     while len(centroids) > 1:
@@ -85,6 +86,10 @@ def cluster_windows(
         if int(speakers.max()) + 1 == len(centroids):
             break
         centroids = _unit(np.stack([sums[used][speakers == k].sum(axis=0) for k in range(int(speakers.max()) + 1)]))
+    if len(np.unique(labels)) < lowest:
+        # A count the caller set (min_speakers) that the path does not keep: a speaker split off only to reach it wins
+        # no window there. Each window then takes its segment's group, which keeps every one of them.
+        labels = groups[segments]
     _, labels = np.unique(labels, return_inverse=True)
     return labels.reshape(-1)
 
