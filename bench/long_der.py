@@ -260,7 +260,8 @@ speech scored; no speaker count given. Recordings with up to 120 s of speech go 
 30 s clips (its own tables are in the WhisperX section above), longer ones to the segment linkage
 (`whisperx_api/diarize/agglomerative.py`).
 
-Developed on (the linkage's threshold, minimum share, merge threshold and switch penalty were chosen on these):
+Developed on (the linkage's threshold, minimum share, merge threshold and switch penalty, and the most speakers
+estimated by default, were chosen on these):
 
 {dev}
 
@@ -280,8 +281,9 @@ Longer recordings (held out as well), each diarized in a fresh process reading t
 time, and the process's peak resident memory (VmHWM) before the call (model loaded, recording decoded) and after
 it. The encoder's windows hop 0.25 s up to 5 minutes of speech, then wider (1200 windows), at most 0.75 s, so time grows linearly
 with the speech; clustering memory is bounded by the chunk of 2000 segments. Times here were taken with
-OPENBLAS_NUM_THREADS={threads} on a machine shared with other work: compare them with each other, not with the
-throughput tables above.
+OPENBLAS_NUM_THREADS={threads}: compare them with each other, not with the throughput tables above. They depend on
+what else the machine does: this run had it to itself; the run before (commit b9c709e, the same recordings) shared it
+with other work and took 324 s for the 30 minutes and 375 s for the 60.
 
 {cost}
 """
