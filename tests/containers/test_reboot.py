@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -184,9 +185,13 @@ def test_reboot_drill_jobs_resume_without_a_request_and_a_failed_resume_alerts(d
     blocker.listen()
     log = (deployment.state_dir / "autostart.err").open("ab")
     restarted = time.time()
-    subprocess.Popen(proxy_command(deployment), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                     start_new_session=True)
+    proxy = subprocess.Popen(proxy_command(deployment), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                             start_new_session=True)
     log.close()
+    # Reaped as soon as it exits, as init reaps the one `make up` leaves in the background: an unreaped child stays a
+    # zombie, which `kill -0` still finds, so `make down` waited its whole 20 s for a proxy that had already exited
+    # (then said it ignored SIGTERM and killed it).
+    threading.Thread(target=proxy.wait, daemon=True).start()
 
     # 4. whisper-faster resumes by itself. Watched from outside only: the proxy's status page, and each job's row once
     #    the container runs. A job that was running when the host went down keeps its first started_at; that it runs
