@@ -163,7 +163,8 @@ class HoldOutcome:
 
 
 def _doubling(first: float, failures: int) -> float:
-    """The wait after `failures` failures in a row: `first`, doubled for each one after the first, at most MAX_BACKOFF."""
+    """The wait after `failures` failures in a row: `first`, doubled for each one after the first, at most
+    MAX_BACKOFF."""
     return min(first * 2 ** (failures - 1), MAX_BACKOFF)
 
 

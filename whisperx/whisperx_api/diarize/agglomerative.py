@@ -38,8 +38,8 @@ class LinkageOptions:
     min_speaker_seconds: float = 5.0
     # 0.03 lost the voices that speak least in a meeting of many: on the dev recording of 10 voices in 10 minutes
     # (547 s of speech), J. F. Kennedy and one of two AMI speakers (about 10 s each) fell under its 16 s and joined
-    # others (8 found of 10). 0.015 (and 0.01) gives 10 of 10 there and keeps every other dev count (bench/long_der.py, the dev set:
-    # within ±1 on 8 of 8, 7 of 8 before; the one-voice recordings stay one).
+    # others (8 found of 10). 0.015 (and 0.01) gives 10 of 10 there and keeps every other dev count
+    # (bench/long_der.py, the dev set: within ±1 on 8 of 8, 7 of 8 before; the one-voice recordings stay one).
     min_speaker_share: float = 0.015
     max_segments: int = 2000
     switch_penalty: float = 1.0
