@@ -19,7 +19,7 @@ the results. Which op runs next:
   it waits while a newer stream of its class, or of a higher one, prepares its next op (below). On 2 CPU cores
   (tiny.en, `python -m bench.bench_batching --parts long`), a 30 s request beside a 60-minute file took 2.63x
   (whisper-faster) and 11.0x (whisperx) its idle latency before this rule, with batches of up to 8 of the file's rows;
-  1.18x and 1.5-1.7x with it (docs/benchmarks.md, batching section).
+  1.2x and 1.4-1.7x with it (docs/benchmarks.md, batching section).
 - **Waiting to fill**: a batch smaller than `batch_size` waits for another open stream of the same class that has just
   been given a result (nothing queued or running for less than `max_wait`: it is preparing its next op, typically a
   decode after its encode), at most until `max_wait` after that; a higher class's such stream holds back a lower
