@@ -233,55 +233,45 @@ def concurrency(services: list[str], tmp: Path, results: dict[str, Any]) -> None
             answers = list(pool.map(lambda path: post(client, module, path), sent))
         return time.perf_counter() - started, cpu_seconds(pid) - cpu, " ".join(text.strip() for _, text in answers)
 
+    def measured(client: httpx.Client, module: str, pid: int, label: str, sent: list[Clip], sent_paths: list[Path],
+                 reference: str | None = None) -> dict[str, Any]:
+        """One row of the table: `sent` at once to the service against the pipeline, joined and clip by clip."""
+        one_by_one = sum(pipeline.seconds(clip.samples)[0] for clip in sent)
+        joined = np.concatenate([clip.samples for clip in sent])
+        baseline, baseline_cpu = pipeline.seconds(joined)
+        before = batch_rows(client, module)
+        wall, cpu, text = together(client, module, pid, sent_paths)
+        after = batch_rows(client, module)
+        audio = len(joined) / SAMPLE_RATE
+        ratio, cpu_ratio = baseline / wall, baseline_cpu / cpu
+        encoded = after.get("encode", (0, 0))[1] - before.get("encode", (0, 0))[1]
+        words = f"{pipeline.words} / {len(text.split())}"
+        figures = {"ratio": ratio, "cpu_ratio": cpu_ratio, "wall": wall, "baseline": baseline, "cpu": cpu,
+                   "baseline_cpu": baseline_cpu, "one_by_one": one_by_one, "words": len(text.split()),
+                   "baseline_words": pipeline.words, "encoder_rows": encoded, "baseline_rows": pipeline.rows}
+        if reference is not None:
+            figures.update(wer=wer(reference, text), baseline_wer=wer(reference, pipeline.text))
+            words += (f" (WER {figures['baseline_wer']:.3f} / {figures['wer']:.3f}; "
+                      f"reference {len(reference.split())})")
+        rows.append([label, len(sent), f"{audio / baseline:.1f}x", f"{audio / wall:.1f}x", f"**{ratio:.2f}**",
+                     f"{baseline_cpu:.0f} / {cpu:.0f}", f"**{cpu_ratio:.2f}**", f"≥ {TARGETS['concurrency']}",
+                     _met_either(ratio, cpu_ratio, TARGETS["concurrency"]), f"{one_by_one / wall:.2f}", words,
+                     f"{pipeline.rows} / {encoded}", rows_between(before, after, "encode"), rows_between(before, after),
+                     f"{peak_rss_mb(pid):.0f} MB", f"{idle_rss:.0f} MB"])
+        print(rows[-1], load_average(), flush=True)
+        return figures
+
     for module in services:
         with served(module, tmp, MAX_CONCURRENCY=str(max(levels))) as (client, pid):
             post(client, module, paths[0])  # warm-up
             idle_rss = peak_rss_mb(pid)
             for count in levels:
-                one_by_one = sum(pipeline.seconds(clip.samples)[0] for clip in clips[:count])
-                joined = np.concatenate([clip.samples for clip in clips[:count]])
-                baseline, baseline_cpu = pipeline.seconds(joined)
-                before = batch_rows(client, module)
-                wall, cpu, text = together(client, module, pid, paths[:count])
-                after = batch_rows(client, module)
-                audio = 30.0 * count
-                ratio, cpu_ratio = baseline / wall, baseline_cpu / cpu
-                encoded = after.get("encode", (0, 0))[1] - before.get("encode", (0, 0))[1]
-                rows.append([module, count, f"{audio / baseline:.1f}x", f"{audio / wall:.1f}x", f"**{ratio:.2f}**",
-                             f"{baseline_cpu:.0f} / {cpu:.0f}", f"**{cpu_ratio:.2f}**", f"≥ {TARGETS['concurrency']}",
-                             _met_either(ratio, cpu_ratio, TARGETS["concurrency"]), f"{one_by_one / wall:.2f}",
-                             f"{pipeline.words} / {len(text.split())}",
-                             f"{pipeline.rows} / {encoded}", rows_between(before, after, "encode"),
-                             rows_between(before, after), f"{peak_rss_mb(pid):.0f} MB", f"{idle_rss:.0f} MB"])
-                results.setdefault("concurrency", {})[f"{module}/{count}"] = {
-                    "ratio": ratio, "cpu_ratio": cpu_ratio, "wall": wall, "baseline": baseline, "cpu": cpu, "baseline_cpu": baseline_cpu,
-                    "one_by_one": one_by_one, "words": len(text.split()), "baseline_words": pipeline.words, "encoder_rows": encoded,
-                    "baseline_rows": pipeline.rows,
-                }
+                figures = measured(client, module, pid, module, clips[:count], paths[:count])
+                results.setdefault("concurrency", {})[f"{module}/{count}"] = figures
                 if count == max(levels):
-                    results.setdefault("capacity", {})[module] = count / wall  # requests per second, closed loop
-                print(rows[-1], load_average(), flush=True)
-            one_by_one = sum(pipeline.seconds(clip.samples)[0] for clip in referenced)
-            joined = np.concatenate([clip.samples for clip in referenced])
-            baseline, baseline_cpu = pipeline.seconds(joined)
-            before = batch_rows(client, module)
-            wall, cpu, text = together(client, module, pid, referenced_paths)
-            after = batch_rows(client, module)
-            audio = len(joined) / SAMPLE_RATE
-            ratio, cpu_ratio = baseline / wall, baseline_cpu / cpu
-            encoded = after.get("encode", (0, 0))[1] - before.get("encode", (0, 0))[1]
-            rows.append([f"{module}, whole referenced clips", len(referenced), f"{audio / baseline:.1f}x",
-                         f"{audio / wall:.1f}x", f"**{ratio:.2f}**", f"{baseline_cpu:.0f} / {cpu:.0f}", f"**{cpu_ratio:.2f}**",
-                         f"≥ {TARGETS['concurrency']}", _met_either(ratio, cpu_ratio, TARGETS["concurrency"]),
-                         f"{one_by_one / wall:.2f}", f"{pipeline.words} / {len(text.split())} (WER {wer(reference, pipeline.text):.3f} / "
-                         f"{wer(reference, text):.3f}; reference {len(reference.split())})",
-                         f"{pipeline.rows} / {encoded}", rows_between(before, after, "encode"),
-                         rows_between(before, after), f"{peak_rss_mb(pid):.0f} MB", f"{idle_rss:.0f} MB"])
-            results.setdefault("concurrency", {})[f"{module}/referenced"] = {
-                "ratio": ratio, "cpu_ratio": cpu_ratio, "one_by_one": one_by_one, "wer": wer(reference, text), "baseline_wer": wer(reference, pipeline.text),
-                "encoder_rows": encoded, "baseline_rows": pipeline.rows,
-            }
-            print(rows[-1], load_average(), flush=True)
+                    results.setdefault("capacity", {})[module] = count / figures["wall"]  # requests / s, closed loop
+            results["concurrency"][f"{module}/referenced"] = measured(
+                client, module, pid, f"{module}, whole referenced clips", referenced, referenced_paths, reference)
     with today_tree() as today:
         if today is not None:
             for module in services:
