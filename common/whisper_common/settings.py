@@ -60,7 +60,8 @@ class WhisperSettings(BaseModel):
     )
     cpu_threads: int = Field(0, ge=0, le=256, description="CPU threads per model; 0 lets CTranslate2 choose (4, or OMP_NUM_THREADS).")
     num_workers: int = Field(
-        1, ge=1, le=64, description="Parallel decoders per model (raise with MAX_CONCURRENCY on a big CPU or a GPU)."
+        1, ge=1, le=64, description="Batches the model decodes at once (the batch scheduler's workers; on a CPU each "
+        "uses WHISPER__CPU_THREADS threads). Raise with MAX_CONCURRENCY on a big CPU or a GPU."
     )
     device_index: int = Field(0, ge=0, le=64, description="GPU index when the device is CUDA.")
 
