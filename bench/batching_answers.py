@@ -67,9 +67,14 @@ def stm_text(name: str) -> str:
     return " ".join(" ".join(line.split()[5:]) for line in lines if line.strip() and not line.startswith(";;"))
 
 
+def referenced_parts() -> list[tuple[Clip, str]]:
+    """The fixtures with a reference transcript of their whole speech: sample.wav and jfk.flac, each with its text."""
+    return [(Clip("sample", decode("sample.wav")), stm_text("sample.stm")), (Clip("jfk", decode("jfk.flac")), JFK_TEXT)]
+
+
 def referenced_recording(seconds: float) -> tuple[Clip, str]:
     """sample.wav and jfk.flac in turn with 0.5 s pauses, whole clips only, up to `seconds`; with its reference."""
-    parts = [(Clip("sample", decode("sample.wav")), stm_text("sample.stm")), (Clip("jfk", decode("jfk.flac")), JFK_TEXT)]
+    parts = referenced_parts()
     pieces: list[np.ndarray] = []
     words: list[str] = []
     gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)

@@ -46,9 +46,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.batching_answers import JFK_TEXT, copies, fixtures_recording, stm_text, wer
+from bench.batching_answers import copies, fixtures_recording, referenced_parts, wer
 from bench.report import command, peak_rss_mb, table, write_section
-from bench.whisperx_clips import SAMPLE_RATE, Clip, decode, write_wav
+from bench.whisperx_clips import SAMPLE_RATE, Clip, write_wav
 from tests.support import ARTIFACTS, FIXTURES, ROOT, free_port, python_module, server_process
 
 TODAY_COMMIT = "6c28b7e"
@@ -91,9 +91,10 @@ def referenced_clips() -> tuple[list[Clip], str]:
     in their order: where the 30 s cuts begin and end mid-word, these begin and end in silence, and the words each side
     gets can be checked. (Not jfk.flac twice in one clip: its repeated sentence compresses like a loop, and
     Whisper's compression-ratio rule then sends it through the whole temperature fallback.)"""
-    parts = [(Clip("sample", decode("sample.wav")), stm_text("sample.stm")), (Clip("jfk", decode("jfk.flac")), JFK_TEXT)]
-    clips = [Clip(f"{parts[index % 2][0].name}{index}", parts[index % 2][0].samples) for index in range(8)]
-    return clips, " ".join(parts[index % 2][1] for index in range(8))
+    both = referenced_parts()
+    parts = [both[index % 2] for index in range(8)]
+    clips = [Clip(f"{clip.name}{index}", clip.samples) for index, (clip, _) in enumerate(parts)]
+    return clips, " ".join(text for _, text in parts)
 
 
 # -- servers --------------------------------------------------------------------------------------------------------
@@ -282,9 +283,8 @@ def concurrency(services: list[str], tmp: Path, results: dict[str, Any]) -> None
                     wall, cpu, text = together(client, module, pid, paths[:8])
                     rows.append([f"{module} at {TODAY_COMMIT} (MAX_CONCURRENCY=8)", 8, f"{240 / baseline:.1f}x",
                                  f"{240 / wall:.1f}x", f"{baseline / wall:.2f}", f"{baseline_cpu:.0f} / {cpu:.0f}",
-                                 f"{baseline_cpu / cpu:.2f}", "", "", "-", f"{pipeline.words} / {len(text.split())}", "-",
-                                 "-", "-",
-                                 f"{peak_rss_mb(pid):.0f} MB", ""])
+                                 f"{baseline_cpu / cpu:.2f}", "", "", "-", f"{pipeline.words} / {len(text.split())}",
+                                 "-", "-", "-", f"{peak_rss_mb(pid):.0f} MB", ""])
                     print(rows[-1], load_average(), flush=True)
     results["tables"]["concurrency"] = table(
         ["service", "concurrent 30 s requests", "pipeline x-realtime", "service x-realtime", "service / pipeline (wall)",
@@ -354,7 +354,9 @@ def alone(services: list[str], tmp: Path, results: dict[str, Any], repeat: int) 
                     rows.append([module, name, request, f"{then_wall:.2f}", f"{now_wall:.2f}", f"**{ratio:.3f}**",
                                  f"{then_cpu:.2f} / {now_cpu:.2f}", f"**{cpu_ratio:.3f}**", f"≤ {TARGETS['alone']}",
                                  _met(ratio <= TARGETS["alone"])])
-                    results.setdefault("alone", {})[f"{module}/{name}/{request}"] = {"ratio": ratio, "cpu_ratio": cpu_ratio}
+                    results.setdefault("alone", {})[f"{module}/{name}/{request}"] = {
+                        "ratio": ratio, "cpu_ratio": cpu_ratio,
+                    }
                     print(rows[-1], load_average(), flush=True)
     results["tables"]["alone"] = table(
         ["service", "audio", "request", f"at {TODAY_COMMIT} s (median)", "now s (median)", "now / before (wall)",
@@ -673,10 +675,11 @@ def _body(results: dict[str, Any]) -> str:
                f"N different 30 s cuts of the fixtures sent at once; the baseline is `BatchedInferencePipeline` "
                f"(batch {BATCH}, its default VAD, beam 5, no word timestamps) on the same clips joined into one "
                "recording, in the benchmark's process: its best case, every batch full. Throughput ratios are "
-               "baseline time / service wall time; \"clip by clip\" is the same pipeline given each clip on its own, one after "
-               "another, as a server that runs it per request would. The service's batches are counted from its `/metrics`. Words are "
-               "the transcripts' (whitespace-separated, all requests together); encoder rows are the 30 s windows "
-               "each side encoded (the pipeline's counted in its model, the service's from `/metrics`), the work "
+               "baseline time / service wall time; \"clip by clip\" is the same pipeline given each clip on its own, "
+               "one after another, as a server that runs it per request would. The service's batches are counted "
+               "from its `/metrics`. Words are the transcripts' (whitespace-separated, all requests together); "
+               "encoder rows are the 30 s windows each side encoded (the pipeline's counted in its model, the "
+               "service's from `/metrics`), the work "
                "that the time follows. The cuts begin and end mid-word; the last row per service sends eight whole "
                "recordings instead (sample.wav and jfk.flac in turn), which begin and end in silence and "
                "have reference transcripts, so both sides' WER can be read beside their time.")
