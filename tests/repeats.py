@@ -5,8 +5,13 @@ import re
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words; a run of punctuation ("...") counts as a word of its own, as a loop of dots is one."""
-    return [token for token in re.findall(r"[\w']+|[^\w\s]+", text.lower()) if token.strip(".,!?;:") or len(token) > 1]
+    """Lower-case words; a run of punctuation ("...") counts as a word of its own, and so does a mark standing alone
+    between spaces (" . . ."): a loop of dots is one. A mark on a word ("country.") is not a word."""
+    tokens: list[str] = []
+    for chunk in text.lower().split():
+        inner = [token for token in re.findall(r"[\w']+|[^\w\s]+", chunk) if token.strip(".,!?;:") or len(token) > 1]
+        tokens.extend(inner or [chunk])
+    return tokens
 
 
 def longest_repeat(text: str, longest_phrase: int = 10) -> tuple[int, str]:

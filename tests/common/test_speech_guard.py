@@ -151,7 +151,9 @@ def test_a_real_loop_is_cut_and_the_speech_before_it_kept(batched: object) -> No
 
     model = batched.model  # type: ignore[attr-defined]
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
-    raw, kept = guarded(batched, "jfk.flac", suppress_tokens=[-1, tokenizer.eot])  # it cannot stop: it loops
+    # It cannot stop, so it loops: on words on an Intel Xeon, on " ." after the sentence on an AMD EPYC (the same int8
+    # model; the CPUs' kernels round differently). Both are loops the guard must cut.
+    raw, kept = guarded(batched, "jfk.flac", suppress_tokens=[-1, tokenizer.eot])
     assert longest_repeat(raw)[0] > 20, raw
     assert longest_repeat(kept)[0] <= MAX_REPEATS, kept
     assert word_error_rate(JFK_REFERENCE, kept.replace("...", "")) <= 0.05
