@@ -39,9 +39,9 @@ system-deps-runtime:  ## install only the Debian packages `make run` needs (ffmp
 run: $(VENV)/.installed-run system-deps-runtime  ## start the stack on this machine (Nginx + auto-start proxy + services)
 	$(BIN)/python scripts/run_local.py
 
-test: system-deps install  ## install everything, build the docs strictly, run the whole suite
+test: system-deps install  ## install everything, build the docs strictly, run the whole suite (two parts at once: scripts/run_suite.py)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .cache/site
-	$(BIN)/python -m pytest
+	$(BIN)/python scripts/run_suite.py
 
 test-fast: install  ## the suite without the slow end-to-end stack tests
 	$(BIN)/python -m pytest -m "not stack"

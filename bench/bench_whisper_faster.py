@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import httpx
 from faster_whisper import WhisperModel
 
 from bench.report import peak_rss_mb, table, write_section
+from tests.support import free_port
 from whisper_common.model_catalog import embedded_model_dir
 from whisper_faster.options import FasterOptions
 
@@ -28,12 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "audio"
 FILES = {"jfk.flac": 1.05, "sample.wav": 1.02, "dev00.wav": 1.02}
 RSS_TARGET_MB = 500
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_service(port: int, threads: int) -> subprocess.Popen:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,10 +42,39 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"dependency missing: {what}")
 
 
+PORTS_VARIABLE = "TEST_PORTS"
+"""`first-last`: the ports free_port() picks from. scripts/run_suite.py gives each of the two pytest processes it runs
+at once its own range, below the kernel's ephemeral range (32768-60999 by default), so neither picks a port the other
+picked and no outgoing connection holds one. Unset: the kernel's choice."""
+_handed_out: set[int] = set()
+
+
+def _port_range() -> tuple[int, int] | None:
+    value = os.environ.get(PORTS_VARIABLE, "")
+    if not value:
+        return None
+    first, last = (int(part) for part in value.split("-"))
+    return first, last
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now and that this process has not handed out before: a port handed out is in use or
+    about to be, and the kernel's own choice can repeat (it once gave a test's proxy the port of a service the proxy
+    was to start, which then could not listen)."""
+    ports = _port_range()
+    for _ in range(1000):
+        wanted = random.randint(*ports) if ports else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", wanted))
+            except OSError:  # taken (or closing): try another
+                continue
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    where = os.environ.get(PORTS_VARIABLE) or "the kernel's range"
+    raise RuntimeError(f"no free port in {where} after 1000 tries")
 
 
 def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None, **kwargs) -> None:
