@@ -33,8 +33,15 @@ def machine() -> str:
 def command() -> str:
     """The command line as typed: `python -m bench.x ...` when run as a module, else the script path."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    head = ["-m", spec.name] if spec is not None and spec.name else [sys.argv[0]]
+    head = ["-m", spec.name] if spec is not None and spec.name else [_from_root(sys.argv[0])]
     return " ".join(shlex.quote(a) for a in ["python", *head, *sys.argv[1:]])
+
+
+def _from_root(script: str) -> str:
+    """A script's path as typed from the project's root (no machine's absolute path in the guide)."""
+    path = Path(script).resolve()
+    root = Path(__file__).resolve().parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else script
 
 
 def vm_hwm_mb(status: str) -> float:
