@@ -9,7 +9,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
 Every figure here is written by a script in `bench/` (`make bench` runs them all). Each section names the
@@ -40,8 +41,7 @@ def command() -> str:
 def _from_root(script: str) -> str:
     """A script's path as typed from the project's root (no machine's absolute path in the guide)."""
     path = Path(script).resolve()
-    root = Path(__file__).resolve().parent.parent
-    return str(path.relative_to(root)) if path.is_relative_to(root) else script
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else script
 
 
 def vm_hwm_mb(status: str) -> float:
