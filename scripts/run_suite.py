@@ -9,8 +9,8 @@
 
 Measured on a 2-core machine (AMD EPYC) from a clean Docker Engine (no image, no build cache): one pytest process
 took 2,213 s (load average 1.1-1.5: a core idle about a third of the time); the two parts at once 1,201-1,311 s over
-three runs from fresh clones (services 1,108-1,237 s, stack 1,198-1,308 s; `.ci/run` in all 22-25 min). Each part picks its ports from its own range (`TEST_PORTS`, tests/support.free_port), so
-the two never pick the same one.
+three runs from fresh clones (services 1,108-1,237 s, stack 1,198-1,308 s; `.ci/run` in all 22-25 min). Each part
+picks its ports from its own range (`TEST_PORTS`, tests/support.free_port), so the two never pick the same one.
 
 The `services` part streams its output as it runs; the `stack` part's goes to test-artifacts/pytest-stack.log and is
 printed, then followed, once the `services` part is done. The exit status is the first failing part's (a part that
