@@ -171,16 +171,22 @@ def rows_between(before: dict[str, tuple[int, int]], after: dict[str, tuple[int,
 # -- the baseline: faster-whisper's batched pipeline in this process ------------------------------------------------
 
 
-class _CountingEncoder:
-    """A CTranslate2 Whisper model that counts the rows its encoder is given (the pipeline's windows)."""
+class CountingEncoder:
+    """A CTranslate2 Whisper model that counts the rows its encoder is given (the windows of 30 s decoded) and its
+    generate calls."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
         self.rows = 0
+        self.generates = 0
 
     def encode(self, features: Any, *args: Any, **kwargs: Any) -> Any:
         self.rows += features.shape[0]
         return self.model.encode(features, *args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        self.generates += 1
+        return self.model.generate(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -193,7 +199,7 @@ class Pipeline:
         from whisper_common.model_catalog import embedded_model_dir
 
         model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=THREADS)
-        self.encoder = _CountingEncoder(model.model)
+        self.encoder = CountingEncoder(model.model)
         model.model = self.encoder
         self.pipeline = BatchedInferencePipeline(model)
         self.text = ""  # of the last transcription
