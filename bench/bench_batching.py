@@ -151,6 +151,16 @@ def post(client: httpx.Client, module: str, path: Path, **fields: str) -> tuple[
     return seconds, response.json()["text"]
 
 
+def decoded_tokens(client: httpx.Client, path: Path, **fields: str) -> int:
+    """The tokens of a transcription's segments (`verbose_json`), 0 where the service gives none: what the decoder
+    generated, which its time follows."""
+    with path.open("rb") as audio:
+        response = client.post("/v1/audio/transcriptions", files={"file": (path.name, audio)},
+                               data={"response_format": "verbose_json", **fields})
+    response.raise_for_status()
+    return sum(len(segment.get("tokens") or []) for segment in response.json().get("segments") or [])
+
+
 def batch_rows(client: httpx.Client, module: str) -> dict[str, tuple[int, int]]:
     """Per op, (batches, rows) so far, from the service's /metrics (empty for a service without the scheduler)."""
     namespace = "whisper_faster" if module == "whisper_faster" else "whisperx"
@@ -363,16 +373,19 @@ def alone(services: list[str], tmp: Path, results: dict[str, Any], repeat: int) 
                     now_wall, then_wall = (statistics.median(t[0] for t in times) for times in (now_times, today_times))
                     now_cpu, then_cpu = (statistics.median(t[1] for t in times) for times in (now_times, today_times))
                     ratio, cpu_ratio = now_wall / then_wall, now_cpu / then_cpu
+                    tokens = [decoded_tokens(client, path, **fields) for client in (today_client, now_client)]
                     rows.append([module, name, request, f"{then_wall:.2f}", f"{now_wall:.2f}", f"**{ratio:.3f}**",
-                                 f"{then_cpu:.2f} / {now_cpu:.2f}", f"**{cpu_ratio:.3f}**", f"≤ {TARGETS['alone']}",
+                                 f"{then_cpu:.2f} / {now_cpu:.2f}", f"**{cpu_ratio:.3f}**",
+                                 " / ".join(str(count or "-") for count in tokens), f"≤ {TARGETS['alone']}",
                                  _met(ratio <= TARGETS["alone"])])
                     results.setdefault("alone", {})[f"{module}/{name}/{request}"] = {
-                        "ratio": ratio, "cpu_ratio": cpu_ratio,
+                        "ratio": ratio, "cpu_ratio": cpu_ratio, "tokens": tokens,
                     }
                     print(rows[-1], load_average(), flush=True)
     results["tables"]["alone"] = table(
         ["service", "audio", "request", f"at {TODAY_COMMIT} s (median)", "now s (median)", "now / before (wall)",
-         f"server CPU s per request, {TODAY_COMMIT} / now (median)", "now / before (CPU)", "target", "met (wall)"], rows)
+         f"server CPU s per request, {TODAY_COMMIT} / now (median)", "now / before (CPU)",
+         f"tokens decoded, {TODAY_COMMIT} / now", "target", "met (wall)"], rows)
 
 
 def long_file(services: list[str], tmp: Path, results: dict[str, Any], minutes: float) -> None:
@@ -599,7 +612,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--parts", default=",".join(PARTS), help="'' writes the section from --results alone")
     parser.add_argument("--services", default=",".join(SERVICES))
-    parser.add_argument("--repeat", type=int, default=5, help="alternating runs per file in the alone part")
+    parser.add_argument("--repeat", type=int, default=15,
+                        help="alternating runs per file in the alone part (with 5, a row moved by up to ±5 % between runs)")
     parser.add_argument("--long-minutes", type=float, default=60)
     parser.add_argument("--load-seconds", type=float, default=120, help="arrivals per load level")
     parser.add_argument("--results", type=Path, default=ARTIFACTS / "bench-batching.json")
@@ -712,7 +726,8 @@ def _body(results: dict[str, Any]) -> str:
                "(medians): the batch wait must not cost a lone user. Each file is sent as by default and with "
                "`hallucination_guard=false`: the guard (issue 22, after that commit) runs the VAD over the file "
                f"before decoding, which the code at {TODAY_COMMIT} did not; without it, both serve the same request "
-               "(the older code ignores the field), so that row is the scheduler's own cost.")
+               "(the older code ignores the field), so that row is the scheduler's own cost. Tokens decoded are "
+               "those of the segments (`verbose_json`, one more request each), which the decoder's time follows.")
         + part("answers", "Same answers",
                f"WER against the references (sample.wav's STM, jfk's text; the referenced 10-minute recording is "
                f"sample.wav and jfk.flac in turn with 0.5 s pauses), words of the 10-minute fixtures recording, and "
