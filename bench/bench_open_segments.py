@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.batching_answers import wer
-from bench.bench_batching import BATCH, THREADS, CountingEncoder, referenced_clips, thirty_second_clips
+from bench.bench_batching import THREADS, CountingEncoder, Pipeline, referenced_clips, thirty_second_clips
 from bench.report import table, write_section
 from bench.whisperx_clips import SAMPLE_RATE, Clip
 from whisper_common.model_catalog import embedded_model_dir
@@ -99,18 +99,16 @@ class Sequential:
 
 
 class PipelineByClip:
-    def __init__(self) -> None:
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+    """bench_batching's baseline (faster-whisper's batched pipeline, its encoder rows and generate calls counted)."""
 
-        model = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=THREADS)
-        self.counter = CountingEncoder(model.model)
-        model.model = self.counter
-        self.pipeline = BatchedInferencePipeline(model)
+    def __init__(self) -> None:
+        self.baseline = Pipeline()
+        self.counter = self.baseline.encoder
         self.endings = None
 
     def transcribe(self, samples: Any) -> str:
-        segments, _ = self.pipeline.transcribe(samples, language="en", batch_size=BATCH)
-        return " ".join(segment.text.strip() for segment in segments)
+        self.baseline.seconds(samples)
+        return self.baseline.text
 
 
 DECODINGS: dict[str, Callable[[], Sequential | PipelineByClip]] = {
