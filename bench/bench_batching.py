@@ -140,25 +140,27 @@ def today_tree() -> Iterator[Path | None]:
         yield Path(folder)
 
 
-def post(client: httpx.Client, module: str, path: Path, **fields: str) -> tuple[float, str]:
-    """(seconds, text) of one transcription through the OpenAI route (`fields`: more form fields)."""
-    started = time.perf_counter()
+def transcription(client: httpx.Client, path: Path, response_format: str, **fields: str) -> dict[str, Any]:
+    """One transcription through the OpenAI route, as JSON (`fields`: more form fields)."""
     with path.open("rb") as audio:
         response = client.post("/v1/audio/transcriptions", files={"file": (path.name, audio)},
-                               data={"response_format": "json", **fields})
-    seconds = time.perf_counter() - started
+                               data={"response_format": response_format, **fields})
     response.raise_for_status()
-    return seconds, response.json()["text"]
+    return response.json()  # type: ignore[no-any-return]
+
+
+def post(client: httpx.Client, module: str, path: Path, **fields: str) -> tuple[float, str]:
+    """(seconds, text) of one transcription (`fields`: more form fields)."""
+    started = time.perf_counter()
+    answer = transcription(client, path, "json", **fields)
+    return time.perf_counter() - started, answer["text"]
 
 
 def decoded_tokens(client: httpx.Client, path: Path, **fields: str) -> int:
     """The tokens of a transcription's segments (`verbose_json`), 0 where the service gives none: what the decoder
     generated, which its time follows."""
-    with path.open("rb") as audio:
-        response = client.post("/v1/audio/transcriptions", files={"file": (path.name, audio)},
-                               data={"response_format": "verbose_json", **fields})
-    response.raise_for_status()
-    return sum(len(segment.get("tokens") or []) for segment in response.json().get("segments") or [])
+    segments = transcription(client, path, "verbose_json", **fields).get("segments") or []
+    return sum(len(segment.get("tokens") or []) for segment in segments)
 
 
 def batch_rows(client: httpx.Client, module: str) -> dict[str, tuple[int, int]]:
