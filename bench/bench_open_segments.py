@@ -71,6 +71,8 @@ class Tally:
     wall: float = 0.0
     rows: int = 0
     generates: int = 0
+    opened: int = 0
+    opened_with_words: int = 0
     texts: list[str] = field(default_factory=list)
 
     @property
@@ -124,14 +126,18 @@ def measure(decoders: dict[str, Sequential | PipelineByClip], clips: list[Clip])
     tallies = {name: Tally() for name in decoders}
     for clip in clips:
         for name, decoder in decoders.items():
-            tally, counter = tallies[name], decoder.counter
+            tally, counter, endings = tallies[name], decoder.counter, decoder.endings
             rows, generates = counter.rows, counter.generates
+            opened, with_words = (endings.open, endings.with_words) if endings is not None else (0, 0)
             started, cpu = time.perf_counter(), time.process_time()
             tally.texts.append(decoder.transcribe(clip.samples))
             tally.wall += time.perf_counter() - started
             tally.cpu += time.process_time() - cpu
             tally.rows += counter.rows - rows
             tally.generates += counter.generates - generates
+            if endings is not None:
+                tally.opened += endings.open - opened
+                tally.opened_with_words += endings.with_words - with_words
     return tallies
 
 
@@ -149,13 +155,12 @@ def main() -> int:
     }
     started = time.perf_counter()
     rows = []
+    decoders = {name: make() for name, make in DECODINGS.items()}
     for set_name, clips in sets.items():
-        decoders = {name: make() for name, make in DECODINGS.items()}  # fresh counters per set
         tallies = measure(decoders, clips)
         base = tallies[next(iter(DECODINGS))]
         for name, tally in tallies.items():
-            endings = decoders[name].endings
-            opened = f"{endings.open} ({endings.with_words})" if endings is not None else "-"
+            opened = f"{tally.opened} ({tally.opened_with_words})" if decoders[name].endings is not None else "-"
             quality = f"{wer(reference, ' '.join(tally.texts)):.3f}" if set_name.startswith("8 whole") else "-"
             rows.append([set_name, name, len(clips), f"{tally.cpu:.1f}", f"**{tally.cpu / base.cpu:.2f}**",
                          f"{tally.wall:.1f}", tally.rows, tally.generates, opened, tally.words, quality])
